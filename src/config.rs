@@ -1,0 +1,120 @@
+//! Every setting in one typed struct, read from `--flags` or environment variables.
+//!
+//! clap reports a malformed value once, naming the flag and its variable; settings that
+//! only some subcommands need are checked by the subcommand (`GitHubAppConfig::load`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use secrecy::SecretString;
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Postgres connection string; the database is created if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@localhost:5432/conveyor",
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Address the HTTP server binds.
+    #[arg(
+        long,
+        env = "CONVEYOR_LISTEN",
+        default_value = "127.0.0.1:3000",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Base URL for links back to Conveyor (check run details); defaults to `http://<listen>`.
+    #[arg(long, env = "CONVEYOR_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+
+    /// Directory for the mirror cache and ephemeral workspaces.
+    #[arg(
+        long,
+        env = "CONVEYOR_DATA_DIR",
+        default_value = "./.conveyor",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    /// Worker sessions in this process.
+    #[arg(long, env = "CONVEYOR_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub workers: u16,
+
+    /// Bearer token for writes to `/api/v2`; unset means the API refuses writes.
+    #[arg(
+        long,
+        env = "CONVEYOR_API_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub api_token: Option<SecretString>,
+
+    #[command(flatten)]
+    pub github: GitHubConfig,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GitHubConfig {
+    /// GitHub App id (or client id), the `iss` of the App JWT.
+    #[arg(long = "github-app-id", env = "GITHUB_APP_ID", global = true)]
+    pub app_id: Option<String>,
+
+    /// The App's PEM private key, inline.
+    #[arg(
+        long = "github-private-key",
+        env = "GITHUB_PRIVATE_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub private_key: Option<SecretString>,
+
+    /// Path to the App's PEM private key.
+    #[arg(
+        long = "github-private-key-path",
+        env = "GITHUB_PRIVATE_KEY_PATH",
+        global = true
+    )]
+    pub private_key_path: Option<PathBuf>,
+
+    /// Secret GitHub signs webhooks with; without it every webhook is refused.
+    #[arg(
+        long = "github-webhook-secret",
+        env = "GITHUB_WEBHOOK_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub webhook_secret: Option<SecretString>,
+
+    /// REST API base URL (GitHub Enterprise, tests).
+    #[arg(
+        long = "github-api-url",
+        env = "GITHUB_API_URL",
+        default_value = "https://api.github.com",
+        global = true
+    )]
+    pub api_url: String,
+
+    /// Git base URL for clone and push (`{base}/{owner}/{repo}.git`).
+    #[arg(
+        long = "github-git-url",
+        env = "GITHUB_GIT_URL",
+        default_value = "https://github.com",
+        global = true
+    )]
+    pub git_url: String,
+}
+
+impl Config {
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The task engine: tasks, their state machine, runs, steps and the audit trail.
+//! Every entry point (webhook, API, CLI, workers) changes tasks through these functions.
+
+pub mod events;
+pub mod runs;
+pub mod state;
+pub mod tasks;
+
+pub use state::{RunState, TaskState, TransitionError};

@@ -1,0 +1,86 @@
+//! Which task state may follow which: the one place that rule lives.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize)]
+#[sqlx(type_name = "task_state", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize)]
+#[sqlx(type_name = "run_state", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl TaskState {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    pub fn can_become(self, next: TaskState) -> bool {
+        use TaskState::*;
+        matches!(
+            (self, next),
+            (Queued, Running)
+                | (Queued, Cancelled)
+                | (Running, Succeeded)
+                | (Running, Failed)
+                | (Running, Cancelled)
+                | (Running, Queued)
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TransitionError {
+    #[error("task {task_id} cannot go from {from:?} to {to:?}")]
+    NotAllowed {
+        task_id: i64,
+        from: TaskState,
+        to: TaskState,
+    },
+    #[error("task {task_id} is no longer held by lease epoch {epoch}")]
+    StaleLease { task_id: i64, epoch: i64 },
+    #[error("task {task_id} does not exist")]
+    NotFound { task_id: i64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskState::{self, *};
+
+    const ALL: [TaskState; 5] = [Queued, Running, Succeeded, Failed, Cancelled];
+
+    #[test]
+    fn final_states_never_change() {
+        for from in ALL.into_iter().filter(|s| s.is_final()) {
+            for to in ALL {
+                assert!(!from.can_become(to), "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_claim_starts_a_task_and_only_a_running_task_finishes() {
+        for from in ALL {
+            assert_eq!(from.can_become(Running), from == Queued, "{from:?}");
+            assert_eq!(from.can_become(Succeeded), from == Running, "{from:?}");
+            assert_eq!(from.can_become(Failed), from == Running, "{from:?}");
+        }
+        assert!(Queued.can_become(Cancelled));
+        assert!(
+            Running.can_become(Queued),
+            "a rescued task goes back to the queue"
+        );
+    }
+}

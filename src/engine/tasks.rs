@@ -1,0 +1,123 @@
+//! Tasks: creation, lookup and guarded state changes.
+
+use serde_json::json;
+use sqlx::{PgConnection, PgExecutor};
+
+use super::events;
+use super::state::{TaskState, TransitionError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    pub installation_id: i64,
+    pub repo_owner: String,
+    pub repo_name: String,
+    pub default_branch: String,
+    pub issue_number: i64,
+    pub title: String,
+    pub body: String,
+    pub pipeline: String,
+    pub delivery_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Task {
+    pub id: i64,
+    pub installation_id: i64,
+    pub repo_owner: String,
+    pub repo_name: String,
+    pub default_branch: String,
+    pub issue_number: i64,
+    pub title: String,
+    pub body: String,
+    pub pipeline: String,
+    pub state: TaskState,
+    pub lease_epoch: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub(crate) const TASK_COLUMNS: &str = "id, installation_id, repo_owner, repo_name, default_branch, issue_number, \
+     title, body, pipeline, state, lease_epoch";
+
+/// Creates a queued task; `None` when the issue already has a live task or the delivery
+/// already created one.
+pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Option<i64>> {
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO tasks (installation_id, repo_owner, repo_name, default_branch, issue_number,
+                            title, body, pipeline, delivery_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT DO NOTHING
+         RETURNING id",
+    )
+    .bind(task.installation_id)
+    .bind(&task.repo_owner)
+    .bind(&task.repo_name)
+    .bind(&task.default_branch)
+    .bind(task.issue_number)
+    .bind(&task.title)
+    .bind(&task.body)
+    .bind(&task.pipeline)
+    .bind(task.delivery_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(id) = id {
+        events::record(
+            &mut *conn,
+            id,
+            None,
+            "created",
+            json!({ "delivery": task.delivery_id }),
+        )
+        .await?;
+    }
+    Ok(id)
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<Task>> {
+    sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Moves a task held under lease `epoch` to `to`, refusing stale leases and transitions the
+/// state machine does not allow. Call inside a transaction.
+pub async fn transition(
+    conn: &mut PgConnection,
+    task_id: i64,
+    epoch: i64,
+    to: TaskState,
+) -> Result<(), EngineError> {
+    let row: Option<(TaskState, i64)> =
+        sqlx::query_as("SELECT state, lease_epoch FROM tasks WHERE id = $1 FOR UPDATE")
+            .bind(task_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (from, current_epoch) = row.ok_or(TransitionError::NotFound { task_id })?;
+    if current_epoch != epoch {
+        return Err(TransitionError::StaleLease { task_id, epoch }.into());
+    }
+    if !from.can_become(to) {
+        return Err(TransitionError::NotAllowed { task_id, from, to }.into());
+    }
+    sqlx::query("UPDATE tasks SET state = $2, updated_at = now() WHERE id = $1")
+        .bind(task_id)
+        .bind(to)
+        .execute(&mut *conn)
+        .await?;
+    events::record(
+        &mut *conn,
+        task_id,
+        None,
+        "state",
+        json!({ "from": from, "to": to }),
+    )
+    .await?;
+    Ok(())
+}

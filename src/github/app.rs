@@ -1,0 +1,167 @@
+//! GitHub App authentication: the App JWT and cached installation tokens.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Duration, Utc};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use octocrab::Octocrab;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::client::{InstallationClient, call};
+use super::error::GitHubError;
+use crate::config::GitHubConfig;
+
+/// GitHub refuses a JWT whose `exp` is more than 10 minutes ahead; stay under it.
+const JWT_LIFETIME: Duration = Duration::minutes(9);
+/// Clocks drift: date `iat` back so GitHub never sees it in the future.
+const JWT_BACKDATE: Duration = Duration::seconds(60);
+/// A cached token is replaced this long before it expires.
+const TOKEN_REFRESH_MARGIN: Duration = Duration::minutes(5);
+
+/// The App id and private key, checked at start so a bad key is reported once, by name.
+pub struct AppCredentials {
+    app_id: String,
+    key: EncodingKey,
+}
+
+impl AppCredentials {
+    /// `None` when no App is configured (`GITHUB_APP_ID` unset).
+    pub fn from_config(config: &GitHubConfig) -> anyhow::Result<Option<Self>> {
+        let Some(app_id) = config.app_id.clone().filter(|id| !id.is_empty()) else {
+            return Ok(None);
+        };
+        let (pem, source) = match (&config.private_key, &config.private_key_path) {
+            (Some(pem), _) => (
+                pem.expose_secret().replace("\\n", "\n"),
+                "GITHUB_PRIVATE_KEY",
+            ),
+            (None, Some(path)) => (
+                std::fs::read_to_string(path).with_context(|| {
+                    format!("GITHUB_PRIVATE_KEY_PATH: cannot read {}", path.display())
+                })?,
+                "GITHUB_PRIVATE_KEY_PATH",
+            ),
+            (None, None) => bail!(
+                "GITHUB_APP_ID is set but the App's private key is not: set GITHUB_PRIVATE_KEY \
+                 (the PEM text) or GITHUB_PRIVATE_KEY_PATH (a .pem file)"
+            ),
+        };
+        let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| {
+            anyhow::anyhow!("{source}: expected the App's RSA private key in PEM form")
+        })?;
+        Ok(Some(Self { app_id, key }))
+    }
+
+    /// A JWT that authenticates as the App itself.
+    pub fn jwt(&self, now: DateTime<Utc>) -> anyhow::Result<SecretString> {
+        #[derive(Serialize)]
+        struct Claims<'a> {
+            iat: i64,
+            exp: i64,
+            iss: &'a str,
+        }
+        let claims = Claims {
+            iat: (now - JWT_BACKDATE).timestamp(),
+            exp: (now + JWT_LIFETIME).timestamp(),
+            iss: &self.app_id,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &self.key)
+            .context("signing the App JWT")?;
+        Ok(token.into())
+    }
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    token: SecretString,
+    expires_at: DateTime<Utc>,
+}
+
+type TokenSlot = Arc<tokio::sync::Mutex<Option<CachedToken>>>;
+
+/// The App as a whole: mints installation clients, caching one token per installation.
+pub struct GitHubApp {
+    octocrab: Octocrab,
+    credentials: AppCredentials,
+    tokens: Mutex<HashMap<i64, TokenSlot>>,
+}
+
+#[derive(Deserialize)]
+struct AccessToken {
+    token: String,
+    expires_at: DateTime<Utc>,
+}
+
+impl GitHubApp {
+    pub fn new(api_url: &str, credentials: AppCredentials) -> anyhow::Result<Self> {
+        let octocrab = Octocrab::builder()
+            .base_uri(api_url)
+            .with_context(|| format!("GITHUB_API_URL: {api_url:?} is not a URL"))?
+            .build()
+            .context("building the GitHub client")?;
+        Ok(Self {
+            octocrab,
+            credentials,
+            tokens: Mutex::default(),
+        })
+    }
+
+    /// A client acting as `installation_id`, with a token valid for at least a few minutes.
+    pub async fn installation(
+        &self,
+        installation_id: i64,
+    ) -> Result<InstallationClient, GitHubError> {
+        let token = self.token(installation_id).await?;
+        let octocrab = self
+            .octocrab
+            .user_access_token(token.clone())
+            .map_err(|err| GitHubError::classify("installation client", err))?;
+        Ok(InstallationClient::new(octocrab, token))
+    }
+
+    async fn token(&self, installation_id: i64) -> Result<SecretString, GitHubError> {
+        let slot = self
+            .tokens
+            .lock()
+            .expect("token cache lock")
+            .entry(installation_id)
+            .or_default()
+            .clone();
+        // Holding the slot while minting makes concurrent callers share one request.
+        let mut cached = slot.lock().await;
+        if let Some(token) = cached
+            .as_ref()
+            .filter(|t| t.expires_at - TOKEN_REFRESH_MARGIN > Utc::now())
+        {
+            return Ok(token.token.clone());
+        }
+        let fresh = self.mint(installation_id).await?;
+        *cached = Some(fresh.clone());
+        Ok(fresh.token)
+    }
+
+    async fn mint(&self, installation_id: i64) -> Result<CachedToken, GitHubError> {
+        const CALL: &str = "create installation token";
+        let jwt = self
+            .credentials
+            .jwt(Utc::now())
+            .map_err(|err| GitHubError::Transport {
+                call: CALL,
+                message: format!("{err:#}"),
+            })?;
+        let app = self
+            .octocrab
+            .user_access_token(jwt)
+            .map_err(|err| GitHubError::classify(CALL, err))?;
+        let route = format!("/app/installations/{installation_id}/access_tokens");
+        let token: AccessToken = call(CALL, || app.post(&route, None::<&()>)).await?;
+        tracing::debug!(installation = installation_id, expires_at = %token.expires_at, "installation token minted");
+        Ok(CachedToken {
+            token: token.token.into(),
+            expires_at: token.expires_at,
+        })
+    }
+}

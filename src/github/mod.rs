@@ -1,0 +1,10 @@
+//! Everything that talks to GitHub's REST API: App authentication, installation tokens and
+//! one client wrapper that every call goes through.
+
+pub mod app;
+pub mod client;
+pub mod error;
+
+pub use app::{AppCredentials, GitHubApp};
+pub use client::InstallationClient;
+pub use error::GitHubError;

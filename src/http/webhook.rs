@@ -1,0 +1,94 @@
+//! `POST /webhooks/github`: verify, store, answer. Nothing else happens in the request.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use super::AppState;
+use crate::webhook::{inbox, signature};
+
+/// A webhook whose signature matched the raw body it arrived with.
+pub struct VerifiedWebhook {
+    pub delivery_id: String,
+    pub event: String,
+    pub body: Bytes,
+}
+
+pub struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl FromRequest<AppState> for VerifiedWebhook {
+    type Rejection = Refusal;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Refusal> {
+        let Some(secret) = state.webhook_secret.clone() else {
+            tracing::warn!("webhook refused: GITHUB_WEBHOOK_SECRET is not set");
+            return Err(Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "webhooks are disabled: GITHUB_WEBHOOK_SECRET is not set".into(),
+            ));
+        };
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| Refusal(rejection.status(), rejection.body_text()))?;
+        signature::verify(
+            secret.expose_secret().as_bytes(),
+            &body,
+            header(&headers, "x-hub-signature-256"),
+        )
+        .map_err(|err| {
+            tracing::warn!(error = %err, "webhook refused");
+            Refusal(StatusCode::UNAUTHORIZED, err.to_string())
+        })?;
+        let required = |name: &str| {
+            header(&headers, name)
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| Refusal(StatusCode::BAD_REQUEST, format!("missing {name} header")))
+        };
+        Ok(VerifiedWebhook {
+            delivery_id: required("x-github-delivery")?,
+            event: required("x-github-event")?,
+            body,
+        })
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+pub async fn receive(State(state): State<AppState>, webhook: VerifiedWebhook) -> Response {
+    match inbox::insert(
+        &state.pool,
+        &webhook.delivery_id,
+        &webhook.event,
+        &webhook.body,
+    )
+    .await
+    {
+        Ok(Some(_)) => {
+            state.deliveries_added.notify_one();
+            (StatusCode::ACCEPTED, Json(json!({ "stored": true }))).into_response()
+        }
+        Ok(None) => (StatusCode::OK, Json(json!({ "duplicate": true }))).into_response(),
+        Err(err) => {
+            tracing::error!(delivery = %webhook.delivery_id, error = %err, "storing delivery failed");
+            Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "delivery could not be stored".into(),
+            )
+            .into_response()
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Conveyor: a self-hosted GitHub App that turns labelled issues into pipeline runs and
+//! pull requests.
+
+pub mod config;
+pub mod db;
+pub mod engine;
+pub mod github;
+pub mod http;
+pub mod local_run;
+pub mod pipeline;
+pub mod report;
+pub mod scheduler;
+pub mod service;
+pub mod task_run;
+pub mod webhook;

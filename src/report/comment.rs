@@ -1,0 +1,113 @@
+//! The one status comment on the issue, posted when a run starts and edited as it ends.
+
+use super::{Failure, Outcome, steps_table};
+use crate::pipeline::StepResult;
+
+/// Lines of a failed step's output quoted in the comment.
+pub const TAIL_LINES: usize = 30;
+
+/// Marks the comment as Conveyor's, so it can be found again and never mistaken for a person's.
+pub fn marker(task_id: i64) -> String {
+    format!("<!-- conveyor:task:{task_id} -->")
+}
+
+pub fn started(task_id: i64, pipeline: &str, attempt: i32) -> String {
+    format!(
+        "{}\n🚧 **Conveyor** is running pipeline `{pipeline}` for this issue (task {task_id}, attempt {attempt}).\n\nThis comment will be updated when the run ends.",
+        marker(task_id)
+    )
+}
+
+pub fn finished(task_id: i64, pipeline: &str, outcome: &Outcome, steps: &[StepResult]) -> String {
+    let mut body = marker(task_id);
+    body.push('\n');
+    match outcome {
+        Outcome::Proposed { pull_request_url, branch } => body.push_str(&format!(
+            "✅ **Conveyor** finished pipeline `{pipeline}`: the changes are in {pull_request_url} (branch `{branch}`).\n"
+        )),
+        Outcome::NoChanges => body.push_str(&format!(
+            "✅ **Conveyor** finished pipeline `{pipeline}`; the steps changed no files, so there is nothing to propose.\n"
+        )),
+        Outcome::Failed(Failure::Step { name, exit_code, timed_out, tail }) => {
+            let how = match (exit_code, timed_out) {
+                (_, true) => "timed out".to_owned(),
+                (Some(code), _) => format!("exited with code {code}"),
+                (None, _) => "was killed or could not start".to_owned(),
+            };
+            body.push_str(&format!(
+                "❌ **Conveyor** pipeline `{pipeline}` failed: step `{name}` {how}. Nothing was pushed.\n\n<details open><summary>Last lines of `{name}`</summary>\n\n```\n{}\n```\n</details>\n",
+                fence_safe(tail)
+            ));
+        }
+        Outcome::Failed(Failure::Definition(message)) => body.push_str(&format!(
+            "❌ **Conveyor** could not run this task: the pipeline definition needs fixing.\n\n{message}\n"
+        )),
+        Outcome::Failed(Failure::Infrastructure(message)) => body.push_str(&format!(
+            "❌ **Conveyor** could not finish this task: {message}\n"
+        )),
+    }
+    if !steps.is_empty() {
+        body.push('\n');
+        body.push_str(&steps_table(steps));
+    }
+    body
+}
+
+/// Output quoted inside a code fence must not close it.
+fn fence_safe(text: &str) -> String {
+    text.replace("```", "`\u{200b}``")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn step(name: &str, exit_code: Option<i32>, output: &str) -> StepResult {
+        StepResult {
+            position: 0,
+            name: name.into(),
+            command: "x".into(),
+            exit_code,
+            duration: Duration::from_millis(1500),
+            output: output.into(),
+            timed_out: false,
+        }
+    }
+
+    #[test]
+    fn a_failed_step_is_named_with_its_output_tail() {
+        let failed = step("verify", Some(2), "ok\n```\nboom\n");
+        let outcome = Outcome::Failed(Failure::from_step(&failed));
+        let body = finished(
+            5,
+            "default",
+            &outcome,
+            &[step("implement", Some(0), ""), failed],
+        );
+        assert!(body.starts_with("<!-- conveyor:task:5 -->"));
+        assert!(body.contains("step `verify` exited with code 2"), "{body}");
+        assert!(body.contains("boom"));
+        assert_eq!(
+            body.matches("```").count(),
+            2,
+            "output must not break the fence: {body}"
+        );
+        assert!(
+            body.contains("| `implement` | ✅ passed | 1.5s |"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn success_links_the_pull_request() {
+        let outcome = Outcome::Proposed {
+            pull_request_url: "https://github.com/o/r/pull/9".into(),
+            branch: "conveyor/1-x".into(),
+        };
+        let body = finished(1, "default", &outcome, &[]);
+        assert!(body.contains("https://github.com/o/r/pull/9"));
+        assert!(body.contains("`conveyor/1-x`"));
+    }
+}

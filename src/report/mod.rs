@@ -1,0 +1,100 @@
+//! What Conveyor tells GitHub about a run: the status comment, the check run, the pull request.
+//! Rendering is pure; the calls go through `github::InstallationClient`.
+
+pub mod check_run;
+pub mod comment;
+pub mod pull_request;
+
+use std::time::Duration;
+
+use crate::pipeline::StepResult;
+
+/// How a run ended, in the terms its reports need.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Steps passed and their changes are proposed in a pull request.
+    Proposed {
+        pull_request_url: String,
+        branch: String,
+    },
+    /// Steps passed without changing any file.
+    NoChanges,
+    Failed(Failure),
+}
+
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// A step exited non-zero, timed out or could not start.
+    Step {
+        name: String,
+        exit_code: Option<i32>,
+        timed_out: bool,
+        tail: String,
+    },
+    /// The pipeline file is missing or wrong; the message says how to fix it.
+    Definition(String),
+    /// Conveyor itself could not do its part (clone, push, GitHub); not the repository's fault.
+    Infrastructure(String),
+}
+
+impl Failure {
+    pub fn from_step(step: &StepResult) -> Self {
+        Failure::Step {
+            name: step.name.clone(),
+            exit_code: step.exit_code,
+            timed_out: step.timed_out,
+            tail: step.tail(comment::TAIL_LINES).to_owned(),
+        }
+    }
+
+    /// One line for logs and the run record.
+    pub fn headline(&self) -> String {
+        match self {
+            Failure::Step {
+                name,
+                exit_code: Some(code),
+                ..
+            } => format!("step `{name}` exited with {code}"),
+            Failure::Step {
+                name,
+                timed_out: true,
+                ..
+            } => format!("step `{name}` timed out"),
+            Failure::Step { name, .. } => format!("step `{name}` was killed or could not start"),
+            Failure::Definition(message) => message.lines().next().unwrap_or_default().to_owned(),
+            Failure::Infrastructure(message) => message.clone(),
+        }
+    }
+}
+
+fn format_duration(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!(
+            "{}m{:02}s",
+            duration.as_secs() / 60,
+            duration.as_secs() % 60
+        )
+    }
+}
+
+/// A markdown table of the steps that ran.
+fn steps_table(steps: &[StepResult]) -> String {
+    let mut table = String::from("| step | result | duration |\n|---|---|---|\n");
+    for step in steps {
+        let result = match (step.exit_code, step.timed_out) {
+            (Some(0), _) => "✅ passed".to_owned(),
+            (_, true) => "⏱️ timed out".to_owned(),
+            (Some(code), _) => format!("❌ exit {code}"),
+            (None, _) => "❌ killed".to_owned(),
+        };
+        table.push_str(&format!(
+            "| `{}` | {result} | {} |\n",
+            step.name,
+            format_duration(step.duration)
+        ));
+    }
+    table
+}

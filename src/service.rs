@@ -1,0 +1,140 @@
+//! Assembling the long-running service: HTTP server, delivery interpretation and workers.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::github::{AppCredentials, GitHubApp};
+use crate::http::{self, AppState};
+use crate::task_run::TaskRunner;
+use crate::{scheduler, webhook};
+
+pub struct Service {
+    state: AppState,
+    tasks_added: Arc<Notify>,
+    workers: u16,
+    /// `None` without a configured GitHub App: tasks then wait in the queue.
+    runner: Option<Arc<TaskRunner>>,
+}
+
+impl Service {
+    pub fn new(config: &Config, pool: PgPool) -> anyhow::Result<Self> {
+        let runner = match AppCredentials::from_config(&config.github)? {
+            Some(credentials) => Some(Arc::new(TaskRunner {
+                pool: pool.clone(),
+                github: Arc::new(GitHubApp::new(&config.github.api_url, credentials)?),
+                data_dir: config.data_dir.clone(),
+                git_url: config.github.git_url.clone(),
+            })),
+            None => {
+                tracing::warn!(
+                    "GITHUB_APP_ID is not set: tasks are queued but not run until a GitHub App is configured"
+                );
+                None
+            }
+        };
+        if config.github.webhook_secret.is_none() {
+            tracing::warn!("GITHUB_WEBHOOK_SECRET is not set: every webhook will be refused");
+        }
+        let state = AppState {
+            pool,
+            webhook_secret: config.github.webhook_secret.clone().map(Arc::new),
+            deliveries_added: Arc::new(Notify::new()),
+        };
+        Ok(Self {
+            state,
+            tasks_added: Arc::new(Notify::new()),
+            workers: config.workers,
+            runner,
+        })
+    }
+
+    pub fn router(&self) -> Router {
+        http::router(self.state.clone())
+    }
+
+    /// Starts interpretation and the worker sessions; they stop when `shutdown` fires.
+    pub fn spawn_background(&self, shutdown: CancellationToken) -> tokio::task::JoinSet<()> {
+        let mut jobs = tokio::task::JoinSet::new();
+        jobs.spawn(webhook::interpret::run(
+            self.state.pool.clone(),
+            self.state.deliveries_added.clone(),
+            self.tasks_added.clone(),
+            shutdown.clone(),
+        ));
+        self.spawn_workers(&mut jobs, shutdown);
+        jobs
+    }
+
+    /// Starts only the worker sessions (`conveyor worker`).
+    pub fn spawn_workers(&self, jobs: &mut tokio::task::JoinSet<()>, shutdown: CancellationToken) {
+        if let Some(runner) = &self.runner {
+            jobs.spawn(scheduler::run_workers(
+                self.workers,
+                self.state.pool.clone(),
+                runner.clone(),
+                self.tasks_added.clone(),
+                shutdown,
+            ));
+        }
+    }
+}
+
+/// `conveyor serve`: migrations, then the HTTP server and workers until SIGTERM or Ctrl-C.
+pub async fn serve(config: &Config, pool: PgPool) -> anyhow::Result<()> {
+    let service = Service::new(config, pool)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("CONVEYOR_LISTEN: cannot bind {}", config.listen))?;
+    tracing::info!(listen = %config.listen, "serving");
+    let shutdown = CancellationToken::new();
+    let background = service.spawn_background(shutdown.clone());
+    let stop = shutdown.clone();
+    axum::serve(listener, service.router())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        })
+        .await
+        .context("HTTP server")?;
+    background.join_all().await;
+    Ok(())
+}
+
+/// `conveyor worker`: worker sessions only, beside a `serve` on the same database.
+pub async fn worker(config: &Config, pool: PgPool) -> anyhow::Result<()> {
+    let service = Service::new(config, pool)?;
+    anyhow::ensure!(
+        service.runner.is_some(),
+        "conveyor worker needs a GitHub App: set GITHUB_APP_ID and GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH"
+    );
+    let shutdown = CancellationToken::new();
+    let mut jobs = tokio::task::JoinSet::new();
+    service.spawn_workers(&mut jobs, shutdown.clone());
+    tracing::info!(workers = config.workers, "worker sessions started");
+    shutdown_signal().await;
+    shutdown.cancel();
+    jobs.join_all().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: finishing running tasks");
+}

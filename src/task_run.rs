@@ -1,0 +1,276 @@
+//! Executing one claimed task end to end: token, workspace, pipeline, branch, pull request,
+//! check run, status comment.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tracing::Instrument;
+
+use crate::engine::runs::{self, Published, StepRecord};
+use crate::engine::tasks::{self, EngineError, Task};
+use crate::engine::{RunState, TaskState};
+use crate::github::client::Repo;
+use crate::github::{GitHubApp, GitHubError, InstallationClient};
+use crate::pipeline::git::{self, Git};
+use crate::pipeline::{self, PrepareError, StepResult, TaskContext};
+use crate::report::{Failure, Outcome, check_run, comment, pull_request};
+
+pub struct TaskRunner {
+    pub pool: PgPool,
+    pub github: Arc<GitHubApp>,
+    pub data_dir: PathBuf,
+    /// `GITHUB_GIT_URL`: repositories are at `{git_url}/{owner}/{repo}.git`.
+    pub git_url: String,
+}
+
+impl TaskRunner {
+    pub async fn run(&self, task: Task) {
+        let span = tracing::info_span!("task", task = task.id, run = tracing::field::Empty);
+        async {
+            if let Err(err) = self.run_task(&task).await {
+                tracing::error!(error = %format!("{err:#}"), "task run could not be recorded");
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run_task(&self, task: &Task) -> anyhow::Result<()> {
+        let run = runs::start(&mut *self.pool.acquire().await?, task.id, &task.pipeline).await?;
+        tracing::Span::current().record("run", run.id);
+        tracing::info!(attempt = run.attempt, pipeline = %task.pipeline, "run started");
+        let repo = Repo {
+            owner: &task.repo_owner,
+            name: &task.repo_name,
+        };
+
+        let client = match self.github.installation(task.installation_id).await {
+            Ok(client) => client,
+            Err(err) => {
+                let failure = Failure::Infrastructure(format!("no installation token: {err}"));
+                return self
+                    .record_end(
+                        task,
+                        run.id,
+                        &Outcome::Failed(failure),
+                        &Published::default(),
+                    )
+                    .await;
+            }
+        };
+        let started = comment::started(task.id, &task.pipeline, run.attempt);
+        let comment_id = match client
+            .create_comment(repo, task.issue_number, &started)
+            .await
+        {
+            Ok(posted) => {
+                runs::set_comment(&self.pool, run.id, posted.id).await?;
+                Some(posted.id)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not post the status comment; will post at the end");
+                None
+            }
+        };
+
+        let (outcome, steps, published) = self.execute(task, run.id, &client).await;
+        self.record_end(task, run.id, &outcome, &published).await?;
+
+        let body = comment::finished(task.id, &task.pipeline, &outcome, &steps);
+        let reported = match comment_id {
+            Some(id) => client.update_comment(repo, id, &body).await,
+            None => client.create_comment(repo, task.issue_number, &body).await,
+        };
+        if let Err(err) = reported {
+            tracing::warn!(error = %err, "could not update the status comment");
+        }
+        Ok(())
+    }
+
+    /// Writes the run's end and the task's final state, unless the lease moved on.
+    async fn record_end(
+        &self,
+        task: &Task,
+        run_id: i64,
+        outcome: &Outcome,
+        published: &Published,
+    ) -> anyhow::Result<()> {
+        let (run_state, task_state, failure) = match outcome {
+            Outcome::Failed(failure) => (
+                RunState::Failed,
+                TaskState::Failed,
+                Some(failure.headline()),
+            ),
+            _ => (RunState::Succeeded, TaskState::Succeeded, None),
+        };
+        let mut tx = self.pool.begin().await?;
+        runs::finish(&mut *tx, run_id, run_state, published, failure.as_deref()).await?;
+        match tasks::transition(&mut tx, task.id, task.lease_epoch, task_state).await {
+            Ok(()) => {}
+            Err(EngineError::Transition(err)) => {
+                tracing::warn!(error = %err, "result dropped");
+                return Ok(());
+            }
+            Err(err) => return Err(err.into()),
+        }
+        tx.commit().await?;
+        match &failure {
+            Some(headline) => tracing::info!(failure = %headline, "run failed"),
+            None => tracing::info!("run succeeded"),
+        }
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        task: &Task,
+        run_id: i64,
+        client: &InstallationClient,
+    ) -> (Outcome, Vec<StepResult>, Published) {
+        let git = Git::with_token(client.token());
+        let url = format!(
+            "{}/{}/{}.git",
+            self.git_url.trim_end_matches('/'),
+            task.repo_owner,
+            task.repo_name
+        );
+        let context = TaskContext {
+            task_id: Some(task.id),
+            issue_number: Some(task.issue_number),
+            repository: format!("{}/{}", task.repo_owner, task.repo_name),
+            title: task.title.clone(),
+            body: task.body.clone(),
+            pipeline: task.pipeline.clone(),
+        };
+        let record_step = |step: StepResult| {
+            let pool = self.pool.clone();
+            async move {
+                if let Err(err) = runs::record_step(&pool, run_id, &step_record(&step)).await {
+                    tracing::warn!(error = %err, step = %step.name, "could not record step result");
+                }
+                tracing::info!(step = %step.name, exit_code = ?step.exit_code, elapsed_ms = step.duration.as_millis() as u64, "step finished");
+            }
+        };
+        let execution =
+            match pipeline::clone_and_execute(&git, &url, &self.data_dir, &context, record_step)
+                .await
+            {
+                Ok(execution) => execution,
+                Err(PrepareError::Definition(err)) => {
+                    return (
+                        Outcome::Failed(Failure::Definition(err.to_string())),
+                        Vec::new(),
+                        Published::default(),
+                    );
+                }
+                Err(err) => {
+                    return (
+                        Outcome::Failed(Failure::Infrastructure(err.to_string())),
+                        Vec::new(),
+                        Published::default(),
+                    );
+                }
+            };
+        if let Some(step) = execution.failed_step() {
+            let failure = Failure::from_step(step);
+            return (
+                Outcome::Failed(failure),
+                execution.steps,
+                Published::default(),
+            );
+        }
+        let outcome = self.publish(task, client, &git, &execution).await;
+        let (outcome, published) = match outcome {
+            Ok(Some(published)) => (
+                Outcome::Proposed {
+                    pull_request_url: published.pull_request_url.clone().unwrap_or_default(),
+                    branch: published.branch.clone().unwrap_or_default(),
+                },
+                published,
+            ),
+            Ok(None) => (Outcome::NoChanges, Published::default()),
+            Err(err) => (
+                Outcome::Failed(Failure::Infrastructure(err)),
+                Published::default(),
+            ),
+        };
+        (outcome, execution.steps, published)
+    }
+
+    /// Commits and pushes the steps' changes, opens (or reuses) the pull request and marks the
+    /// commit with a check run. `None` when the steps changed nothing.
+    async fn publish(
+        &self,
+        task: &Task,
+        client: &InstallationClient,
+        git: &Git,
+        execution: &pipeline::Execution,
+    ) -> Result<Option<Published>, String> {
+        let dir = execution.workspace.repo_dir();
+        let describe = |err: git::GitError| err.to_string();
+        if !git.has_changes(&dir).await.map_err(describe)? {
+            return Ok(None);
+        }
+        let repo = Repo {
+            owner: &task.repo_owner,
+            name: &task.repo_name,
+        };
+        let branch = git::branch_name(&task.issue_number.to_string(), &task.title);
+        let message = format!(
+            "{}\n\nConveyor task {} for issue #{}.",
+            task.title.trim(),
+            task.id,
+            task.issue_number
+        );
+        let head_sha = git
+            .commit_all(&dir, &branch, &message)
+            .await
+            .map_err(describe)?;
+        git.push(&dir, "origin", &branch).await.map_err(describe)?;
+        tracing::info!(%branch, %head_sha, "branch pushed");
+
+        let github = |err: GitHubError| err.to_string();
+        let pull = match client
+            .open_pull_request(repo, &branch)
+            .await
+            .map_err(github)?
+        {
+            Some(existing) => existing,
+            None => client
+                .create_pull_request(
+                    repo,
+                    &pull_request::title(&task.title),
+                    &branch,
+                    &task.default_branch,
+                    &pull_request::body(task.issue_number, &task.pipeline, task.id),
+                )
+                .await
+                .map_err(github)?,
+        };
+        let check =
+            check_run::succeeded(&head_sha, &task.pipeline, &execution.steps, None, task.id);
+        let check = client
+            .create_check_run(repo, &check)
+            .await
+            .map_err(github)?;
+        Ok(Some(Published {
+            branch: Some(branch),
+            head_sha: Some(head_sha),
+            pull_request_number: Some(pull.number),
+            pull_request_url: Some(pull.html_url),
+            check_run_id: Some(check.id),
+        }))
+    }
+}
+
+fn step_record(step: &StepResult) -> StepRecord {
+    StepRecord {
+        position: step.position as i32,
+        name: step.name.clone(),
+        command: step.command.clone(),
+        exit_code: step.exit_code,
+        duration_ms: step.duration.as_millis() as i64,
+        output: step.output.clone(),
+    }
+}

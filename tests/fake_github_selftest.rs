@@ -1,0 +1,5 @@
+#[path = "support/fake_github.rs"]
+mod fake_github;
+
+#[test]
+fn compiles() {}

@@ -1,0 +1,1957 @@
+//! A stateful fake of the parts of GitHub's REST API and git smart-HTTP
+//! server that Conveyor talks to.
+//!
+//! The fake runs an axum server on `127.0.0.1:<random port>` on the current
+//! tokio runtime. Bare repositories live in a temporary directory owned by the
+//! [`FakeGitHub`] value and are served through `git http-backend`.
+//!
+//! Note: handlers are fully async (git is run through `tokio::process`), but
+//! the server shares the test's runtime. A test that blocks a runtime thread
+//! while waiting for the fake (e.g. `std::process::Command::new("git")` against
+//! the fake's URL on a `current_thread` runtime) will deadlock; use
+//! `tokio::process`, `spawn_blocking` or a `multi_thread` runtime.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt as _;
+
+/// The GitHub App id the fake expects as the JWT `iss` claim.
+pub const APP_ID: u64 = 4242;
+
+const PRIVATE_KEY_PEM: &str = include_str!("keys/app-private.pem");
+const PUBLIC_KEY_PEM: &str = include_str!("keys/app-public.pem");
+
+const DOCS_URL: &str = "https://docs.github.com/rest";
+const BOT_LOGIN: &str = "conveyor[bot]";
+const BOT_USER_ID: u64 = 142_424_242;
+/// GitHub's limit for issue comment / pull request bodies.
+const MAX_BODY_CHARS: usize = 65_536;
+/// GitHub's limit for check run `output.summary` / `output.text`.
+const MAX_CHECK_OUTPUT_CHARS: usize = 65_535;
+const JWT_MAX_LIFETIME_SECS: i64 = 600;
+const JWT_EXP_LEEWAY_SECS: i64 = 30;
+const JWT_IAT_LEEWAY_SECS: i64 = 60;
+
+const CHECK_STATUSES: &[&str] = &[
+    "queued",
+    "in_progress",
+    "completed",
+    "waiting",
+    "requested",
+    "pending",
+];
+const CHECK_CONCLUSIONS: &[&str] = &[
+    "action_required",
+    "cancelled",
+    "failure",
+    "neutral",
+    "success",
+    "skipped",
+    "stale",
+    "timed_out",
+];
+
+/// The PEM (PKCS#1) private key of the fake GitHub App.
+pub fn private_key_pem() -> &'static str {
+    PRIVATE_KEY_PEM
+}
+
+/// An issue comment as stored by the fake.
+#[derive(Clone, Debug)]
+pub struct Comment {
+    pub id: u64,
+    pub body: String,
+    /// Earlier bodies, oldest first.
+    pub edits: Vec<String>,
+    pub user_login: String,
+}
+
+/// A pull request as stored by the fake.
+#[derive(Clone, Debug)]
+pub struct PullRequest {
+    pub number: u64,
+    pub title: String,
+    pub body: Option<String>,
+    /// Head branch name (without the `owner:` prefix).
+    pub head: String,
+    pub base: String,
+    pub state: String,
+}
+
+/// A check run as stored by the fake.
+#[derive(Clone, Debug)]
+pub struct CheckRun {
+    pub id: u64,
+    pub name: String,
+    pub head_sha: String,
+    pub status: String,
+    pub conclusion: Option<String>,
+    pub output_title: Option<String>,
+    pub output_summary: Option<String>,
+    pub output_text: Option<String>,
+    pub details_url: Option<String>,
+}
+
+/// One HTTP request received by the fake.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path plus `?query` when there was one.
+    pub path: String,
+    pub status: u16,
+    pub authorization: Option<String>,
+}
+
+/// Handle to a running fake GitHub. The server stops when this is dropped.
+pub struct FakeGitHub {
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub url: String,
+    shared: Shared,
+    server: tokio::task::JoinHandle<()>,
+    root: PathBuf,
+    _tempdir: tempfile::TempDir,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+struct Inner {
+    base_url: String,
+    root: PathBuf,
+    installations: HashMap<i64, String>,
+    repos: Vec<RepoRec>,
+    tokens: HashMap<String, TokenRec>,
+    issued: Vec<String>,
+    token_ttl: Duration,
+    requests: Vec<RecordedRequest>,
+    next_id: u64,
+    rate_used: u64,
+    rate_reset: i64,
+}
+
+struct TokenRec {
+    installation_id: i64,
+    expires_at: DateTime<Utc>,
+}
+
+struct RepoRec {
+    id: u64,
+    installation_id: i64,
+    owner: String,
+    name: String,
+    next_number: u64,
+    comments: Vec<CommentRec>,
+    pulls: Vec<PullRec>,
+    check_runs: Vec<CheckRunRec>,
+    check_suites: HashMap<String, u64>,
+}
+
+struct CommentRec {
+    id: u64,
+    issue: u64,
+    body: String,
+    edits: Vec<String>,
+    user_login: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+struct PullRec {
+    id: u64,
+    number: u64,
+    title: String,
+    body: Option<String>,
+    head_ref: String,
+    head_sha: String,
+    base_ref: String,
+    base_sha: String,
+    state: String,
+    draft: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+struct CheckRunRec {
+    id: u64,
+    name: String,
+    head_sha: String,
+    status: String,
+    conclusion: Option<String>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    details_url: Option<String>,
+    external_id: Option<String>,
+    output_title: Option<String>,
+    output_summary: Option<String>,
+    output_text: Option<String>,
+    suite_id: u64,
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    fn alloc_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn repo_index(&self, owner: &str, name: &str) -> Option<usize> {
+        self.repos
+            .iter()
+            .position(|r| r.owner.eq_ignore_ascii_case(owner) && r.name.eq_ignore_ascii_case(name))
+    }
+
+    fn repo(&self, owner: &str, name: &str) -> Option<&RepoRec> {
+        self.repo_index(owner, name).map(|i| &self.repos[i])
+    }
+
+    fn git_dir(&self, owner: &str, name: &str) -> PathBuf {
+        match self.repo(owner, name) {
+            Some(r) => self.root.join(&r.owner).join(format!("{}.git", r.name)),
+            None => self.root.join(owner).join(format!("{name}.git")),
+        }
+    }
+
+    fn issue_token(&mut self, installation_id: i64) -> (String, DateTime<Utc>) {
+        let token = format!("ghs_{}", random_alnum(36));
+        let ttl = chrono::Duration::from_std(self.token_ttl).unwrap_or(chrono::Duration::MAX);
+        let expires_at = Utc::now()
+            .checked_add_signed(ttl)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        self.tokens.insert(
+            token.clone(),
+            TokenRec {
+                installation_id,
+                expires_at,
+            },
+        );
+        self.issued.push(token.clone());
+        (token, expires_at)
+    }
+
+    /// The installation of a currently valid installation token.
+    fn token_installation(&self, token: &str) -> Option<i64> {
+        let rec = self.tokens.get(token)?;
+        (Utc::now() < rec.expires_at).then_some(rec.installation_id)
+    }
+}
+
+impl FakeGitHub {
+    /// Starts the fake on `127.0.0.1:0`, spawned on the current tokio runtime.
+    pub async fn start() -> FakeGitHub {
+        let tempdir = tempfile::tempdir().expect("create tempdir for fake GitHub");
+        let root = tempdir.path().join("repos");
+        std::fs::create_dir_all(&root).expect("create repo root");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake GitHub");
+        let addr = listener.local_addr().expect("local addr");
+        let url = format!("http://{addr}");
+        let shared: Shared = Arc::new(Mutex::new(Inner {
+            base_url: url.clone(),
+            root: root.clone(),
+            installations: HashMap::new(),
+            repos: Vec::new(),
+            tokens: HashMap::new(),
+            issued: Vec::new(),
+            token_ttl: Duration::from_secs(3600),
+            requests: Vec::new(),
+            next_id: 1_000_000,
+            rate_used: 0,
+            rate_reset: Utc::now().timestamp() + 3600,
+        }));
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeGitHub {
+            url,
+            shared,
+            server,
+            root,
+            _tempdir: tempdir,
+        }
+    }
+
+    /// Registers an installation of the app on `account`.
+    pub fn add_installation(&self, installation_id: i64, account: &str) {
+        lock(&self.shared)
+            .installations
+            .insert(installation_id, account.to_string());
+    }
+
+    /// Creates a bare repo `<root>/<owner>/<name>.git` with one initial commit
+    /// on `main` containing `files`; `.sh` files are mode 100755.
+    pub fn add_repo(&self, installation_id: i64, owner: &str, name: &str, files: &[(&str, &str)]) {
+        let bare = self.root.join(owner).join(format!("{name}.git"));
+        std::fs::create_dir_all(&bare).expect("create bare repo dir");
+        run_git(
+            &bare,
+            &["init", "--quiet", "--bare", "--initial-branch=main", "."],
+        );
+        run_git(&bare, &["config", "http.receivepack", "true"]);
+
+        let work = tempfile::tempdir().expect("create work tree");
+        let wt = work.path();
+        run_git(wt, &["init", "--quiet", "--initial-branch=main", "."]);
+        for (path, contents) in files {
+            let full = wt.join(path);
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent).expect("create file parent dir");
+            }
+            std::fs::write(&full, contents).expect("write repo file");
+        }
+        run_git(wt, &["add", "--all"]);
+        for (path, _) in files {
+            if path.ends_with(".sh") {
+                run_git(wt, &["update-index", "--chmod=+x", "--", path]);
+            }
+        }
+        run_git(
+            wt,
+            &["commit", "--quiet", "--allow-empty", "-m", "Initial commit"],
+        );
+        let bare_str = bare.to_str().expect("utf-8 path");
+        run_git(
+            wt,
+            &[
+                "push",
+                "--quiet",
+                bare_str,
+                "refs/heads/main:refs/heads/main",
+            ],
+        );
+
+        let mut inner = lock(&self.shared);
+        let id = inner.alloc_id();
+        if let Some(i) = inner.repo_index(owner, name) {
+            inner.repos.remove(i);
+        }
+        inner.repos.push(RepoRec {
+            id,
+            installation_id,
+            owner: owner.to_string(),
+            name: name.to_string(),
+            next_number: 100,
+            comments: Vec::new(),
+            pulls: Vec::new(),
+            check_runs: Vec::new(),
+            check_suites: HashMap::new(),
+        });
+    }
+
+    /// Lifetime of installation tokens issued from now on (default 1 hour).
+    pub fn set_token_ttl(&self, ttl: Duration) {
+        lock(&self.shared).token_ttl = ttl;
+    }
+
+    /// Issues an installation token directly, bypassing the JWT exchange.
+    /// The token is also reported by [`FakeGitHub::issued_tokens`].
+    pub fn mint_token(&self, installation_id: i64) -> String {
+        lock(&self.shared).issue_token(installation_id).0
+    }
+
+    /// Comments on issue/PR `issue`, oldest first.
+    pub fn comments(&self, owner: &str, repo: &str, issue: u64) -> Vec<Comment> {
+        let inner = lock(&self.shared);
+        let Some(r) = inner.repo(owner, repo) else {
+            return Vec::new();
+        };
+        r.comments
+            .iter()
+            .filter(|c| c.issue == issue)
+            .map(|c| Comment {
+                id: c.id,
+                body: c.body.clone(),
+                edits: c.edits.clone(),
+                user_login: c.user_login.clone(),
+            })
+            .collect()
+    }
+
+    /// Pull requests of the repo, in creation order.
+    pub fn pull_requests(&self, owner: &str, repo: &str) -> Vec<PullRequest> {
+        let inner = lock(&self.shared);
+        let Some(r) = inner.repo(owner, repo) else {
+            return Vec::new();
+        };
+        r.pulls
+            .iter()
+            .map(|p| PullRequest {
+                number: p.number,
+                title: p.title.clone(),
+                body: p.body.clone(),
+                head: p.head_ref.clone(),
+                base: p.base_ref.clone(),
+                state: p.state.clone(),
+            })
+            .collect()
+    }
+
+    /// Check runs of the repo, in creation order.
+    pub fn check_runs(&self, owner: &str, repo: &str) -> Vec<CheckRun> {
+        let inner = lock(&self.shared);
+        let Some(r) = inner.repo(owner, repo) else {
+            return Vec::new();
+        };
+        r.check_runs
+            .iter()
+            .map(|c| CheckRun {
+                id: c.id,
+                name: c.name.clone(),
+                head_sha: c.head_sha.clone(),
+                status: c.status.clone(),
+                conclusion: c.conclusion.clone(),
+                output_title: c.output_title.clone(),
+                output_summary: c.output_summary.clone(),
+                output_text: c.output_text.clone(),
+                details_url: c.details_url.clone(),
+            })
+            .collect()
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared).requests.clone()
+    }
+
+    /// Every installation token issued so far, in order.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.shared).issued.clone()
+    }
+
+    /// The commit `refs/heads/<branch>` points at in the bare repo.
+    pub fn branch_sha(&self, owner: &str, repo: &str, branch: &str) -> Option<String> {
+        let dir = self.git_dir(owner, repo);
+        let refname = format!("refs/heads/{branch}");
+        git_stdout(
+            &dir,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{refname}^{{commit}}"),
+            ],
+        )
+    }
+
+    /// `git show <rev>:<path>` in the bare repo.
+    pub fn file_at(&self, owner: &str, repo: &str, rev: &str, path: &str) -> Option<String> {
+        let dir = self.git_dir(owner, repo);
+        let out = git_cmd(&dir, &["show", &format!("{rev}:{path}")])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8(out.stdout).ok()
+    }
+
+    /// Path of the bare repository on disk.
+    pub fn git_dir(&self, owner: &str, repo: &str) -> PathBuf {
+        lock(&self.shared).git_dir(owner, repo)
+    }
+}
+
+impl Drop for FakeGitHub {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// git helpers
+// ---------------------------------------------------------------------------
+
+/// A `git` command isolated from the user's/system's configuration.
+fn git_cmd(dir: &Path, args: &[&str]) -> StdCommand {
+    let mut cmd = StdCommand::new("git");
+    cmd.current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "Fake GitHub")
+        .env("GIT_AUTHOR_EMAIL", "fake@github.invalid")
+        .env("GIT_COMMITTER_NAME", "Fake GitHub")
+        .env("GIT_COMMITTER_EMAIL", "fake@github.invalid");
+    for var in [
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_CONFIG",
+        "GIT_CONFIG_COUNT",
+        "GIT_CONFIG_PARAMETERS",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+        "GIT_NAMESPACE",
+        "GIT_PROTOCOL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn run_git(dir: &Path, args: &[&str]) {
+    let out = git_cmd(dir, args)
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run git {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "git {args:?} in {} failed: {}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn git_stdout(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = git_cmd(dir, args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+async fn git_stdout_async(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = tokio::process::Command::from(git_cmd(dir, args))
+        .output()
+        .await
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+async fn git_succeeds_async(dir: &Path, args: &[&str]) -> bool {
+    tokio::process::Command::from(git_cmd(dir, args))
+        .output()
+        .await
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+async fn branch_sha_async(dir: &Path, branch: &str) -> Option<String> {
+    if branch.is_empty() {
+        return None;
+    }
+    let spec = format!("refs/heads/{branch}^{{commit}}");
+    git_stdout_async(dir, &["rev-parse", "--verify", "--quiet", &spec]).await
+}
+
+async fn commit_exists_async(dir: &Path, sha: &str) -> bool {
+    let full_sha = sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+    full_sha && git_succeeds_async(dir, &["cat-file", "-e", &format!("{sha}^{{commit}}")]).await
+}
+
+// ---------------------------------------------------------------------------
+// misc helpers
+// ---------------------------------------------------------------------------
+
+fn random_alnum(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        for b in uuid::Uuid::new_v4().as_bytes() {
+            if out.len() == len {
+                break;
+            }
+            out.push(ALPHABET[usize::from(*b) % ALPHABET.len()] as char);
+        }
+    }
+    out
+}
+
+fn ts(dt: &DateTime<Utc>) -> String {
+    dt.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn opt_ts(dt: &Option<DateTime<Utc>>) -> Value {
+    dt.as_ref().map_or(Value::Null, |d| Value::String(ts(d)))
+}
+
+fn node_id(prefix: &str, id: u64) -> String {
+    let raw = format!("0:{id}");
+    format!(
+        "{prefix}_{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(raw)
+    )
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    let mut resp = Response::new(Body::from(value.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+fn gh_error(status: StatusCode, message: &str) -> Response {
+    json_response(
+        status,
+        &json!({
+            "message": message,
+            "documentation_url": DOCS_URL,
+            "status": status.as_u16().to_string(),
+        }),
+    )
+}
+
+fn not_found() -> Response {
+    gh_error(StatusCode::NOT_FOUND, "Not Found")
+}
+
+fn bad_credentials() -> Response {
+    gh_error(StatusCode::UNAUTHORIZED, "Bad credentials")
+}
+
+fn validation_failed(errors: Value) -> Response {
+    json_response(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &json!({
+            "message": "Validation Failed",
+            "errors": errors,
+            "documentation_url": DOCS_URL,
+            "status": "422",
+        }),
+    )
+}
+
+/// GitHub's schema-validation style 422 (`Invalid request.\n\n...`).
+fn invalid_request(detail: &str) -> Response {
+    gh_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &format!("Invalid request.\n\n{detail}"),
+    )
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Splits `Authorization: <scheme> <credentials>`.
+fn split_auth(value: &str) -> Option<(String, &str)> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    Some((scheme.to_ascii_lowercase(), rest.trim()))
+}
+
+fn str_field(body: &Value, key: &str) -> Option<String> {
+    body.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+fn parse_time(body: &Value, key: &str) -> Result<Option<DateTime<Utc>>, Response> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+            .map(|d| Some(d.with_timezone(&Utc)))
+            .map_err(|_| {
+                invalid_request(&format!(
+                    "For 'properties/{key}', \"{s}\" is not a valid date-time."
+                ))
+            }),
+        Some(other) => Err(invalid_request(&format!(
+            "For 'properties/{key}', {other} is not a string."
+        ))),
+    }
+}
+
+/// A string-or-null field; `Ok(None)` when absent.
+fn opt_string(body: &Value, key: &str) -> Result<Option<Option<String>>, Response> {
+    match body.get(key) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) => Ok(Some(Some(s.clone()))),
+        Some(other) => Err(invalid_request(&format!(
+            "For 'properties/{key}', {other} is not a string."
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// JSON shapes
+// ---------------------------------------------------------------------------
+
+fn user_json(base: &str, login: &str, id: u64, kind: &str) -> Value {
+    let enc = login.replace('[', "%5B").replace(']', "%5D");
+    let api = format!("{base}/users/{enc}");
+    let (html_url, avatar) = if kind == "Bot" {
+        (
+            "https://github.com/apps/conveyor".to_string(),
+            format!("https://avatars.githubusercontent.com/in/{APP_ID}?v=4"),
+        )
+    } else {
+        (
+            format!("https://github.com/{login}"),
+            format!("https://avatars.githubusercontent.com/u/{id}?v=4"),
+        )
+    };
+    let node_prefix = match kind {
+        "Bot" => "BOT",
+        "Organization" => "O",
+        _ => "U",
+    };
+    json!({
+        "login": login,
+        "id": id,
+        "node_id": node_id(node_prefix, id),
+        "avatar_url": avatar,
+        "gravatar_id": "",
+        "url": api,
+        "html_url": html_url,
+        "followers_url": format!("{api}/followers"),
+        "following_url": format!("{api}/following{{/other_user}}"),
+        "gists_url": format!("{api}/gists{{/gist_id}}"),
+        "starred_url": format!("{api}/starred{{/owner}}{{/repo}}"),
+        "subscriptions_url": format!("{api}/subscriptions"),
+        "organizations_url": format!("{api}/orgs"),
+        "repos_url": format!("{api}/repos"),
+        "events_url": format!("{api}/events{{/privacy}}"),
+        "received_events_url": format!("{api}/received_events"),
+        "type": kind,
+        "user_view_type": "public",
+        "site_admin": false,
+    })
+}
+
+fn bot_json(base: &str) -> Value {
+    user_json(base, BOT_LOGIN, BOT_USER_ID, "Bot")
+}
+
+fn owner_id(login: &str) -> u64 {
+    // Stable pseudo id derived from the login.
+    login.bytes().fold(7_000_000u64, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(u64::from(b))
+    }) % 90_000_000
+        + 10_000_000
+}
+
+fn repo_json(base: &str, r: &RepoRec) -> Value {
+    let full = format!("{}/{}", r.owner, r.name);
+    let api = format!("{base}/repos/{full}");
+    json!({
+        "id": r.id,
+        "node_id": node_id("R", r.id),
+        "name": r.name,
+        "full_name": full,
+        "private": true,
+        "owner": user_json(base, &r.owner, owner_id(&r.owner), "Organization"),
+        "html_url": format!("https://github.com/{full}"),
+        "description": null,
+        "fork": false,
+        "url": api,
+        "issues_url": format!("{api}/issues{{/number}}"),
+        "pulls_url": format!("{api}/pulls{{/number}}"),
+        "issue_comment_url": format!("{api}/issues/comments{{/number}}"),
+        "git_url": format!("git://github.com/{full}.git"),
+        "clone_url": format!("{base}/{full}.git"),
+        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:00:00Z",
+        "pushed_at": "2024-01-01T00:00:00Z",
+        "default_branch": "main",
+        "visibility": "private",
+        "archived": false,
+        "disabled": false,
+    })
+}
+
+fn comment_json(base: &str, r: &RepoRec, c: &CommentRec) -> Value {
+    let full = format!("{}/{}", r.owner, r.name);
+    json!({
+        "id": c.id,
+        "node_id": node_id("IC", c.id),
+        "url": format!("{base}/repos/{full}/issues/comments/{}", c.id),
+        "html_url": format!("https://github.com/{full}/issues/{}#issuecomment-{}", c.issue, c.id),
+        "issue_url": format!("{base}/repos/{full}/issues/{}", c.issue),
+        "body": c.body,
+        "user": bot_json(base),
+        "created_at": ts(&c.created_at),
+        "updated_at": ts(&c.updated_at),
+        "author_association": "NONE",
+        "performed_via_github_app": app_json(base),
+        "reactions": {
+            "url": format!("{base}/repos/{full}/issues/comments/{}/reactions", c.id),
+            "total_count": 0, "+1": 0, "-1": 0, "laugh": 0, "hooray": 0,
+            "confused": 0, "heart": 0, "rocket": 0, "eyes": 0,
+        },
+    })
+}
+
+fn app_json(base: &str) -> Value {
+    json!({
+        "id": APP_ID,
+        "slug": "conveyor",
+        "node_id": node_id("A", APP_ID),
+        "client_id": "Iv1.0123456789abcdef",
+        "owner": user_json(base, "conveyor-dev", 9_999_999, "Organization"),
+        "name": "Conveyor",
+        "description": "Turns issues and slash commands into pipeline runs",
+        "external_url": "https://conveyor.invalid",
+        "html_url": "https://github.com/apps/conveyor",
+        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:00:00Z",
+        "permissions": {
+            "checks": "write", "contents": "write", "issues": "write",
+            "metadata": "read", "pull_requests": "write",
+        },
+        "events": ["check_run", "issue_comment", "issues", "pull_request"],
+    })
+}
+
+fn pull_json(base: &str, r: &RepoRec, p: &PullRec) -> Value {
+    let full = format!("{}/{}", r.owner, r.name);
+    let api = format!("{base}/repos/{full}");
+    let html = format!("https://github.com/{full}/pull/{}", p.number);
+    let owner = user_json(base, &r.owner, owner_id(&r.owner), "Organization");
+    let repo = repo_json(base, r);
+    let closed_at = if p.state == "closed" {
+        Value::String(ts(&p.updated_at))
+    } else {
+        Value::Null
+    };
+    json!({
+        "url": format!("{api}/pulls/{}", p.number),
+        "id": p.id,
+        "node_id": node_id("PR", p.id),
+        "html_url": html,
+        "diff_url": format!("{html}.diff"),
+        "patch_url": format!("{html}.patch"),
+        "issue_url": format!("{api}/issues/{}", p.number),
+        "commits_url": format!("{api}/pulls/{}/commits", p.number),
+        "review_comments_url": format!("{api}/pulls/{}/comments", p.number),
+        "review_comment_url": format!("{api}/pulls/comments{{/number}}"),
+        "comments_url": format!("{api}/issues/{}/comments", p.number),
+        "statuses_url": format!("{api}/statuses/{}", p.head_sha),
+        "number": p.number,
+        "state": p.state,
+        "locked": false,
+        "title": p.title,
+        "user": bot_json(base),
+        "body": p.body,
+        "labels": [],
+        "milestone": null,
+        "active_lock_reason": null,
+        "created_at": ts(&p.created_at),
+        "updated_at": ts(&p.updated_at),
+        "closed_at": closed_at,
+        "merged_at": null,
+        "merge_commit_sha": null,
+        "assignee": null,
+        "assignees": [],
+        "requested_reviewers": [],
+        "requested_teams": [],
+        "head": {
+            "label": format!("{}:{}", r.owner, p.head_ref),
+            "ref": p.head_ref,
+            "sha": p.head_sha,
+            "user": owner.clone(),
+            "repo": repo.clone(),
+        },
+        "base": {
+            "label": format!("{}:{}", r.owner, p.base_ref),
+            "ref": p.base_ref,
+            "sha": p.base_sha,
+            "user": owner,
+            "repo": repo,
+        },
+        "_links": {
+            "self": {"href": format!("{api}/pulls/{}", p.number)},
+            "html": {"href": html},
+            "issue": {"href": format!("{api}/issues/{}", p.number)},
+            "comments": {"href": format!("{api}/issues/{}/comments", p.number)},
+            "review_comments": {"href": format!("{api}/pulls/{}/comments", p.number)},
+            "review_comment": {"href": format!("{api}/pulls/comments{{/number}}")},
+            "commits": {"href": format!("{api}/pulls/{}/commits", p.number)},
+            "statuses": {"href": format!("{api}/statuses/{}", p.head_sha)},
+        },
+        "author_association": "NONE",
+        "auto_merge": null,
+        "draft": p.draft,
+        "merged": false,
+        "mergeable": null,
+        "rebaseable": null,
+        "mergeable_state": "unknown",
+        "merged_by": null,
+        "comments": 0,
+        "review_comments": 0,
+        "maintainer_can_modify": false,
+        "commits": 1,
+        "additions": 0,
+        "deletions": 0,
+        "changed_files": 0,
+    })
+}
+
+fn check_run_json(base: &str, r: &RepoRec, c: &CheckRunRec) -> Value {
+    let full = format!("{}/{}", r.owner, r.name);
+    let api = format!("{base}/repos/{full}");
+    let html = format!("https://github.com/{full}/runs/{}", c.id);
+    json!({
+        "id": c.id,
+        "node_id": node_id("CR", c.id),
+        "head_sha": c.head_sha,
+        "external_id": c.external_id.clone().unwrap_or_default(),
+        "url": format!("{api}/check-runs/{}", c.id),
+        "html_url": html,
+        "details_url": c.details_url.clone().unwrap_or_else(|| html.clone()),
+        "status": c.status,
+        "conclusion": c.conclusion,
+        "started_at": opt_ts(&c.started_at),
+        "completed_at": opt_ts(&c.completed_at),
+        "output": {
+            "title": c.output_title,
+            "summary": c.output_summary,
+            "text": c.output_text,
+            "annotations_count": 0,
+            "annotations_url": format!("{api}/check-runs/{}/annotations", c.id),
+        },
+        "name": c.name,
+        "check_suite": {"id": c.suite_id},
+        "app": app_json(base),
+        "pull_requests": [],
+    })
+}
+
+// ---------------------------------------------------------------------------
+// HTTP entry point
+// ---------------------------------------------------------------------------
+
+async fn handle(State(shared): State<Shared>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path_q = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| parts.uri.path().to_string());
+    let authorization = header_str(&parts.headers, &header::AUTHORIZATION).map(str::to_string);
+    let body = axum::body::to_bytes(body, usize::MAX).await;
+
+    let segs: Vec<String> = parts
+        .uri
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .map(str::to_string)
+        .collect();
+    let git_target = git_target(&segs);
+    let is_git = git_target.is_some();
+
+    let mut resp = match body {
+        Err(_) => gh_error(StatusCode::BAD_REQUEST, "Problems reading request body"),
+        Ok(body) => match git_target {
+            Some((owner, repo, rest)) => {
+                git_http(&shared, &parts, body, &owner, &repo, &rest).await
+            }
+            None => {
+                let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+                api(&shared, &parts, &segs, body).await
+            }
+        },
+    };
+
+    let mut inner = lock(&shared);
+    if !is_git {
+        inner.rate_used += 1;
+        let h = resp.headers_mut();
+        let mut put = |name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+        put(
+            "x-github-request-id",
+            format!(
+                "{}:{}:{}:{}",
+                &id[0..4],
+                &id[4..10],
+                &id[10..17],
+                &id[17..24]
+            ),
+        );
+        put("x-github-api-version-selected", "2022-11-28".to_string());
+        put("x-ratelimit-limit", "5000".to_string());
+        put(
+            "x-ratelimit-remaining",
+            5000u64.saturating_sub(inner.rate_used).to_string(),
+        );
+        put("x-ratelimit-reset", inner.rate_reset.to_string());
+        put("x-ratelimit-used", inner.rate_used.to_string());
+        put("x-ratelimit-resource", "core".to_string());
+    }
+    inner.requests.push(RecordedRequest {
+        method: parts.method.to_string(),
+        path: path_q,
+        status: resp.status().as_u16(),
+        authorization,
+    });
+    resp
+}
+
+/// `(owner, repo-without-.git, rest)` when the path addresses a git repository.
+fn git_target(segs: &[String]) -> Option<(String, String, String)> {
+    if segs.len() < 3 || segs[0].is_empty() || segs[1].is_empty() {
+        return None;
+    }
+    if segs[0] == "repos" || segs[0] == "app" {
+        return None;
+    }
+    let rest = segs[2..].join("/");
+    if let Some(repo) = segs[1].strip_suffix(".git") {
+        if repo.is_empty() {
+            return None;
+        }
+        return Some((segs[0].clone(), repo.to_string(), rest));
+    }
+    let smart = rest == "info/refs" || rest == "git-upload-pack" || rest == "git-receive-pack";
+    smart.then(|| (segs[0].clone(), segs[1].clone(), rest))
+}
+
+enum RepoRoute {
+    CreateComment(u64),
+    ListComments(u64),
+    GetComment(u64),
+    UpdateComment(u64),
+    CreatePull,
+    ListPulls,
+    GetPull(u64),
+    CreateCheckRun,
+    GetCheckRun(u64),
+    UpdateCheckRun(u64),
+}
+
+fn parse_num(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn repo_route(method: &Method, rest: &[&str]) -> Option<RepoRoute> {
+    use RepoRoute::*;
+    let m = method.as_str();
+    Some(match (m, rest) {
+        ("POST", ["issues", n, "comments"]) => CreateComment(parse_num(n)?),
+        ("GET", ["issues", n, "comments"]) => ListComments(parse_num(n)?),
+        ("GET", ["issues", "comments", id]) => GetComment(parse_num(id)?),
+        ("PATCH", ["issues", "comments", id]) => UpdateComment(parse_num(id)?),
+        ("POST", ["pulls"]) => CreatePull,
+        ("GET", ["pulls"]) => ListPulls,
+        ("GET", ["pulls", n]) => GetPull(parse_num(n)?),
+        ("POST", ["check-runs"]) => CreateCheckRun,
+        ("GET", ["check-runs", id]) => GetCheckRun(parse_num(id)?),
+        ("PATCH", ["check-runs", id]) => UpdateCheckRun(parse_num(id)?),
+        _ => return None,
+    })
+}
+
+async fn api(shared: &Shared, parts: &Parts, segs: &[&str], body: Bytes) -> Response {
+    let auth = header_str(&parts.headers, &header::AUTHORIZATION);
+    match segs {
+        ["app", "installations", id, "access_tokens"] if parts.method == Method::POST => {
+            create_access_token(shared, auth, id)
+        }
+        ["repos", owner, repo, rest @ ..] => {
+            repos_api(shared, parts, auth, owner, repo, rest, body).await
+        }
+        _ => not_found(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// POST /app/installations/{id}/access_tokens
+// ---------------------------------------------------------------------------
+
+fn verify_jwt(jwt: &str) -> Result<(), &'static str> {
+    const UNDECODABLE: &str = "A JSON web token could not be decoded";
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(PUBLIC_KEY_PEM.as_bytes())
+        .expect("fake GitHub public key");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.leeway = 0;
+    validation.required_spec_claims = HashSet::new();
+    let data = jsonwebtoken::decode::<Value>(jwt, &key, &validation).map_err(|_| UNDECODABLE)?;
+    let claims = data.claims;
+    let now = Utc::now().timestamp();
+
+    let iat = claims.get("iat").and_then(Value::as_i64).ok_or(
+        "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued",
+    )?;
+    if iat > now + JWT_IAT_LEEWAY_SECS {
+        return Err("'Issued at' claim ('iat') must be an Integer representing a time in the past");
+    }
+    let exp = claims
+        .get("exp")
+        .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+        .ok_or("'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires")?;
+    if exp <= now {
+        return Err(
+            "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires",
+        );
+    }
+    if exp > now + JWT_MAX_LIFETIME_SECS + JWT_EXP_LEEWAY_SECS {
+        return Err("'Expiration time' claim ('exp') is too far in the future");
+    }
+    let iss_ok = match claims.get("iss") {
+        Some(Value::Number(n)) => n.as_u64() == Some(APP_ID),
+        Some(Value::String(s)) => s.trim() == APP_ID.to_string(),
+        _ => return Err("'Issuer' claim ('iss') must be an Integer"),
+    };
+    if !iss_ok {
+        return Err(UNDECODABLE);
+    }
+    Ok(())
+}
+
+fn create_access_token(shared: &Shared, auth: Option<&str>, id: &str) -> Response {
+    let Some(auth) = auth else {
+        return gh_error(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        );
+    };
+    let jwt = match split_auth(auth) {
+        Some((scheme, jwt)) if scheme == "bearer" => jwt,
+        _ => {
+            return gh_error(
+                StatusCode::UNAUTHORIZED,
+                "A JSON web token could not be decoded",
+            );
+        }
+    };
+    if let Err(msg) = verify_jwt(jwt) {
+        return gh_error(StatusCode::UNAUTHORIZED, msg);
+    }
+    let Some(installation_id) = id.parse::<i64>().ok() else {
+        return not_found();
+    };
+    let mut inner = lock(shared);
+    if !inner.installations.contains_key(&installation_id) {
+        return not_found();
+    }
+    let (token, expires_at) = inner.issue_token(installation_id);
+    json_response(
+        StatusCode::CREATED,
+        &json!({
+            "token": token,
+            "expires_at": ts(&expires_at),
+            "permissions": {
+                "contents": "write",
+                "issues": "write",
+                "pull_requests": "write",
+                "checks": "write",
+                "metadata": "read",
+            },
+            "repository_selection": "selected",
+        }),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// /repos/{owner}/{repo}/...
+// ---------------------------------------------------------------------------
+
+async fn repos_api(
+    shared: &Shared,
+    parts: &Parts,
+    auth: Option<&str>,
+    owner: &str,
+    repo: &str,
+    rest: &[&str],
+    body: Bytes,
+) -> Response {
+    // 1. Credentials are checked before anything else (even unknown routes).
+    let installation = match auth {
+        None => None,
+        Some(value) => {
+            let token = match split_auth(value) {
+                Some((scheme, tok)) if scheme == "bearer" || scheme == "token" => tok,
+                _ => return bad_credentials(),
+            };
+            match lock(shared).token_installation(token) {
+                Some(inst) => Some(inst),
+                None => return bad_credentials(),
+            }
+        }
+    };
+    // 2. Route.
+    let Some(route) = repo_route(&parts.method, rest) else {
+        return not_found();
+    };
+    // 3. Authentication required for the (private) repositories of the fake.
+    let Some(installation) = installation else {
+        return gh_error(StatusCode::UNAUTHORIZED, "Requires authentication");
+    };
+    // 4. Repository visible to the token?
+    let (idx, git_dir) = {
+        let inner = lock(shared);
+        match inner.repo_index(owner, repo) {
+            Some(i) if inner.repos[i].installation_id == installation => {
+                (i, inner.git_dir(owner, repo))
+            }
+            _ => return not_found(),
+        }
+    };
+    // 5. Body.
+    let json_body = if parts.method == Method::POST || parts.method == Method::PATCH {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Default::default())
+        } else {
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(v @ Value::Object(_)) => v,
+                Ok(_) => {
+                    return gh_error(
+                        StatusCode::BAD_REQUEST,
+                        "Problems parsing JSON: body must be an object",
+                    );
+                }
+                Err(_) => return gh_error(StatusCode::BAD_REQUEST, "Problems parsing JSON"),
+            }
+        }
+    } else {
+        Value::Null
+    };
+    let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
+        .map(|Query(q)| q)
+        .unwrap_or_default();
+
+    match route {
+        RepoRoute::CreateComment(issue) => create_comment(shared, idx, issue, &json_body),
+        RepoRoute::ListComments(issue) => list_comments(shared, idx, issue),
+        RepoRoute::GetComment(id) => get_comment(shared, idx, id),
+        RepoRoute::UpdateComment(id) => update_comment(shared, idx, id, &json_body),
+        RepoRoute::CreatePull => create_pull(shared, idx, &git_dir, &json_body).await,
+        RepoRoute::ListPulls => list_pulls(shared, idx, &git_dir, &query).await,
+        RepoRoute::GetPull(n) => get_pull(shared, idx, &git_dir, n).await,
+        RepoRoute::CreateCheckRun => create_check_run(shared, idx, &git_dir, &json_body).await,
+        RepoRoute::GetCheckRun(id) => get_check_run(shared, idx, id),
+        RepoRoute::UpdateCheckRun(id) => update_check_run(shared, idx, id, &json_body),
+    }
+}
+
+// --- issue comments --------------------------------------------------------
+
+fn comment_body(body: &Value) -> Result<String, Response> {
+    match body.get("body") {
+        Some(Value::String(s)) => {
+            if s.chars().count() > MAX_BODY_CHARS {
+                Err(validation_failed(json!([{
+                    "resource": "IssueComment",
+                    "code": "custom",
+                    "field": "body",
+                    "message": format!("body is too long (maximum is {MAX_BODY_CHARS} characters)"),
+                }])))
+            } else {
+                Ok(s.clone())
+            }
+        }
+        _ => Err(validation_failed(json!([{
+            "resource": "IssueComment",
+            "code": "missing_field",
+            "field": "body",
+        }]))),
+    }
+}
+
+fn create_comment(shared: &Shared, idx: usize, issue: u64, body: &Value) -> Response {
+    let text = match comment_body(body) {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    let mut inner = lock(shared);
+    let id = inner.alloc_id();
+    let now = Utc::now();
+    let rec = CommentRec {
+        id,
+        issue,
+        body: text,
+        edits: Vec::new(),
+        user_login: BOT_LOGIN.to_string(),
+        created_at: now,
+        updated_at: now,
+    };
+    let value = comment_json(&inner.base_url, &inner.repos[idx], &rec);
+    inner.repos[idx].comments.push(rec);
+    json_response(StatusCode::CREATED, &value)
+}
+
+fn list_comments(shared: &Shared, idx: usize, issue: u64) -> Response {
+    let inner = lock(shared);
+    let r = &inner.repos[idx];
+    let items: Vec<Value> = r
+        .comments
+        .iter()
+        .filter(|c| c.issue == issue)
+        .map(|c| comment_json(&inner.base_url, r, c))
+        .collect();
+    json_response(StatusCode::OK, &Value::Array(items))
+}
+
+fn get_comment(shared: &Shared, idx: usize, id: u64) -> Response {
+    let inner = lock(shared);
+    let r = &inner.repos[idx];
+    match r.comments.iter().find(|c| c.id == id) {
+        Some(c) => json_response(StatusCode::OK, &comment_json(&inner.base_url, r, c)),
+        None => not_found(),
+    }
+}
+
+fn update_comment(shared: &Shared, idx: usize, id: u64, body: &Value) -> Response {
+    let mut inner = lock(shared);
+    if !inner.repos[idx].comments.iter().any(|c| c.id == id) {
+        return not_found();
+    }
+    let text = match comment_body(body) {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    let inner = &mut *inner;
+    let repo = &mut inner.repos[idx];
+    let c = repo
+        .comments
+        .iter_mut()
+        .find(|c| c.id == id)
+        .expect("checked above");
+    let previous = std::mem::replace(&mut c.body, text);
+    c.edits.push(previous);
+    c.updated_at = Utc::now();
+    let value = comment_json(&inner.base_url, repo, c);
+    json_response(StatusCode::OK, &value)
+}
+
+// --- pull requests ---------------------------------------------------------
+
+async fn create_pull(shared: &Shared, idx: usize, git_dir: &Path, body: &Value) -> Response {
+    let mut missing = Vec::new();
+    for field in ["title", "head", "base"] {
+        match body.get(field) {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            _ => missing.push(json!({
+                "resource": "PullRequest",
+                "field": field,
+                "code": "missing_field",
+            })),
+        }
+    }
+    if !missing.is_empty() {
+        return validation_failed(Value::Array(missing));
+    }
+    let title = str_field(body, "title").unwrap_or_default();
+    let head_param = str_field(body, "head").unwrap_or_default();
+    let base_ref = str_field(body, "base").unwrap_or_default();
+    let pr_body = body.get("body").and_then(Value::as_str).map(str::to_string);
+    let draft = body.get("draft").and_then(Value::as_bool).unwrap_or(false);
+    if pr_body
+        .as_ref()
+        .is_some_and(|b| b.chars().count() > MAX_BODY_CHARS)
+    {
+        return validation_failed(json!([{
+            "resource": "Issue",
+            "code": "custom",
+            "field": "body",
+            "message": format!("body is too long (maximum is {MAX_BODY_CHARS} characters)"),
+        }]));
+    }
+
+    let repo_owner = lock(shared).repos[idx].owner.clone();
+    // `head` is either `branch` or `owner:branch`; forks are not modelled.
+    let head_ref = match head_param.split_once(':') {
+        Some((o, b)) if o.eq_ignore_ascii_case(&repo_owner) => Some(b.to_string()),
+        Some(_) => None,
+        None => Some(head_param.clone()),
+    };
+    let base_sha = branch_sha_async(git_dir, &base_ref).await;
+    let Some(base_sha) = base_sha else {
+        return validation_failed(json!([{
+            "resource": "PullRequest",
+            "field": "base",
+            "code": "invalid",
+        }]));
+    };
+    let head = match &head_ref {
+        Some(h) => branch_sha_async(git_dir, h)
+            .await
+            .map(|sha| (h.clone(), sha)),
+        None => None,
+    };
+    let Some((head_ref, head_sha)) = head else {
+        return validation_failed(json!([{
+            "resource": "PullRequest",
+            "field": "head",
+            "code": "invalid",
+        }]));
+    };
+    {
+        let inner = lock(shared);
+        let r = &inner.repos[idx];
+        if r.pulls
+            .iter()
+            .any(|p| p.state == "open" && p.head_ref == head_ref && p.base_ref == base_ref)
+        {
+            return validation_failed(json!([{
+                "resource": "PullRequest",
+                "code": "custom",
+                "message": format!("A pull request already exists for {}:{}.", r.owner, head_ref),
+            }]));
+        }
+    }
+    let no_commits = head_sha == base_sha
+        || git_succeeds_async(
+            git_dir,
+            &["merge-base", "--is-ancestor", &head_sha, &base_sha],
+        )
+        .await;
+    if no_commits {
+        return validation_failed(json!([{
+            "resource": "PullRequest",
+            "code": "custom",
+            "message": format!("No commits between {base_ref} and {head_ref}"),
+        }]));
+    }
+
+    let mut inner = lock(shared);
+    let id = inner.alloc_id();
+    let now = Utc::now();
+    let repo = &mut inner.repos[idx];
+    let number = repo.next_number;
+    repo.next_number += 1;
+    repo.pulls.push(PullRec {
+        id,
+        number,
+        title,
+        body: pr_body,
+        head_ref,
+        head_sha,
+        base_ref,
+        base_sha,
+        state: "open".to_string(),
+        draft,
+        created_at: now,
+        updated_at: now,
+    });
+    let r = &inner.repos[idx];
+    let value = pull_json(&inner.base_url, r, r.pulls.last().expect("just pushed"));
+    json_response(StatusCode::CREATED, &value)
+}
+
+/// Refreshes the head/base shas of open PRs from the bare repo (GitHub
+/// updates them when branches move).
+async fn refresh_pull_shas(shared: &Shared, idx: usize, git_dir: &Path, numbers: &[u64]) {
+    let refs: Vec<(u64, String, String)> = {
+        let inner = lock(shared);
+        inner.repos[idx]
+            .pulls
+            .iter()
+            .filter(|p| p.state == "open" && numbers.contains(&p.number))
+            .map(|p| (p.number, p.head_ref.clone(), p.base_ref.clone()))
+            .collect()
+    };
+    for (number, head_ref, base_ref) in refs {
+        let head_sha = branch_sha_async(git_dir, &head_ref).await;
+        let base_sha = branch_sha_async(git_dir, &base_ref).await;
+        let mut inner = lock(shared);
+        if let Some(p) = inner.repos[idx]
+            .pulls
+            .iter_mut()
+            .find(|p| p.number == number)
+        {
+            if let Some(sha) = head_sha {
+                p.head_sha = sha;
+            }
+            if let Some(sha) = base_sha {
+                p.base_sha = sha;
+            }
+        }
+    }
+}
+
+async fn list_pulls(
+    shared: &Shared,
+    idx: usize,
+    git_dir: &Path,
+    query: &HashMap<String, String>,
+) -> Response {
+    let state = query.get("state").map(String::as_str).unwrap_or("open");
+    if !matches!(state, "open" | "closed" | "all") {
+        return validation_failed(json!([{
+            "resource": "PullRequest",
+            "field": "state",
+            "code": "invalid",
+        }]));
+    }
+    // Like GitHub, a `head` filter without the `owner:` prefix is ignored.
+    let head_filter = query
+        .get("head")
+        .and_then(|h| h.split_once(':'))
+        .map(|(o, b)| (o.to_string(), b.to_string()));
+    let base_filter = query.get("base").cloned();
+
+    let numbers: Vec<u64> = {
+        let inner = lock(shared);
+        let r = &inner.repos[idx];
+        r.pulls
+            .iter()
+            .filter(|p| state == "all" || p.state == state)
+            .filter(|p| {
+                head_filter
+                    .as_ref()
+                    .is_none_or(|(o, b)| o.eq_ignore_ascii_case(&r.owner) && *b == p.head_ref)
+            })
+            .filter(|p| base_filter.as_ref().is_none_or(|b| *b == p.base_ref))
+            .map(|p| p.number)
+            .collect()
+    };
+    refresh_pull_shas(shared, idx, git_dir, &numbers).await;
+    let inner = lock(shared);
+    let r = &inner.repos[idx];
+    // Default sort: created, descending.
+    let items: Vec<Value> = r
+        .pulls
+        .iter()
+        .rev()
+        .filter(|p| numbers.contains(&p.number))
+        .map(|p| pull_json(&inner.base_url, r, p))
+        .collect();
+    json_response(StatusCode::OK, &Value::Array(items))
+}
+
+async fn get_pull(shared: &Shared, idx: usize, git_dir: &Path, number: u64) -> Response {
+    refresh_pull_shas(shared, idx, git_dir, &[number]).await;
+    let inner = lock(shared);
+    let r = &inner.repos[idx];
+    match r.pulls.iter().find(|p| p.number == number) {
+        Some(p) => json_response(StatusCode::OK, &pull_json(&inner.base_url, r, p)),
+        None => not_found(),
+    }
+}
+
+// --- check runs ------------------------------------------------------------
+
+/// Fields of a check-run create/update request, validated.
+struct CheckRunInput {
+    name: Option<String>,
+    status: Option<String>,
+    conclusion: Option<String>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    details_url: Option<Option<String>>,
+    external_id: Option<Option<String>>,
+    /// (title, summary, text)
+    output: Option<(String, String, Option<String>)>,
+}
+
+fn parse_check_run_input(body: &Value) -> Result<CheckRunInput, Response> {
+    let name = match body.get("name") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(invalid_request(&format!(
+                "For 'properties/name', {other} is not a string."
+            )));
+        }
+    };
+    let status = match body.get("status") {
+        None => None,
+        Some(Value::String(s)) if CHECK_STATUSES.contains(&s.as_str()) => Some(s.clone()),
+        Some(other) => {
+            return Err(invalid_request(&format!(
+                "For 'properties/status', {other} is not a member of {CHECK_STATUSES:?}."
+            )));
+        }
+    };
+    let conclusion = match body.get("conclusion") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if CHECK_CONCLUSIONS.contains(&s.as_str()) => Some(s.clone()),
+        Some(other) => {
+            return Err(invalid_request(&format!(
+                "For 'properties/conclusion', {other} is not a member of {CHECK_CONCLUSIONS:?}."
+            )));
+        }
+    };
+    let started_at = parse_time(body, "started_at")?;
+    let completed_at = parse_time(body, "completed_at")?;
+    let details_url = opt_string(body, "details_url")?;
+    let external_id = opt_string(body, "external_id")?;
+    let output = match body.get("output") {
+        None | Some(Value::Null) => None,
+        Some(out @ Value::Object(_)) => {
+            let mut fields = Vec::new();
+            for key in ["title", "summary"] {
+                match out.get(key) {
+                    Some(Value::String(s)) => fields.push(s.clone()),
+                    _ => {
+                        return Err(invalid_request(&format!("\"{key}\" wasn't supplied.")));
+                    }
+                }
+            }
+            let text = match out.get("text") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(other) => {
+                    return Err(invalid_request(&format!(
+                        "For 'properties/text', {other} is not a string."
+                    )));
+                }
+            };
+            for value in [Some(&fields[1]), text.as_ref()].into_iter().flatten() {
+                let n = value.chars().count();
+                if n > MAX_CHECK_OUTPUT_CHARS {
+                    return Err(invalid_request(&format!(
+                        "Only {MAX_CHECK_OUTPUT_CHARS} characters are allowed; {n} were supplied."
+                    )));
+                }
+            }
+            let summary = fields.pop().unwrap_or_default();
+            let title = fields.pop().unwrap_or_default();
+            Some((title, summary, text))
+        }
+        Some(other) => {
+            return Err(invalid_request(&format!(
+                "For 'properties/output', {other} is not an object."
+            )));
+        }
+    };
+    if let Some(actions) = body.get("actions") {
+        match actions {
+            Value::Array(a) if a.len() <= 3 => {}
+            _ => {
+                return Err(invalid_request(
+                    "For 'properties/actions', at most 3 actions are allowed.",
+                ));
+            }
+        }
+    }
+    Ok(CheckRunInput {
+        name,
+        status,
+        conclusion,
+        started_at,
+        completed_at,
+        details_url,
+        external_id,
+        output,
+    })
+}
+
+/// Applies `input` to `rec` with GitHub's status/conclusion rules.
+fn apply_check_run_input(rec: &mut CheckRunRec, input: CheckRunInput) -> Result<(), Response> {
+    let now = Utc::now();
+    if let Some(conclusion) = input.conclusion {
+        // Providing a conclusion automatically sets the status to completed.
+        rec.status = "completed".to_string();
+        rec.conclusion = Some(conclusion);
+        rec.completed_at = Some(input.completed_at.unwrap_or(now));
+    } else if let Some(status) = input.status {
+        if status == "completed" {
+            if rec.conclusion.is_none() {
+                return Err(invalid_request(
+                    "\"conclusion\" wasn't supplied; it is required when \"status\" is \"completed\".",
+                ));
+            }
+        } else {
+            rec.conclusion = None;
+            rec.completed_at = None;
+        }
+        rec.status = status;
+    }
+    if let Some(completed_at) = input.completed_at {
+        if rec.status == "completed" {
+            rec.completed_at = Some(completed_at);
+        }
+    }
+    if let Some(started_at) = input.started_at {
+        rec.started_at = Some(started_at);
+    }
+    if let Some(name) = input.name {
+        rec.name = name;
+    }
+    if let Some(details_url) = input.details_url {
+        rec.details_url = details_url;
+    }
+    if let Some(external_id) = input.external_id {
+        rec.external_id = external_id;
+    }
+    if let Some((title, summary, text)) = input.output {
+        rec.output_title = Some(title);
+        rec.output_summary = Some(summary);
+        rec.output_text = text;
+    }
+    Ok(())
+}
+
+async fn create_check_run(shared: &Shared, idx: usize, git_dir: &Path, body: &Value) -> Response {
+    for key in ["name", "head_sha"] {
+        if !matches!(body.get(key), Some(Value::String(_))) {
+            return invalid_request(&format!("\"{key}\" wasn't supplied."));
+        }
+    }
+    let head_sha = str_field(body, "head_sha").unwrap_or_default();
+    let input = match parse_check_run_input(body) {
+        Ok(i) => i,
+        Err(resp) => return resp,
+    };
+    if !commit_exists_async(git_dir, &head_sha).await {
+        return gh_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("No commit found for SHA: {head_sha}"),
+        );
+    }
+    let mut inner = lock(shared);
+    let id = inner.alloc_id();
+    let next_suite = inner.alloc_id();
+    let suite_id = *inner.repos[idx]
+        .check_suites
+        .entry(head_sha.clone())
+        .or_insert(next_suite);
+    let mut rec = CheckRunRec {
+        id,
+        name: String::new(),
+        head_sha,
+        status: "queued".to_string(),
+        conclusion: None,
+        started_at: Some(Utc::now()),
+        completed_at: None,
+        details_url: None,
+        external_id: None,
+        output_title: None,
+        output_summary: None,
+        output_text: None,
+        suite_id,
+    };
+    if let Err(resp) = apply_check_run_input(&mut rec, input) {
+        return resp;
+    }
+    let value = check_run_json(&inner.base_url, &inner.repos[idx], &rec);
+    inner.repos[idx].check_runs.push(rec);
+    json_response(StatusCode::CREATED, &value)
+}
+
+fn get_check_run(shared: &Shared, idx: usize, id: u64) -> Response {
+    let inner = lock(shared);
+    let r = &inner.repos[idx];
+    match r.check_runs.iter().find(|c| c.id == id) {
+        Some(c) => json_response(StatusCode::OK, &check_run_json(&inner.base_url, r, c)),
+        None => not_found(),
+    }
+}
+
+fn update_check_run(shared: &Shared, idx: usize, id: u64, body: &Value) -> Response {
+    let mut inner = lock(shared);
+    let inner = &mut *inner;
+    let repo = &mut inner.repos[idx];
+    let Some(pos) = repo.check_runs.iter().position(|c| c.id == id) else {
+        return not_found();
+    };
+    let input = match parse_check_run_input(body) {
+        Ok(i) => i,
+        Err(resp) => return resp,
+    };
+    // Validate on a copy so a rejected update leaves the run untouched.
+    let current = &repo.check_runs[pos];
+    let mut updated = CheckRunRec {
+        id: current.id,
+        name: current.name.clone(),
+        head_sha: current.head_sha.clone(),
+        status: current.status.clone(),
+        conclusion: current.conclusion.clone(),
+        started_at: current.started_at,
+        completed_at: current.completed_at,
+        details_url: current.details_url.clone(),
+        external_id: current.external_id.clone(),
+        output_title: current.output_title.clone(),
+        output_summary: current.output_summary.clone(),
+        output_text: current.output_text.clone(),
+        suite_id: current.suite_id,
+    };
+    if let Err(resp) = apply_check_run_input(&mut updated, input) {
+        return resp;
+    }
+    let value = check_run_json(&inner.base_url, repo, &updated);
+    repo.check_runs[pos] = updated;
+    json_response(StatusCode::OK, &value)
+}
+
+// ---------------------------------------------------------------------------
+// git smart HTTP via `git http-backend`
+// ---------------------------------------------------------------------------
+
+fn git_unauthorized() -> Response {
+    let mut resp = Response::new(Body::from(
+        "Invalid username or token. Password authentication is not supported for Git operations.\n",
+    ));
+    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    let h = resp.headers_mut();
+    h.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"GitHub\""),
+    );
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn git_plain(status: StatusCode, text: &'static str) -> Response {
+    let mut resp = Response::new(Body::from(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The installation of a valid `Basic x-access-token:<token>` header.
+fn git_auth_installation(shared: &Shared, headers: &HeaderMap) -> Option<i64> {
+    let value = header_str(headers, &header::AUTHORIZATION)?;
+    let (scheme, creds) = split_auth(value)?;
+    if scheme != "basic" {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(creds)
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, token) = decoded.split_once(':')?;
+    if user != "x-access-token" {
+        return None;
+    }
+    lock(shared).token_installation(token)
+}
+
+async fn git_http(
+    shared: &Shared,
+    parts: &Parts,
+    body: Bytes,
+    owner: &str,
+    repo: &str,
+    rest: &str,
+) -> Response {
+    if rest.split('/').any(|s| s == ".." || s == ".") || owner.contains("..") {
+        return git_plain(StatusCode::NOT_FOUND, "Not Found\n");
+    }
+    let Some(installation) = git_auth_installation(shared, &parts.headers) else {
+        return git_unauthorized();
+    };
+    let (root, canonical_owner, canonical_name) = {
+        let inner = lock(shared);
+        match inner.repo(owner, repo) {
+            Some(r) if r.installation_id == installation => {
+                (inner.root.clone(), r.owner.clone(), r.name.clone())
+            }
+            _ => return git_plain(StatusCode::NOT_FOUND, "Repository not found.\n"),
+        }
+    };
+
+    let path_info = format!("/{canonical_owner}/{canonical_name}.git/{rest}");
+    let mut cmd = tokio::process::Command::from(git_cmd(&root, &["http-backend"]));
+    cmd.env("GIT_PROJECT_ROOT", &root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("GATEWAY_INTERFACE", "CGI/1.1")
+        .env("SERVER_PROTOCOL", "HTTP/1.1")
+        .env("SERVER_SOFTWARE", "fake-github")
+        .env("PATH_INFO", &path_info)
+        .env("REQUEST_METHOD", parts.method.as_str())
+        .env("QUERY_STRING", parts.uri.query().unwrap_or(""))
+        .env("REMOTE_USER", "x-access-token")
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(ct) = header_str(&parts.headers, &header::CONTENT_TYPE) {
+        cmd.env("CONTENT_TYPE", ct);
+    }
+    if let Some(enc) = header_str(&parts.headers, &header::CONTENT_ENCODING) {
+        cmd.env("HTTP_CONTENT_ENCODING", enc);
+    }
+    if let Some(proto) = header_str(&parts.headers, &HeaderName::from_static("git-protocol")) {
+        cmd.env("GIT_PROTOCOL", proto);
+    }
+
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(_) => {
+            return git_plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failed to spawn git http-backend\n",
+            );
+        }
+    };
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(&body).await;
+        let _ = stdin.shutdown().await;
+    });
+    let output = child.wait_with_output().await;
+    let _ = writer.await;
+    let Ok(output) = output else {
+        return git_plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "git http-backend failed\n",
+        );
+    };
+    parse_cgi_response(&output.stdout).unwrap_or_else(|| {
+        git_plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "git http-backend produced an invalid response\n",
+        )
+    })
+}
+
+fn parse_cgi_response(out: &[u8]) -> Option<Response> {
+    let (head_end, body_start) = find_header_end(out)?;
+    let head = std::str::from_utf8(&out[..head_end]).ok()?;
+    let mut status = StatusCode::OK;
+    let mut headers = HeaderMap::new();
+    for line in head.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            continue;
+        }
+        let (name, value) = line.split_once(':')?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next()?.parse::<u16>().ok()?;
+            status = StatusCode::from_u16(code).ok()?;
+        } else {
+            let name = HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
+            headers.append(name, HeaderValue::from_str(value).ok()?);
+        }
+    }
+    let mut resp = Response::new(Body::from(out[body_start..].to_vec()));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    Some(resp)
+}
+
+/// (end of headers, start of body) of a CGI response.
+fn find_header_end(out: &[u8]) -> Option<(usize, usize)> {
+    let crlf = out.windows(4).position(|w| w == b"\r\n\r\n");
+    let lf = out.windows(2).position(|w| w == b"\n\n");
+    match (crlf, lf) {
+        (Some(c), Some(l)) if l < c => Some((l, l + 2)),
+        (Some(c), _) => Some((c, c + 4)),
+        (None, Some(l)) => Some((l, l + 2)),
+        (None, None) => None,
+    }
+}
