@@ -15,6 +15,7 @@ pub struct Config {
     #[arg(
         long,
         env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
         default_value = "postgres://postgres@localhost:5432/conveyor",
         global = true
     )]
@@ -24,32 +25,40 @@ pub struct Config {
     #[arg(
         long,
         env = "CONVEYOR_LISTEN",
+        value_name = "CONVEYOR_LISTEN",
         default_value = "127.0.0.1:3000",
         global = true
     )]
     pub listen: SocketAddr,
 
     /// Base URL for links back to Conveyor (check run details); defaults to `http://<listen>`.
-    #[arg(long, env = "CONVEYOR_PUBLIC_URL", global = true)]
+    #[arg(
+        long,
+        env = "CONVEYOR_PUBLIC_URL",
+        value_name = "CONVEYOR_PUBLIC_URL",
+        global = true
+    )]
     pub public_url: Option<String>,
 
     /// Directory for the mirror cache and ephemeral workspaces.
     #[arg(
         long,
         env = "CONVEYOR_DATA_DIR",
+        value_name = "CONVEYOR_DATA_DIR",
         default_value = "./.conveyor",
         global = true
     )]
     pub data_dir: PathBuf,
 
     /// Worker sessions in this process.
-    #[arg(long, env = "CONVEYOR_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    #[arg(long, env = "CONVEYOR_WORKERS", value_name = "CONVEYOR_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..), global = true)]
     pub workers: u16,
 
     /// Bearer token for writes to `/api/v2`; unset means the API refuses writes.
     #[arg(
         long,
         env = "CONVEYOR_API_TOKEN",
+        value_name = "CONVEYOR_API_TOKEN",
         hide_env_values = true,
         global = true
     )]
@@ -62,13 +71,19 @@ pub struct Config {
 #[derive(Debug, Clone, Args)]
 pub struct GitHubConfig {
     /// GitHub App id (or client id), the `iss` of the App JWT.
-    #[arg(long = "github-app-id", env = "GITHUB_APP_ID", global = true)]
+    #[arg(
+        long = "github-app-id",
+        env = "GITHUB_APP_ID",
+        value_name = "GITHUB_APP_ID",
+        global = true
+    )]
     pub app_id: Option<String>,
 
     /// The App's PEM private key, inline.
     #[arg(
         long = "github-private-key",
         env = "GITHUB_PRIVATE_KEY",
+        value_name = "GITHUB_PRIVATE_KEY",
         hide_env_values = true,
         global = true
     )]
@@ -78,6 +93,7 @@ pub struct GitHubConfig {
     #[arg(
         long = "github-private-key-path",
         env = "GITHUB_PRIVATE_KEY_PATH",
+        value_name = "GITHUB_PRIVATE_KEY_PATH",
         global = true
     )]
     pub private_key_path: Option<PathBuf>,
@@ -86,6 +102,7 @@ pub struct GitHubConfig {
     #[arg(
         long = "github-webhook-secret",
         env = "GITHUB_WEBHOOK_SECRET",
+        value_name = "GITHUB_WEBHOOK_SECRET",
         hide_env_values = true,
         global = true
     )]
@@ -95,6 +112,7 @@ pub struct GitHubConfig {
     #[arg(
         long = "github-api-url",
         env = "GITHUB_API_URL",
+        value_name = "GITHUB_API_URL",
         default_value = "https://api.github.com",
         global = true
     )]
@@ -104,6 +122,7 @@ pub struct GitHubConfig {
     #[arg(
         long = "github-git-url",
         env = "GITHUB_GIT_URL",
+        value_name = "GITHUB_GIT_URL",
         default_value = "https://github.com",
         global = true
     )]

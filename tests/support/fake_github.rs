@@ -11,6 +11,8 @@
 //! the fake's URL on a `current_thread` runtime) will deadlock; use
 //! `tokio::process`, `spawn_blocking` or a `multi_thread` runtime.
 #![allow(dead_code)]
+// Validation helpers return ready-made error responses; their size is irrelevant here.
+#![allow(clippy::result_large_err)]
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -824,7 +826,31 @@ fn pull_json(base: &str, r: &RepoRec, p: &PullRec) -> Value {
     } else {
         Value::Null
     };
-    json!({
+    let links = json!({
+        "self": {"href": format!("{api}/pulls/{}", p.number)},
+        "html": {"href": html},
+        "issue": {"href": format!("{api}/issues/{}", p.number)},
+        "comments": {"href": format!("{api}/issues/{}/comments", p.number)},
+        "review_comments": {"href": format!("{api}/pulls/{}/comments", p.number)},
+        "review_comment": {"href": format!("{api}/pulls/comments{{/number}}")},
+        "commits": {"href": format!("{api}/pulls/{}/commits", p.number)},
+        "statuses": {"href": format!("{api}/statuses/{}", p.head_sha)},
+    });
+    let head = json!({
+        "label": format!("{}:{}", r.owner, p.head_ref),
+        "ref": p.head_ref,
+        "sha": p.head_sha,
+        "user": owner.clone(),
+        "repo": repo.clone(),
+    });
+    let base_obj = json!({
+        "label": format!("{}:{}", r.owner, p.base_ref),
+        "ref": p.base_ref,
+        "sha": p.base_sha,
+        "user": owner,
+        "repo": repo,
+    });
+    let value = json!({
         "url": format!("{api}/pulls/{}", p.number),
         "id": p.id,
         "node_id": node_id("PR", p.id),
@@ -855,30 +881,11 @@ fn pull_json(base: &str, r: &RepoRec, p: &PullRec) -> Value {
         "assignees": [],
         "requested_reviewers": [],
         "requested_teams": [],
-        "head": {
-            "label": format!("{}:{}", r.owner, p.head_ref),
-            "ref": p.head_ref,
-            "sha": p.head_sha,
-            "user": owner.clone(),
-            "repo": repo.clone(),
-        },
-        "base": {
-            "label": format!("{}:{}", r.owner, p.base_ref),
-            "ref": p.base_ref,
-            "sha": p.base_sha,
-            "user": owner,
-            "repo": repo,
-        },
-        "_links": {
-            "self": {"href": format!("{api}/pulls/{}", p.number)},
-            "html": {"href": html},
-            "issue": {"href": format!("{api}/issues/{}", p.number)},
-            "comments": {"href": format!("{api}/issues/{}/comments", p.number)},
-            "review_comments": {"href": format!("{api}/pulls/{}/comments", p.number)},
-            "review_comment": {"href": format!("{api}/pulls/comments{{/number}}")},
-            "commits": {"href": format!("{api}/pulls/{}/commits", p.number)},
-            "statuses": {"href": format!("{api}/statuses/{}", p.head_sha)},
-        },
+    });
+    let more = json!({
+        "head": head,
+        "base": base_obj,
+        "_links": links,
         "author_association": "NONE",
         "auto_merge": null,
         "draft": p.draft,
@@ -894,7 +901,15 @@ fn pull_json(base: &str, r: &RepoRec, p: &PullRec) -> Value {
         "additions": 0,
         "deletions": 0,
         "changed_files": 0,
-    })
+    });
+    merge_objects(value, more)
+}
+
+fn merge_objects(mut a: Value, b: Value) -> Value {
+    if let (Value::Object(a_map), Value::Object(b_map)) = (&mut a, b) {
+        a_map.extend(b_map);
+    }
+    a
 }
 
 fn check_run_json(base: &str, r: &RepoRec, c: &CheckRunRec) -> Value {
@@ -1049,13 +1064,14 @@ fn repo_route(method: &Method, rest: &[&str]) -> Option<RepoRoute> {
         ("POST", ["issues", n, "comments"]) => CreateComment(parse_num(n)?),
         ("GET", ["issues", n, "comments"]) => ListComments(parse_num(n)?),
         ("GET", ["issues", "comments", id]) => GetComment(parse_num(id)?),
-        ("PATCH", ["issues", "comments", id]) => UpdateComment(parse_num(id)?),
+        // GitHub accepts POST as an alias for PATCH (octocrab relies on it).
+        ("PATCH" | "POST", ["issues", "comments", id]) => UpdateComment(parse_num(id)?),
         ("POST", ["pulls"]) => CreatePull,
         ("GET", ["pulls"]) => ListPulls,
         ("GET", ["pulls", n]) => GetPull(parse_num(n)?),
         ("POST", ["check-runs"]) => CreateCheckRun,
         ("GET", ["check-runs", id]) => GetCheckRun(parse_num(id)?),
-        ("PATCH", ["check-runs", id]) => UpdateCheckRun(parse_num(id)?),
+        ("PATCH" | "POST", ["check-runs", id]) => UpdateCheckRun(parse_num(id)?),
         _ => return None,
     })
 }
@@ -1324,15 +1340,16 @@ fn update_comment(shared: &Shared, idx: usize, id: u64, body: &Value) -> Respons
     };
     let inner = &mut *inner;
     let repo = &mut inner.repos[idx];
-    let c = repo
+    let pos = repo
         .comments
-        .iter_mut()
-        .find(|c| c.id == id)
+        .iter()
+        .position(|c| c.id == id)
         .expect("checked above");
+    let c = &mut repo.comments[pos];
     let previous = std::mem::replace(&mut c.body, text);
     c.edits.push(previous);
     c.updated_at = Utc::now();
-    let value = comment_json(&inner.base_url, repo, c);
+    let value = comment_json(&inner.base_url, repo, &repo.comments[pos]);
     json_response(StatusCode::OK, &value)
 }
 
@@ -1671,10 +1688,10 @@ fn apply_check_run_input(rec: &mut CheckRunRec, input: CheckRunInput) -> Result<
         }
         rec.status = status;
     }
-    if let Some(completed_at) = input.completed_at {
-        if rec.status == "completed" {
-            rec.completed_at = Some(completed_at);
-        }
+    if let Some(completed_at) = input.completed_at
+        && rec.status == "completed"
+    {
+        rec.completed_at = Some(completed_at);
     }
     if let Some(started_at) = input.started_at {
         rec.started_at = Some(started_at);

@@ -1,0 +1,319 @@
+//! A labelled issue travels the whole way: signed webhook, task, worker, clone, steps,
+//! branch, pull request, check run, status comment — against the fake GitHub.
+
+mod support;
+
+use conveyor::engine::TaskState;
+use conveyor::engine::{events, runs};
+use support::{Harness, INSTALLATION_ID, OWNER, REPO, labeled_issue};
+
+/// REST calls (git traffic aside) as `METHOD path`, in order.
+fn rest_calls(harness: &Harness) -> Vec<String> {
+    harness
+        .github
+        .requests()
+        .into_iter()
+        .filter(|r| !r.path.contains(".git/"))
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.method,
+                r.path.split('?').next().unwrap(),
+                r.status
+            )
+        })
+        .collect()
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn labeled_issue_becomes_a_pull_request(pool: sqlx::PgPool) {
+    let harness = Harness::start(pool).await;
+    harness.add_repo_with_pipeline();
+
+    let (status, _) = harness
+        .post_signed(
+            "issues",
+            "d-1",
+            &labeled_issue(7, "Add release notes", "conveyor"),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(harness.outcome("d-1").await, "task_created");
+    let [task_id] = harness.task_ids().await[..] else {
+        panic!("expected one task")
+    };
+    assert_eq!(harness.final_state(task_id).await, TaskState::Succeeded);
+
+    let branch = "conveyor/7-add-release-notes";
+    let head = harness
+        .github
+        .branch_sha(OWNER, REPO, branch)
+        .expect("branch pushed");
+    assert_eq!(
+        harness
+            .github
+            .file_at(OWNER, REPO, branch, "NOTES.md")
+            .as_deref(),
+        Some("Add release notes\n")
+    );
+
+    let pulls = harness.github.pull_requests(OWNER, REPO);
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(
+        (pulls[0].head.as_str(), pulls[0].base.as_str()),
+        (branch, "main")
+    );
+    assert_eq!(pulls[0].title, "Add release notes");
+    assert!(pulls[0].body.as_deref().unwrap().contains("Closes #7"));
+
+    let checks = harness.github.check_runs(OWNER, REPO);
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].name, "conveyor");
+    assert_eq!(checks[0].head_sha, head);
+    assert_eq!(
+        (checks[0].status.as_str(), checks[0].conclusion.as_deref()),
+        ("completed", Some("success"))
+    );
+    let summary = checks[0].output_summary.as_deref().unwrap();
+    assert!(
+        summary.contains("`implement`") && summary.contains("`verify`"),
+        "{summary}"
+    );
+
+    let comment = &harness.final_comment(7).await;
+    assert_eq!(
+        harness.github.comments(OWNER, REPO, 7).len(),
+        1,
+        "one status comment, edited in place"
+    );
+    assert_eq!(comment.edits.len(), 1);
+    assert!(
+        comment.edits[0].contains("is running pipeline `default`"),
+        "{}",
+        comment.edits[0]
+    );
+    let pull_url = format!("https://github.com/{OWNER}/{REPO}/pull/{}", pulls[0].number);
+    assert!(comment.body.contains(&pull_url), "{}", comment.body);
+
+    assert!(
+        harness.workspaces_left().is_empty(),
+        "workspace not removed: {:?}",
+        harness.workspaces_left()
+    );
+    assert_eq!(
+        rest_calls(&harness),
+        [
+            format!("POST /app/installations/{INSTALLATION_ID}/access_tokens 201"),
+            format!("POST /repos/{OWNER}/{REPO}/issues/7/comments 201"),
+            format!("GET /repos/{OWNER}/{REPO}/pulls 200"),
+            format!("POST /repos/{OWNER}/{REPO}/pulls 201"),
+            format!("POST /repos/{OWNER}/{REPO}/check-runs 201"),
+            format!(
+                "PATCH /repos/{OWNER}/{REPO}/issues/comments/{} 200",
+                comment.id
+            ),
+        ],
+        "no unexpected GitHub call"
+    );
+
+    let runs = runs::for_task(&harness.pool, task_id).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].branch.as_deref(), Some(branch));
+    assert_eq!(runs[0].head_sha.as_deref(), Some(head.as_str()));
+    let steps = runs::steps(&harness.pool, runs[0].id).await.unwrap();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.exit_code))
+            .collect::<Vec<_>>(),
+        [("implement", Some(0)), ("verify", Some(0))]
+    );
+    assert_eq!(steps[0].output, "implemented issue 7\n");
+    let trail: Vec<String> = events::for_task(&harness.pool, task_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(trail, ["created", "claimed", "state"]);
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn the_token_never_reaches_git_config_or_steps(pool: sqlx::PgPool) {
+    let harness = Harness::start(pool).await;
+    let pipeline = "pipelines:\n  default:\n    steps:\n      - name: snoop\n        run: cat .git/config; env; git config --list\n";
+    harness.github.add_repo(
+        INSTALLATION_ID,
+        OWNER,
+        REPO,
+        &[(".github/conveyor.yml", pipeline)],
+    );
+    harness
+        .post_signed("issues", "d-snoop", &labeled_issue(4, "Snoop", "conveyor"))
+        .await;
+    harness.outcome("d-snoop").await;
+    let task_id = harness.task_ids().await[0];
+    assert_eq!(harness.final_state(task_id).await, TaskState::Succeeded);
+
+    let run = &runs::for_task(&harness.pool, task_id).await.unwrap()[0];
+    let output = &runs::steps(&harness.pool, run.id).await.unwrap()[0].output;
+    assert!(
+        output.contains("[remote \"origin\"]"),
+        "the step saw the clone: {output}"
+    );
+    let tokens = harness.github.issued_tokens();
+    assert!(!tokens.is_empty());
+    for token in tokens {
+        assert!(!output.contains(&token), "token visible to the step");
+    }
+    assert!(
+        !output.to_lowercase().contains("extraheader") && !output.contains("GIT_CONFIG"),
+        "{output}"
+    );
+    assert!(!output.contains("BEGIN RSA PRIVATE KEY") && !output.contains(support::WEBHOOK_SECRET));
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_failing_step_pushes_nothing_and_names_the_step(pool: sqlx::PgPool) {
+    let harness = Harness::start(pool).await;
+    let pipeline = "pipelines:\n  default:\n    steps:\n      - name: implement\n        run: echo changed > NOTES.md\n      - name: verify\n        run: \"echo 'assertion failed: widgets == 3' >&2; exit 101\"\n";
+    harness.github.add_repo(
+        INSTALLATION_ID,
+        OWNER,
+        REPO,
+        &[(".github/conveyor.yml", pipeline)],
+    );
+
+    harness
+        .post_signed("issues", "d-2", &labeled_issue(8, "Break it", "conveyor"))
+        .await;
+    assert_eq!(harness.outcome("d-2").await, "task_created");
+    let task_id = harness.task_ids().await[0];
+    assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
+
+    assert_eq!(
+        harness
+            .github
+            .branch_sha(OWNER, REPO, "conveyor/8-break-it"),
+        None
+    );
+    assert!(harness.github.pull_requests(OWNER, REPO).is_empty());
+    assert!(harness.github.check_runs(OWNER, REPO).is_empty());
+    let body = &harness.final_comment(8).await.body;
+    assert_eq!(harness.github.comments(OWNER, REPO, 8).len(), 1);
+    assert!(
+        body.contains("step `verify` exited with code 101"),
+        "{body}"
+    );
+    assert!(body.contains("assertion failed: widgets == 3"), "{body}");
+    assert!(body.contains("Nothing was pushed"), "{body}");
+    let run = &runs::for_task(&harness.pool, task_id).await.unwrap()[0];
+    assert_eq!(
+        run.failure.as_deref(),
+        Some("step `verify` exited with 101")
+    );
+    assert!(harness.workspaces_left().is_empty());
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_missing_pipeline_file_fails_with_the_remedy(pool: sqlx::PgPool) {
+    let harness = Harness::start(pool).await;
+    harness.github.add_repo(
+        INSTALLATION_ID,
+        OWNER,
+        REPO,
+        &[("README.md", "# widgets\n")],
+    );
+
+    harness
+        .post_signed("issues", "d-3", &labeled_issue(9, "Anything", "conveyor"))
+        .await;
+    harness.outcome("d-3").await;
+    let task_id = harness.task_ids().await[0];
+    assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
+
+    let body = &harness.final_comment(9).await.body;
+    assert!(
+        body.contains("`.github/conveyor.yml` was not found"),
+        "{body}"
+    );
+    assert!(
+        body.contains("Add it to the default branch") && body.contains("pipelines:\n  default:"),
+        "{body}"
+    );
+    assert!(harness.github.pull_requests(OWNER, REPO).is_empty());
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn an_invalid_pipeline_file_fails_saying_what_is_wrong(pool: sqlx::PgPool) {
+    let harness = Harness::start(pool).await;
+    let broken =
+        "pipelines:\n  default:\n    steps:\n      - name: implement\n        script: make\n";
+    harness.github.add_repo(
+        INSTALLATION_ID,
+        OWNER,
+        REPO,
+        &[(".github/conveyor.yml", broken)],
+    );
+
+    harness
+        .post_signed("issues", "d-4", &labeled_issue(10, "Anything", "conveyor"))
+        .await;
+    harness.outcome("d-4").await;
+    let task_id = harness.task_ids().await[0];
+    assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
+    let body = &harness.final_comment(10).await.body;
+    assert!(
+        body.contains("is not valid") && body.contains("unknown field `script`"),
+        "{body}"
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn steps_that_change_nothing_succeed_without_a_pull_request(pool: sqlx::PgPool) {
+    let harness = Harness::start(pool).await;
+    let pipeline =
+        "pipelines:\n  default:\n    steps:\n      - name: check\n        run: test -f README.md\n";
+    harness.github.add_repo(
+        INSTALLATION_ID,
+        OWNER,
+        REPO,
+        &[(".github/conveyor.yml", pipeline), ("README.md", "x\n")],
+    );
+    harness
+        .post_signed(
+            "issues",
+            "d-5",
+            &labeled_issue(11, "Check only", "conveyor"),
+        )
+        .await;
+    harness.outcome("d-5").await;
+    let task_id = harness.task_ids().await[0];
+    assert_eq!(harness.final_state(task_id).await, TaskState::Succeeded);
+    assert!(harness.github.pull_requests(OWNER, REPO).is_empty());
+    assert!(
+        harness
+            .final_comment(11)
+            .await
+            .body
+            .contains("changed no files")
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_repository_the_installation_cannot_reach_fails_visibly(pool: sqlx::PgPool) {
+    let harness = Harness::start(pool).await;
+    // No repository is added: clone and calls answer 404.
+    harness
+        .post_signed("issues", "d-6", &labeled_issue(12, "Nowhere", "conveyor"))
+        .await;
+    harness.outcome("d-6").await;
+    let task_id = harness.task_ids().await[0];
+    assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
+    let run = &runs::for_task(&harness.pool, task_id).await.unwrap()[0];
+    assert!(
+        run.failure.as_deref().unwrap().contains("not found"),
+        "{:?}",
+        run.failure
+    );
+}

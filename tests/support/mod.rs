@@ -1,0 +1,260 @@
+//! The test harness: a fake GitHub, the real router and workers on a fresh database, and
+//! helpers to send signed webhooks built from GitHub's own payloads.
+#![allow(dead_code)]
+
+pub mod fake_github;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use conveyor::config::{Config, GitHubConfig};
+use conveyor::engine::TaskState;
+use conveyor::service::Service;
+use conveyor::webhook::signature;
+use serde_json::Value;
+use sqlx::PgPool;
+use tempfile::TempDir;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+pub use fake_github::FakeGitHub;
+
+pub const WEBHOOK_SECRET: &str = "test webhook secret";
+pub const INSTALLATION_ID: i64 = 1001;
+pub const OWNER: &str = "acme";
+pub const REPO: &str = "widgets";
+
+/// A pipeline whose `implement` step writes a file from the task's title and whose `verify`
+/// step checks it, as a user's repository would carry.
+pub const PIPELINE_YAML: &str = "pipelines:
+  default:
+    steps:
+      - name: implement
+        run: ./scripts/do-the-work.sh
+      - name: verify
+        run: grep -q . NOTES.md
+";
+
+pub const WORK_SCRIPT: &str = "#!/bin/sh
+set -e
+printf '%s\\n' \"$CONVEYOR_TASK_TITLE\" > NOTES.md
+echo \"implemented issue $CONVEYOR_ISSUE_NUMBER\"
+";
+
+pub struct Harness {
+    pub github: FakeGitHub,
+    pub pool: PgPool,
+    pub router: Router,
+    pub data_dir: TempDir,
+    /// Interpretation and workers; dropping the set aborts them with the harness.
+    _jobs: JoinSet<()>,
+}
+
+pub fn config(github: &FakeGitHub, data_dir: &Path, webhook_secret: Option<&str>) -> Config {
+    Config {
+        database_url: String::new(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: None,
+        data_dir: data_dir.to_owned(),
+        workers: 2,
+        api_token: None,
+        github: GitHubConfig {
+            app_id: Some(fake_github::APP_ID.to_string()),
+            private_key: Some(fake_github::private_key_pem().to_owned().into()),
+            private_key_path: None,
+            webhook_secret: webhook_secret.map(|s| s.to_owned().into()),
+            api_url: github.url.clone(),
+            git_url: github.url.clone(),
+        },
+    }
+}
+
+impl Harness {
+    /// The service with its workers running against a fake GitHub holding one installation.
+    pub async fn start(pool: PgPool) -> Harness {
+        Self::start_with(pool, Some(WEBHOOK_SECRET), true).await
+    }
+
+    pub async fn start_with_secret(pool: PgPool, secret: Option<&str>) -> Harness {
+        Self::start_with(pool, secret, true).await
+    }
+
+    /// No GitHub App configured: deliveries are interpreted, tasks stay queued.
+    pub async fn start_without_app(pool: PgPool) -> Harness {
+        Self::start_with(pool, Some(WEBHOOK_SECRET), false).await
+    }
+
+    async fn start_with(pool: PgPool, secret: Option<&str>, app: bool) -> Harness {
+        let github = FakeGitHub::start().await;
+        github.add_installation(INSTALLATION_ID, OWNER);
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = config(&github, data_dir.path(), secret);
+        if !app {
+            config.github.app_id = None;
+        }
+        let service = Service::new(&config, pool.clone()).unwrap();
+        let jobs = service.spawn_background(CancellationToken::new());
+        Harness {
+            github,
+            pool,
+            router: service.router(),
+            data_dir,
+            _jobs: jobs,
+        }
+    }
+
+    /// A repository of the installation with a working pipeline and its script.
+    pub fn add_repo_with_pipeline(&self) {
+        self.github.add_repo(
+            INSTALLATION_ID,
+            OWNER,
+            REPO,
+            &[
+                (".github/conveyor.yml", PIPELINE_YAML),
+                ("scripts/do-the-work.sh", WORK_SCRIPT),
+                ("README.md", "# widgets\n"),
+            ],
+        );
+    }
+
+    /// Posts a webhook through the real router, signed unless `signature` overrides it.
+    pub async fn post(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let signature = signature.map_or_else(
+            || signature::sign(WEBHOOK_SECRET.as_bytes(), body),
+            str::to_owned,
+        );
+        let request = Request::post("/webhooks/github")
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", signature)
+            .body(Body::from(body.to_vec()))
+            .unwrap();
+        send(&self.router, request).await
+    }
+
+    pub async fn post_signed(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        self.post(event, delivery, body, None).await
+    }
+
+    pub async fn task_ids(&self) -> Vec<i64> {
+        sqlx::query_scalar("SELECT id FROM tasks ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Waits for the delivery to be interpreted and returns its outcome.
+    pub async fn outcome(&self, delivery: &str) -> String {
+        wait_until(&format!("delivery {delivery} interpreted"), || async {
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT outcome FROM deliveries WHERE delivery_id = $1",
+            )
+            .bind(delivery)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()
+            .flatten()
+        })
+        .await
+    }
+
+    /// Waits for the task to reach a final state.
+    pub async fn final_state(&self, task_id: i64) -> TaskState {
+        wait_until(&format!("task {task_id} finished"), || async {
+            let state: TaskState = sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1")
+                .bind(task_id)
+                .fetch_one(&self.pool)
+                .await
+                .unwrap();
+            state.is_final().then_some(state)
+        })
+        .await
+    }
+
+    /// The issue's status comment once it reports the end of a run (the task's final state is
+    /// written before the comment is edited).
+    pub async fn final_comment(&self, issue: u64) -> fake_github::Comment {
+        wait_until(&format!("final status comment on #{issue}"), || async {
+            self.github
+                .comments(OWNER, REPO, issue)
+                .into_iter()
+                .find(|c| !c.body.contains("is running pipeline"))
+        })
+        .await
+    }
+
+    /// Entries left under the workspaces directory.
+    pub fn workspaces_left(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.data_dir.path().join("workspaces")) {
+            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+pub async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, body)
+}
+
+/// Polls `probe` until it yields a value; fails the test after 30 s.
+pub async fn wait_until<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One of GitHub's own example payloads from `shared/fixtures/github-webhooks`.
+pub fn fixture(relative: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/github-webhooks")
+        .join(relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// GitHub's `issues`/`labeled` example, patched to our installation, repository, issue and label.
+pub fn labeled_issue(issue_number: i64, title: &str, label: &str) -> Vec<u8> {
+    let mut payload = fixture("issues/labeled.payload.json");
+    payload["installation"] = serde_json::json!({ "id": INSTALLATION_ID, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMTAwMQ==" });
+    payload["label"]["name"] = label.into();
+    payload["issue"]["number"] = issue_number.into();
+    payload["issue"]["title"] = title.into();
+    payload["repository"]["name"] = REPO.into();
+    payload["repository"]["full_name"] = format!("{OWNER}/{REPO}").into();
+    payload["repository"]["owner"]["login"] = OWNER.into();
+    payload["repository"]["default_branch"] = "main".into();
+    serde_json::to_vec(&payload).unwrap()
+}
