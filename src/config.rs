@@ -64,6 +64,20 @@ pub struct Config {
     )]
     pub api_token: Option<SecretString>,
 
+    /// Seconds between sweeps that ask GitHub to redeliver webhooks that never arrived (0: off).
+    #[arg(
+        long,
+        env = "CONVEYOR_REDELIVERY_INTERVAL_SECS",
+        value_name = "CONVEYOR_REDELIVERY_INTERVAL_SECS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub redelivery_interval_secs: u64,
+
+    /// Days a delivery's payload is kept; its outcome is kept for good.
+    #[arg(long, env = "CONVEYOR_DELIVERY_RETENTION_DAYS", value_name = "CONVEYOR_DELIVERY_RETENTION_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub delivery_retention_days: u32,
+
     #[command(flatten)]
     pub github: GitHubConfig,
 }

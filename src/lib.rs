@@ -6,6 +6,7 @@ pub mod db;
 pub mod engine;
 pub mod github;
 pub mod http;
+pub mod installations;
 pub mod local_run;
 pub mod pipeline;
 pub mod report;

@@ -1,6 +1,7 @@
 //! Assembling the long-running service: HTTP server, delivery interpretation and workers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -18,19 +19,20 @@ pub struct Service {
     state: AppState,
     tasks_added: Arc<Notify>,
     workers: u16,
+    redelivery_interval: Duration,
+    delivery_retention: Duration,
+    github: Option<Arc<GitHubApp>>,
     /// `None` without a configured GitHub App: tasks then wait in the queue.
     runner: Option<Arc<TaskRunner>>,
 }
 
 impl Service {
     pub fn new(config: &Config, pool: PgPool) -> anyhow::Result<Self> {
-        let runner = match AppCredentials::from_config(&config.github)? {
-            Some(credentials) => Some(Arc::new(TaskRunner {
-                pool: pool.clone(),
-                github: Arc::new(GitHubApp::new(&config.github.api_url, credentials)?),
-                data_dir: config.data_dir.clone(),
-                git_url: config.github.git_url.clone(),
-            })),
+        let github = match AppCredentials::from_config(&config.github)? {
+            Some(credentials) => Some(Arc::new(GitHubApp::new(
+                &config.github.api_url,
+                credentials,
+            )?)),
             None => {
                 tracing::warn!(
                     "GITHUB_APP_ID is not set: tasks are queued but not run until a GitHub App is configured"
@@ -38,18 +40,32 @@ impl Service {
                 None
             }
         };
+        let runner = github.as_ref().map(|github| {
+            Arc::new(TaskRunner {
+                pool: pool.clone(),
+                github: github.clone(),
+                data_dir: config.data_dir.clone(),
+                git_url: config.github.git_url.clone(),
+            })
+        });
         if config.github.webhook_secret.is_none() {
             tracing::warn!("GITHUB_WEBHOOK_SECRET is not set: every webhook will be refused");
         }
         let state = AppState {
             pool,
             webhook_secret: config.github.webhook_secret.clone().map(Arc::new),
+            api_token: config.api_token.clone().map(Arc::new),
             deliveries_added: Arc::new(Notify::new()),
         };
         Ok(Self {
             state,
             tasks_added: Arc::new(Notify::new()),
             workers: config.workers,
+            redelivery_interval: Duration::from_secs(config.redelivery_interval_secs),
+            delivery_retention: Duration::from_secs(
+                u64::from(config.delivery_retention_days) * 86_400,
+            ),
+            github,
             runner,
         })
     }
@@ -67,6 +83,23 @@ impl Service {
             self.tasks_added.clone(),
             shutdown.clone(),
         ));
+        jobs.spawn(webhook::retention::run(
+            self.state.pool.clone(),
+            self.delivery_retention,
+            shutdown.clone(),
+        ));
+        if let Some(github) = self
+            .github
+            .clone()
+            .filter(|_| !self.redelivery_interval.is_zero())
+        {
+            jobs.spawn(webhook::redelivery::run(
+                self.state.pool.clone(),
+                github,
+                self.redelivery_interval,
+                shutdown.clone(),
+            ));
+        }
         self.spawn_workers(&mut jobs, shutdown);
         jobs
     }

@@ -45,20 +45,7 @@ impl TaskRunner {
             name: &task.repo_name,
         };
 
-        let client = match self.github.installation(task.installation_id).await {
-            Ok(client) => client,
-            Err(err) => {
-                let failure = Failure::Infrastructure(format!("no installation token: {err}"));
-                return self
-                    .record_end(
-                        task,
-                        run.id,
-                        &Outcome::Failed(failure),
-                        &Published::default(),
-                    )
-                    .await;
-            }
-        };
+        let client = self.github.installation(task.installation_id);
         let started = comment::started(task.id, &task.pipeline, run.attempt);
         let comment_id = match client
             .create_comment(repo, task.issue_number, &started)
@@ -128,7 +115,13 @@ impl TaskRunner {
         run_id: i64,
         client: &InstallationClient,
     ) -> (Outcome, Vec<StepResult>, Published) {
-        let git = Git::with_token(client.token());
+        let git = match client.token().await {
+            Ok(token) => Git::with_token(&token),
+            Err(err) => {
+                let failure = Failure::Infrastructure(format!("no installation token: {err}"));
+                return (Outcome::Failed(failure), Vec::new(), Published::default());
+            }
+        };
         let url = format!(
             "{}/{}/{}.git",
             self.git_url.trim_end_matches('/'),
@@ -227,10 +220,15 @@ impl TaskRunner {
             .commit_all(&dir, &branch, &message)
             .await
             .map_err(describe)?;
-        git.push(&dir, "origin", &branch).await.map_err(describe)?;
+        let github = |err: GitHubError| err.to_string();
+        // Steps may have run for most of the clone token's life: push with a current one.
+        let push_token = client.token().await.map_err(github)?;
+        Git::with_token(&push_token)
+            .push(&dir, "origin", &branch)
+            .await
+            .map_err(describe)?;
         tracing::info!(%branch, %head_sha, "branch pushed");
 
-        let github = |err: GitHubError| err.to_string();
         let pull = match client
             .open_pull_request(repo, &branch)
             .await

@@ -5,11 +5,15 @@ mod fake_github;
 
 use std::path::Path;
 use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use fake_github::{APP_ID, FakeGitHub};
+use fake_github::{APP_ID, FakeGitHub, Injected};
+use hmac::{Hmac, Mac as _};
 use serde_json::{Value, json};
+use sha2::Sha256;
 
 const INSTALLATION: i64 = 77;
 const OTHER_INSTALLATION: i64 = 78;
@@ -900,4 +904,532 @@ async fn octocrab_client_understands_the_fake() {
             .all(|r| r.authorization.as_deref() == Some(format!("Bearer {tok}").as_str())),
         "{reqs:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn injected_failures_are_served_in_order_then_handling_resumes() {
+    let fake = setup().await;
+    let tok = token(&fake, INSTALLATION).await;
+    fake.inject(
+        "POST",
+        "/repos/acme/widgets/issues/*/comments",
+        vec![Injected::status(502), Injected::status(502)],
+    );
+    let path = "/repos/acme/widgets/issues/5/comments";
+
+    // Another method on the same path is not intercepted.
+    let resp = api(&fake, reqwest::Method::GET, path, &tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    for _ in 0..2 {
+        let resp = api(&fake, reqwest::Method::POST, path, &tok)
+            .json(&json!({"body": "hi"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 502);
+        let headers = resp.headers().clone();
+        assert_eq!(headers["content-type"], "application/json; charset=utf-8");
+        assert_eq!(headers["x-ratelimit-limit"], "5000");
+        assert!(headers.contains_key("x-github-request-id"));
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"message": "Bad Gateway", "documentation_url": "https://docs.github.com/rest"})
+        );
+        assert!(
+            fake.comments("acme", "widgets", 5).is_empty(),
+            "state unchanged"
+        );
+    }
+    let resp = api(&fake, reqwest::Method::POST, path, &tok)
+        .json(&json!({"body": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(fake.comments("acme", "widgets", 5).len(), 1);
+
+    let statuses: Vec<u16> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == path)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, vec![502, 502, 201]);
+
+    // `*` matches exactly one segment.
+    fake.inject("GET", "/repos/acme/*", vec![Injected::status(500)]);
+    let resp = api(&fake, reqwest::Method::GET, path, &tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = api(&fake, reqwest::Method::GET, "/repos/acme/widgets?x=1", &tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(message(resp).await, "Internal Server Error");
+    let last = fake.requests().pop().unwrap();
+    assert_eq!(
+        (last.path.as_str(), last.status),
+        ("/repos/acme/widgets?x=1", 500)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn injected_headers_win_and_injection_precedes_auth() {
+    let fake = setup().await;
+    let secondary =
+        "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.";
+    fake.inject(
+        "post",
+        "/app/installations/*/access_tokens",
+        vec![
+            Injected::status(403)
+                .with_message(secondary)
+                .with_header("retry-after", "7")
+                .with_header("x-ratelimit-remaining", "0"),
+        ],
+    );
+    // No credentials at all: the injected response still comes first.
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/app/installations/{INSTALLATION}/access_tokens",
+            fake.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let headers = resp.headers().clone();
+    assert_eq!(headers["retry-after"], "7");
+    assert_eq!(headers["x-ratelimit-remaining"], "0");
+    assert_eq!(headers.get_all("x-ratelimit-remaining").iter().count(), 1);
+    assert_eq!(headers["x-ratelimit-limit"], "5000");
+    assert!(headers.contains_key("x-github-request-id"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["message"], secondary);
+    assert_eq!(body["documentation_url"], "https://docs.github.com/rest");
+
+    // Exhausted: the next exchange is handled normally.
+    let resp = exchange(&fake, INSTALLATION, &app_jwt()).await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(fake.issued_tokens().len(), 1);
+
+    // Statuses without a body.
+    let tok = fake.mint_token(INSTALLATION);
+    fake.inject(
+        "GET",
+        "/repos/acme/widgets/pulls",
+        vec![Injected::status(304).with_header("etag", "\"abc\"")],
+    );
+    let resp = api(
+        &fake,
+        reqwest::Method::GET,
+        "/repos/acme/widgets/pulls",
+        &tok,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 304);
+    assert_eq!(resp.headers()["etag"], "\"abc\"");
+    assert!(resp.bytes().await.unwrap().is_empty());
+
+    let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![403, 201, 304]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_tokens_are_rejected_on_rest_and_git() {
+    let fake = setup().await;
+    let exchanged = token(&fake, INSTALLATION).await;
+    let minted = fake.mint_token(INSTALLATION);
+    let path = "/repos/acme/widgets/issues/1/comments";
+    let git_refs = |tok: &str| {
+        let creds =
+            base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{tok}"));
+        reqwest::Client::new()
+            .get(format!(
+                "{}/acme/widgets.git/info/refs?service=git-upload-pack",
+                fake.url
+            ))
+            .header("authorization", format!("Basic {creds}"))
+            .send()
+    };
+    for tok in [&exchanged, &minted] {
+        let resp = api(&fake, reqwest::Method::GET, path, tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(git_refs(tok).await.unwrap().status(), 200);
+    }
+
+    fake.revoke_tokens();
+    for tok in [&exchanged, &minted] {
+        let resp = api(&fake, reqwest::Method::GET, path, tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+        assert_eq!(message(resp).await, "Bad credentials");
+        assert_eq!(git_refs(tok).await.unwrap().status(), 401);
+    }
+
+    let fresh = token(&fake, INSTALLATION).await;
+    let resp = api(&fake, reqwest::Method::GET, path, &fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(git_refs(&fresh).await.unwrap().status(), 200);
+    let fresh_minted = fake.mint_token(INSTALLATION);
+    assert_eq!(git_refs(&fresh_minted).await.unwrap().status(), 200);
+    assert_eq!(fake.issued_tokens().len(), 4);
+}
+
+fn issues_payload(number: u64) -> Value {
+    json!({
+        "action": "labeled",
+        "issue": {"number": number, "title": format!("Issue {number}")},
+        "label": {"name": "conveyor"},
+        "repository": {"id": 5000 + number, "full_name": "acme/widgets"},
+        "installation": {"id": INSTALLATION},
+    })
+}
+
+fn list_deliveries(fake: &FakeGitHub, url: &str, jwt: Option<&str>) -> reqwest::RequestBuilder {
+    let url = if url.starts_with("http") {
+        url.to_string()
+    } else {
+        format!("{}{url}", fake.url)
+    };
+    let req = reqwest::Client::new()
+        .get(url)
+        .header("accept", "application/vnd.github+json");
+    match jwt {
+        Some(jwt) => req.bearer_auth(jwt),
+        None => req,
+    }
+}
+
+fn next_link(resp: &reqwest::Response) -> Option<String> {
+    let link = resp.headers().get("link")?.to_str().unwrap();
+    let (target, rel) = link.split_once(">; ").unwrap();
+    assert_eq!(rel, "rel=\"next\"", "{link}");
+    Some(target.strip_prefix('<').unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn app_hook_deliveries_are_listed_newest_first_and_paginated() {
+    let fake = FakeGitHub::start().await;
+    fake.add_installation(INSTALLATION, "acme");
+    let guids: Vec<String> = (0..5).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let mut ids = Vec::new();
+    for (i, guid) in guids.iter().enumerate() {
+        let code = if i == 2 { 503 } else { 200 };
+        ids.push(fake.add_hook_delivery(
+            guid,
+            "issues",
+            Some("labeled"),
+            code,
+            issues_payload(i as u64),
+        ));
+    }
+    let ping = fake.add_hook_delivery(
+        "ping-guid",
+        "ping",
+        None,
+        200,
+        json!({"zen": "Keep it simple."}),
+    );
+
+    // The App JWT is required.
+    let resp = list_deliveries(&fake, "/app/hook/deliveries", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let installation_token = fake.mint_token(INSTALLATION);
+    let resp = list_deliveries(&fake, "/app/hook/deliveries", Some(&installation_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let expired = sign(&json!({"iat": now() - 700, "exp": now() - 100, "iss": APP_ID}));
+    let resp = list_deliveries(&fake, "/app/hook/deliveries", Some(&expired))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    let jwt = app_jwt();
+    let resp = list_deliveries(&fake, "/app/hook/deliveries", Some(&jwt))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(next_link(&resp).is_none());
+    let all: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(all[0]["id"].as_i64(), Some(ping));
+    assert_eq!(all[0]["action"], Value::Null);
+    assert_eq!(all[0]["installation_id"], Value::Null);
+    assert_eq!(all[0]["repository_id"], Value::Null);
+    let newest_issue = &all[1];
+    let mut keys: Vec<&str> = newest_issue
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "action",
+            "delivered_at",
+            "duration",
+            "event",
+            "guid",
+            "id",
+            "installation_id",
+            "redelivery",
+            "repository_id",
+            "status",
+            "status_code",
+            "throttled_at",
+        ]
+    );
+    assert_eq!(newest_issue["id"].as_i64(), Some(ids[4]));
+    assert_eq!(newest_issue["guid"], guids[4].as_str());
+    assert_eq!(newest_issue["event"], "issues");
+    assert_eq!(newest_issue["action"], "labeled");
+    assert_eq!(newest_issue["redelivery"], false);
+    assert_eq!(newest_issue["status"], "OK");
+    assert_eq!(newest_issue["status_code"], 200);
+    assert_eq!(newest_issue["installation_id"], INSTALLATION);
+    assert_eq!(newest_issue["repository_id"], 5004);
+    assert!(newest_issue["duration"].is_f64());
+    assert_eq!(newest_issue["throttled_at"], Value::Null);
+    chrono::DateTime::parse_from_rfc3339(newest_issue["delivered_at"].as_str().unwrap()).unwrap();
+    let failed = all
+        .iter()
+        .find(|d| d["id"].as_i64() == Some(ids[2]))
+        .unwrap();
+    assert_eq!(failed["status"], "Invalid HTTP Response: 503");
+    assert_eq!(failed["status_code"], 503);
+
+    // Pagination through `Link: <...>; rel="next"`, over the 5 `issues`
+    // deliveries plus the ping.
+    let mut url = "/app/hook/deliveries?per_page=2".to_string();
+    let mut pages = Vec::new();
+    let mut seen = Vec::new();
+    loop {
+        let resp = list_deliveries(&fake, &url, Some(&jwt))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let next = next_link(&resp);
+        let page: Vec<Value> = resp.json().await.unwrap();
+        pages.push(page.len());
+        seen.extend(page.iter().map(|d| d["guid"].as_str().unwrap().to_string()));
+        match next {
+            Some(next) => {
+                let prefix = format!("{}/app/hook/deliveries?per_page=2&cursor=", fake.url);
+                assert!(next.starts_with(&prefix), "{next}");
+                url = next;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, vec![2, 2, 2]);
+    let mut expected: Vec<String> = guids.iter().rev().cloned().collect();
+    expected.insert(0, "ping-guid".to_string());
+    assert_eq!(seen, expected);
+
+    // 5 deliveries only, 2 per page: the last page has one.
+    let fake5 = FakeGitHub::start().await;
+    for guid in &guids {
+        fake5.add_hook_delivery(guid, "issues", Some("labeled"), 200, issues_payload(1));
+    }
+    let mut url = "/app/hook/deliveries?per_page=2".to_string();
+    let mut pages = Vec::new();
+    loop {
+        let resp = list_deliveries(&fake5, &url, Some(&jwt))
+            .send()
+            .await
+            .unwrap();
+        let next = next_link(&resp);
+        pages.push(resp.json::<Vec<Value>>().await.unwrap().len());
+        match next {
+            Some(next) => url = next,
+            None => break,
+        }
+    }
+    assert_eq!(pages, vec![2, 2, 1]);
+
+    // `per_page` is capped at 100; a bad cursor is rejected.
+    let resp = list_deliveries(&fake, "/app/hook/deliveries?per_page=1000", Some(&jwt))
+        .send()
+        .await
+        .unwrap();
+    assert!(next_link(&resp).is_none());
+    assert_eq!(resp.json::<Vec<Value>>().await.unwrap().len(), 6);
+    let resp = list_deliveries(&fake, "/app/hook/deliveries?cursor=bogus", Some(&jwt))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+type Received = (axum::http::HeaderMap, axum::body::Bytes);
+
+/// A stand-in for Conveyor's webhook endpoint that answers with `status`.
+async fn webhook_receiver(
+    status: Arc<AtomicU16>,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<Received>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Received>();
+    let app = axum::Router::new().route(
+        "/webhook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                let status = status.clone();
+                async move {
+                    let _ = tx.send((headers, body));
+                    axum::http::StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap()
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/webhook"), rx)
+}
+
+async fn redeliver(fake: &FakeGitHub, id: &str, jwt: Option<&str>) -> reqwest::Response {
+    let req = reqwest::Client::new()
+        .post(format!("{}/app/hook/deliveries/{id}/attempts", fake.url))
+        .header("accept", "application/vnd.github+json");
+    let req = match jwt {
+        Some(jwt) => req.bearer_auth(jwt),
+        None => req,
+    };
+    req.send().await.unwrap()
+}
+
+async fn wait_for_deliveries(fake: &FakeGitHub, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fake.hook_deliveries().len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {n} deliveries: {:?}",
+            fake.hook_deliveries()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redelivery_posts_the_signed_payload_to_the_webhook_target() {
+    const SECRET: &str = "hook secret";
+    let fake = FakeGitHub::start().await;
+    let status = Arc::new(AtomicU16::new(200));
+    let (target, mut received) = webhook_receiver(status.clone()).await;
+    fake.set_webhook_target(&target, SECRET);
+    let guid = uuid::Uuid::new_v4().to_string();
+    let payload = issues_payload(9);
+    let id = fake.add_hook_delivery(&guid, "issues", Some("labeled"), 503, payload.clone());
+
+    let resp = redeliver(&fake, &id.to_string(), None).await;
+    assert_eq!(resp.status(), 401);
+    assert!(fake.redelivery_requests().is_empty());
+
+    let jwt = app_jwt();
+    let resp = redeliver(&fake, &id.to_string(), Some(&jwt)).await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({}));
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), received.recv())
+        .await
+        .expect("redelivery within 10s")
+        .expect("receiver alive");
+    assert_eq!(headers["x-github-event"], "issues");
+    assert_eq!(headers["x-github-delivery"], guid.as_str());
+    assert!(headers.contains_key("x-github-hook-id"));
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["user-agent"], "GitHub-Hookshot/fake");
+    let signature = headers["x-hub-signature-256"].to_str().unwrap();
+    let hex_sig = signature.strip_prefix("sha256=").expect("sha256= prefix");
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&body);
+    mac.verify_slice(&hex::decode(hex_sig).unwrap())
+        .expect("valid X-Hub-Signature-256");
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), payload);
+
+    wait_for_deliveries(&fake, 2).await;
+    let resp = list_deliveries(&fake, "/app/hook/deliveries", Some(&jwt))
+        .send()
+        .await
+        .unwrap();
+    let list: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!(list.len(), 2);
+    let redelivered = &list[0];
+    assert_ne!(redelivered["id"].as_i64(), Some(id));
+    assert_eq!(redelivered["guid"], guid.as_str());
+    assert_eq!(redelivered["redelivery"], true);
+    assert_eq!(redelivered["status"], "OK");
+    assert_eq!(redelivered["status_code"], 200);
+    assert_eq!(redelivered["event"], "issues");
+    assert_eq!(redelivered["action"], "labeled");
+    assert_eq!(redelivered["installation_id"], INSTALLATION);
+    assert_eq!(list[1]["id"].as_i64(), Some(id));
+    assert_eq!(list[1]["redelivery"], false);
+
+    // A failing target is recorded as such.
+    status.store(500, Ordering::SeqCst);
+    let resp = redeliver(&fake, &id.to_string(), Some(&jwt)).await;
+    assert_eq!(resp.status(), 202);
+    let (headers, _) = tokio::time::timeout(Duration::from_secs(10), received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(headers["x-github-delivery"], guid.as_str());
+    wait_for_deliveries(&fake, 3).await;
+    let last = fake.hook_deliveries().pop().unwrap();
+    assert!(last.redelivery);
+    assert_eq!(last.guid, guid);
+    assert_eq!(last.status_code, 500);
+    assert_eq!(last.status, "Invalid HTTP Response: 500");
+    assert_eq!(fake.redelivery_requests(), vec![id, id]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redelivering_an_unknown_delivery_is_not_found() {
+    let fake = FakeGitHub::start().await;
+    let jwt = app_jwt();
+    let resp = redeliver(&fake, "999", Some(&jwt)).await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(message(resp).await, "Not Found");
+    assert_eq!(redeliver(&fake, "abc", Some(&jwt)).await.status(), 404);
+
+    // Without a webhook target, a known delivery is accepted but nothing is sent.
+    let id = fake.add_hook_delivery("g-1", "issues", Some("opened"), 200, issues_payload(1));
+    assert_eq!(
+        redeliver(&fake, &id.to_string(), Some(&jwt)).await.status(),
+        202
+    );
+    assert_eq!(fake.redelivery_requests(), vec![999, id]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(fake.hook_deliveries().len(), 1);
 }

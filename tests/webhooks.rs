@@ -113,14 +113,22 @@ async fn deliveries_that_are_not_tasks_get_a_recorded_reason(pool: sqlx::PgPool)
         "ignored: event not handled"
     );
 
-    harness
+    let (status, reply) = harness
         .post_signed("issues", "d-garbage", b"{not json")
         .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("body is not valid JSON"),
+        "{reply}"
+    );
     assert!(
         harness
             .outcome("d-garbage")
             .await
-            .starts_with("ignored: malformed payload")
+            .starts_with("rejected: body is not valid JSON")
     );
 
     let stored: (Option<String>, Option<i64>, Option<String>) = sqlx::query_as(

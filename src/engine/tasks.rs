@@ -121,3 +121,14 @@ pub async fn transition(
     .await?;
     Ok(())
 }
+
+/// The task a delivery created, if any.
+pub async fn created_by_delivery(
+    db: impl PgExecutor<'_>,
+    delivery_id: i64,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT id FROM tasks WHERE delivery_id = $1")
+        .bind(delivery_id)
+        .fetch_optional(db)
+        .await
+}

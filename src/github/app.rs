@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Duration, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use octocrab::Octocrab;
+use octocrab::{Octocrab, Page};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +89,16 @@ pub struct GitHubApp {
     tokens: Mutex<HashMap<i64, TokenSlot>>,
 }
 
+/// One attempt GitHub made at delivering a webhook to the App.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HookDelivery {
+    pub id: i64,
+    pub guid: String,
+    pub delivered_at: DateTime<Utc>,
+    pub status_code: u16,
+    pub event: String,
+}
+
 #[derive(Deserialize)]
 struct AccessToken {
     token: String,
@@ -109,27 +119,24 @@ impl GitHubApp {
         })
     }
 
-    /// A client acting as `installation_id`, with a token valid for at least a few minutes.
-    pub async fn installation(
-        &self,
-        installation_id: i64,
-    ) -> Result<InstallationClient, GitHubError> {
-        let token = self.token(installation_id).await?;
-        let octocrab = self
-            .octocrab
-            .user_access_token(token.clone())
-            .map_err(|err| GitHubError::classify("installation client", err))?;
-        Ok(InstallationClient::new(octocrab, token))
+    /// A client acting as `installation_id`; its first call mints the token.
+    pub fn installation(self: &Arc<Self>, installation_id: i64) -> InstallationClient {
+        InstallationClient::new(self.clone(), installation_id)
     }
 
-    async fn token(&self, installation_id: i64) -> Result<SecretString, GitHubError> {
-        let slot = self
-            .tokens
-            .lock()
-            .expect("token cache lock")
-            .entry(installation_id)
-            .or_default()
-            .clone();
+    pub(crate) fn octocrab_with(
+        &self,
+        token: SecretString,
+        call: &'static str,
+    ) -> Result<Octocrab, GitHubError> {
+        self.octocrab
+            .user_access_token(token)
+            .map_err(|err| GitHubError::classify(call, err))
+    }
+
+    /// A token for `installation_id` valid for at least a few more minutes.
+    pub(crate) async fn token(&self, installation_id: i64) -> Result<SecretString, GitHubError> {
+        let slot = self.slot(installation_id);
         // Holding the slot while minting makes concurrent callers share one request.
         let mut cached = slot.lock().await;
         if let Some(token) = cached
@@ -141,6 +148,72 @@ impl GitHubApp {
         let fresh = self.mint(installation_id).await?;
         *cached = Some(fresh.clone());
         Ok(fresh.token)
+    }
+
+    /// Drops `token` from the cache after GitHub refused it, unless another caller already
+    /// replaced it.
+    pub(crate) async fn forget_token(&self, installation_id: i64, token: &SecretString) {
+        let slot = self.slot(installation_id);
+        let mut cached = slot.lock().await;
+        if cached
+            .as_ref()
+            .is_some_and(|c| c.token.expose_secret() == token.expose_secret())
+        {
+            *cached = None;
+        }
+    }
+
+    fn slot(&self, installation_id: i64) -> TokenSlot {
+        self.tokens
+            .lock()
+            .expect("token cache lock")
+            .entry(installation_id)
+            .or_default()
+            .clone()
+    }
+
+    /// A client authenticated as the App itself (JWT), for `/app/...` endpoints.
+    fn as_app(&self, call: &'static str) -> Result<Octocrab, GitHubError> {
+        let jwt = self
+            .credentials
+            .jwt(Utc::now())
+            .map_err(|err| GitHubError::Transport {
+                call,
+                message: format!("{err:#}"),
+            })?;
+        self.octocrab_with(jwt, call)
+    }
+
+    /// The App's recent webhook deliveries, newest first, at most `max_pages` pages of 100.
+    pub async fn hook_deliveries(
+        &self,
+        max_pages: usize,
+    ) -> Result<Vec<HookDelivery>, GitHubError> {
+        const CALL: &str = "list hook deliveries";
+        let app = self.as_app(CALL)?;
+        let mut page: Page<HookDelivery> = call(CALL, || {
+            app.get("/app/hook/deliveries", Some(&[("per_page", 100)]))
+        })
+        .await?;
+        let mut deliveries = std::mem::take(&mut page.items);
+        for _ in 1..max_pages {
+            let next = page.next.clone();
+            let Some(next_page) = call(CALL, || app.get_page::<HookDelivery>(&next)).await? else {
+                break;
+            };
+            page = next_page;
+            deliveries.append(&mut page.items);
+        }
+        Ok(deliveries)
+    }
+
+    /// Asks GitHub to send delivery attempt `id` again.
+    pub async fn redeliver(&self, id: i64) -> Result<(), GitHubError> {
+        const CALL: &str = "redeliver hook delivery";
+        let app = self.as_app(CALL)?;
+        let route = format!("/app/hook/deliveries/{id}/attempts");
+        let _: serde_json::Value = call(CALL, || app.post(&route, None::<&()>)).await?;
+        Ok(())
     }
 
     async fn mint(&self, installation_id: i64) -> Result<CachedToken, GitHubError> {

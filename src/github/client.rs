@@ -2,12 +2,14 @@
 //! and its failure classified.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use octocrab::Octocrab;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use super::app::GitHubApp;
 use super::error::GitHubError;
 
 /// Attempts per call for failures that may pass (network, 5xx, rate limits).
@@ -15,7 +17,7 @@ const MAX_ATTEMPTS: u32 = 4;
 const BASE_BACKOFF: Duration = Duration::from_millis(250);
 /// A rate limit that asks for a longer wait than this fails the call instead; the caller
 /// keeps the work and tries later.
-const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(120);
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(15 * 60);
 
 pub(crate) async fn call<T, F, Fut>(name: &'static str, mut request: F) -> Result<T, GitHubError>
 where
@@ -36,10 +38,7 @@ where
             }
             Err(err) if err.is_retryable() && attempt < MAX_ATTEMPTS => {
                 let wait = match &err {
-                    GitHubError::RateLimited {
-                        retry_after: Some(wait),
-                        ..
-                    } => *wait,
+                    GitHubError::RateLimited { wait, .. } => *wait,
                     _ => backoff(attempt),
                 };
                 if wait > MAX_RATE_LIMIT_WAIT {
@@ -109,20 +108,48 @@ pub struct Repo<'a> {
     pub name: &'a str,
 }
 
-/// A client acting as one installation of the App.
+/// A client acting as one installation of the App. Tokens come from the App's cache; a
+/// call answered 401 is made once more with a fresh token.
 pub struct InstallationClient {
-    octocrab: Octocrab,
-    token: SecretString,
+    app: Arc<GitHubApp>,
+    installation_id: i64,
 }
 
 impl InstallationClient {
-    pub(crate) fn new(octocrab: Octocrab, token: SecretString) -> Self {
-        Self { octocrab, token }
+    pub(crate) fn new(app: Arc<GitHubApp>, installation_id: i64) -> Self {
+        Self {
+            app,
+            installation_id,
+        }
     }
 
-    /// The installation token, for git over HTTPS.
-    pub fn token(&self) -> &SecretString {
-        &self.token
+    /// A current installation token, for git over HTTPS.
+    pub async fn token(&self) -> Result<SecretString, GitHubError> {
+        self.app.token(self.installation_id).await
+    }
+
+    async fn request<T, F, Fut>(&self, name: &'static str, request: F) -> Result<T, GitHubError>
+    where
+        F: Fn(Octocrab) -> Fut,
+        Fut: Future<Output = octocrab::Result<T>>,
+    {
+        let mut refreshed = false;
+        loop {
+            let token = self.token().await?;
+            let octocrab = self.app.octocrab_with(token.clone(), name)?;
+            match call(name, || request(octocrab.clone())).await {
+                Err(GitHubError::Unauthorized { .. }) if !refreshed => {
+                    tracing::info!(
+                        call = name,
+                        installation = self.installation_id,
+                        "token refused; minting a new one"
+                    );
+                    self.app.forget_token(self.installation_id, &token).await;
+                    refreshed = true;
+                }
+                result => return result,
+            }
+        }
     }
 
     pub async fn create_comment(
@@ -131,13 +158,13 @@ impl InstallationClient {
         issue: i64,
         body: &str,
     ) -> Result<Comment, GitHubError> {
-        let route = format!(
+        let route = &format!(
             "/repos/{}/{}/issues/{issue}/comments",
             repo.owner, repo.name
         );
-        let payload = serde_json::json!({ "body": body });
-        call("create comment", || {
-            self.octocrab.post(&route, Some(&payload))
+        let payload = &serde_json::json!({ "body": body });
+        self.request("create comment", move |gh| async move {
+            gh.post(route, Some(payload)).await
         })
         .await
     }
@@ -148,13 +175,13 @@ impl InstallationClient {
         comment_id: i64,
         body: &str,
     ) -> Result<Comment, GitHubError> {
-        let route = format!(
+        let route = &format!(
             "/repos/{}/{}/issues/comments/{comment_id}",
             repo.owner, repo.name
         );
-        let payload = serde_json::json!({ "body": body });
-        call("update comment", || {
-            self.octocrab.patch(&route, Some(&payload))
+        let payload = &serde_json::json!({ "body": body });
+        self.request("update comment", move |gh| async move {
+            gh.patch(route, Some(payload)).await
         })
         .await
     }
@@ -167,11 +194,11 @@ impl InstallationClient {
         base: &str,
         body: &str,
     ) -> Result<PullRequest, GitHubError> {
-        let route = format!("/repos/{}/{}/pulls", repo.owner, repo.name);
+        let route = &format!("/repos/{}/{}/pulls", repo.owner, repo.name);
         let payload =
-            serde_json::json!({ "title": title, "head": head, "base": base, "body": body });
-        call("create pull request", || {
-            self.octocrab.post(&route, Some(&payload))
+            &serde_json::json!({ "title": title, "head": head, "base": base, "body": body });
+        self.request("create pull request", move |gh| async move {
+            gh.post(route, Some(payload)).await
         })
         .await
     }
@@ -182,15 +209,16 @@ impl InstallationClient {
         repo: Repo<'_>,
         branch: &str,
     ) -> Result<Option<PullRequest>, GitHubError> {
-        let route = format!("/repos/{}/{}/pulls", repo.owner, repo.name);
-        let query = [
+        let route = &format!("/repos/{}/{}/pulls", repo.owner, repo.name);
+        let query = &[
             ("head", format!("{}:{branch}", repo.owner)),
             ("state", "open".to_owned()),
         ];
-        let pulls: Vec<PullRequest> = call("list pull requests", || {
-            self.octocrab.get(&route, Some(&query))
-        })
-        .await?;
+        let pulls: Vec<PullRequest> = self
+            .request("list pull requests", move |gh| async move {
+                gh.get(route, Some(query)).await
+            })
+            .await?;
         Ok(pulls.into_iter().next())
     }
 
@@ -199,9 +227,9 @@ impl InstallationClient {
         repo: Repo<'_>,
         check: &NewCheckRun,
     ) -> Result<CheckRun, GitHubError> {
-        let route = format!("/repos/{}/{}/check-runs", repo.owner, repo.name);
-        call("create check run", || {
-            self.octocrab.post(&route, Some(check))
+        let route = &format!("/repos/{}/{}/check-runs", repo.owner, repo.name);
+        self.request("create check run", move |gh| async move {
+            gh.post(route, Some(check)).await
         })
         .await
     }

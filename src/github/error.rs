@@ -10,11 +10,8 @@ pub enum GitHubError {
     Unprocessable { call: &'static str, message: String },
     #[error("{call}: credentials refused")]
     Unauthorized { call: &'static str },
-    #[error("{call}: rate limited")]
-    RateLimited {
-        call: &'static str,
-        retry_after: Option<Duration>,
-    },
+    #[error("{call}: rate limited for {}s", wait.as_secs())]
+    RateLimited { call: &'static str, wait: Duration },
     #[error("{call}: GitHub answered {status}: {message}")]
     Status {
         call: &'static str,
@@ -59,9 +56,12 @@ impl GitHubError {
         match status {
             _ if rate_limited => Self::RateLimited {
                 call,
-                retry_after: header("retry-after")
-                    .and_then(|v| v.parse().ok())
-                    .map(Duration::from_secs),
+                wait: rate_limit_wait(
+                    header("retry-after").as_deref(),
+                    header("x-ratelimit-remaining").as_deref(),
+                    header("x-ratelimit-reset").as_deref(),
+                    chrono::Utc::now().timestamp(),
+                ),
             },
             401 => Self::Unauthorized { call },
             404 => Self::NotFound { call },
@@ -75,6 +75,24 @@ impl GitHubError {
                 message: source.message.clone(),
             },
         }
+    }
+}
+
+/// How long GitHub asks us to wait: `retry-after`, else until `x-ratelimit-reset` when the
+/// quota is spent, else a minute (GitHub's advice for secondary limits without headers).
+fn rate_limit_wait(
+    retry_after: Option<&str>,
+    remaining: Option<&str>,
+    reset: Option<&str>,
+    now: i64,
+) -> Duration {
+    const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
+    if let Some(secs) = retry_after.and_then(|v| v.trim().parse::<u64>().ok()) {
+        return Duration::from_secs(secs);
+    }
+    match (remaining, reset.and_then(|v| v.trim().parse::<i64>().ok())) {
+        (Some("0"), Some(reset)) => Duration::from_secs((reset - now).max(0) as u64 + 1),
+        _ => SECONDARY_LIMIT_WAIT,
     }
 }
 
@@ -107,4 +125,33 @@ fn transport_message(err: &octocrab::Error) -> String {
         .next()
         .unwrap_or("transport error")
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_waits_follow_githubs_headers() {
+        assert_eq!(
+            rate_limit_wait(Some("7"), Some("0"), Some("9999"), 0),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            rate_limit_wait(None, Some("0"), Some("1010"), 1000),
+            Duration::from_secs(11)
+        );
+        assert_eq!(
+            rate_limit_wait(None, Some("0"), Some("900"), 1000),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            rate_limit_wait(None, Some("12"), Some("1010"), 1000),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            rate_limit_wait(None, None, None, 1000),
+            Duration::from_secs(60)
+        );
+    }
 }

@@ -1,13 +1,17 @@
 //! The axum router: webhook intake, health, and (later) the API and pages.
 
+mod api;
 mod health;
 mod webhook;
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use secrecy::SecretString;
+use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tower_http::trace::TraceLayer;
@@ -19,8 +23,19 @@ pub const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
 pub struct AppState {
     pub pool: PgPool,
     pub webhook_secret: Option<Arc<SecretString>>,
+    /// `CONVEYOR_API_TOKEN`; without it the API refuses writes.
+    pub api_token: Option<Arc<SecretString>>,
     /// Fired after a delivery is stored, so interpretation starts at once.
     pub deliveries_added: Arc<Notify>,
+}
+
+/// A refused request: its status and a sentence saying why, as `{"error": …}`.
+pub struct Refusal(pub StatusCode, pub String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -31,6 +46,8 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/github",
             post(webhook::receive).layer(axum::extract::DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
         )
+        .route("/api/v2/deliveries", get(api::list_deliveries))
+        .route("/api/v2/deliveries/{id}/replay", post(api::replay_delivery))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

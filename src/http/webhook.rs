@@ -8,22 +8,15 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::AppState;
+use super::{AppState, Refusal};
 use crate::webhook::{inbox, signature};
 
 /// A webhook whose signature matched the raw body it arrived with.
 pub struct VerifiedWebhook {
     pub delivery_id: String,
     pub event: String,
+    pub content_type: String,
     pub body: Bytes,
-}
-
-pub struct Refusal(StatusCode, String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
 }
 
 impl FromRequest<AppState> for VerifiedWebhook {
@@ -59,6 +52,9 @@ impl FromRequest<AppState> for VerifiedWebhook {
         Ok(VerifiedWebhook {
             delivery_id: required("x-github-delivery")?,
             event: required("x-github-event")?,
+            content_type: header(&headers, "content-type")
+                .unwrap_or("application/json")
+                .to_owned(),
             body,
         })
     }
@@ -69,14 +65,28 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 pub async fn receive(State(state): State<AppState>, webhook: VerifiedWebhook) -> Response {
-    match inbox::insert(
-        &state.pool,
-        &webhook.delivery_id,
-        &webhook.event,
-        &webhook.body,
-    )
-    .await
-    {
+    let stored = match json_payload(&webhook.content_type, &webhook.body) {
+        Ok(payload) => {
+            inbox::insert(&state.pool, &webhook.delivery_id, &webhook.event, &payload).await
+        }
+        Err(reason) => {
+            // Kept so an operator can see what GitHub sent; nothing will interpret it.
+            let outcome = format!("rejected: {reason}");
+            let kept = inbox::insert_rejected(
+                &state.pool,
+                &webhook.delivery_id,
+                &webhook.event,
+                &webhook.body,
+                &outcome,
+            )
+            .await;
+            if let Err(err) = kept {
+                tracing::error!(delivery = %webhook.delivery_id, error = %err, "storing rejected delivery failed");
+            }
+            return Refusal(StatusCode::BAD_REQUEST, reason).into_response();
+        }
+    };
+    match stored {
         Ok(Some(_)) => {
             state.deliveries_added.notify_one();
             (StatusCode::ACCEPTED, Json(json!({ "stored": true }))).into_response()
@@ -91,4 +101,19 @@ pub async fn receive(State(state): State<AppState>, webhook: VerifiedWebhook) ->
             .into_response()
         }
     }
+}
+
+/// The JSON document GitHub sent: the body itself, or the `payload` field of a form.
+fn json_payload(content_type: &str, body: &Bytes) -> Result<Bytes, String> {
+    let payload = if content_type.starts_with("application/x-www-form-urlencoded") {
+        let field = url::form_urlencoded::parse(body)
+            .find(|(name, _)| name == "payload")
+            .ok_or("form body has no `payload` field")?;
+        Bytes::from(field.1.into_owned())
+    } else {
+        body.clone()
+    };
+    serde_json::from_slice::<serde::de::IgnoredAny>(&payload)
+        .map_err(|err| format!("body is not valid JSON: {err}"))?;
+    Ok(payload)
 }

@@ -3,33 +3,82 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::event::{Event, EventKind};
-use super::inbox;
+use super::inbox::{self, PendingDelivery, Summary};
 use crate::engine::tasks::{self, NewTask};
+use crate::installations::{self, Change, Status};
 
 /// The label that enqueues an issue unless a repository chooses another.
 pub const DEFAULT_TRIGGER_LABEL: &str = "conveyor";
 pub const DEFAULT_PIPELINE: &str = "default";
 
-/// How often the job looks for deliveries even when nobody woke it.
-const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the job looks for deliveries even when nobody woke it (retries fall due too).
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Attempts at interpreting one delivery before it is left `failed`.
+const MAX_ATTEMPTS: i32 = 5;
+const FIRST_RETRY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Intent {
     CreateTask(NewTask),
+    Installation {
+        id: i64,
+        account: String,
+        change: Change,
+    },
     Ignore(&'static str),
 }
 
-/// What a delivery means, decided from the event alone.
-pub fn interpret(event: &Event, trigger_label: &str) -> Intent {
+/// What a delivery means, decided from the event and what is known of its installation.
+pub fn interpret(event: &Event, installation: Option<Status>, trigger_label: &str) -> Intent {
     let Some(installation_id) = event.installation_id else {
         return Intent::Ignore("no installation");
     };
+    // Installation events apply whatever the installation's state: they change it.
+    match &event.kind {
+        EventKind::Installation {
+            action,
+            account,
+            repositories,
+        } => {
+            return Intent::Installation {
+                id: installation_id,
+                account: account.clone(),
+                change: Change::Installation {
+                    action: *action,
+                    repositories: repositories.clone(),
+                },
+            };
+        }
+        EventKind::InstallationRepositories {
+            account,
+            added,
+            removed,
+        } => {
+            return Intent::Installation {
+                id: installation_id,
+                account: account.clone(),
+                change: Change::Repositories {
+                    added: added.clone(),
+                    removed: removed.clone(),
+                },
+            };
+        }
+        _ => {}
+    }
+    match installation {
+        Some(Status::Deleted) => return Intent::Ignore("installation deleted"),
+        Some(Status::Suspended) => return Intent::Ignore("installation suspended"),
+        Some(Status::Active) | None => {}
+    }
+    if event.sender_is_bot {
+        return Intent::Ignore("sender is a bot");
+    }
     match &event.kind {
         EventKind::IssueLabeled { issue, label } => {
             if label != trigger_label {
@@ -50,11 +99,11 @@ pub fn interpret(event: &Event, trigger_label: &str) -> Intent {
                 delivery_id: None,
             })
         }
-        EventKind::Unhandled => Intent::Ignore("event not handled"),
+        _ => Intent::Ignore("event not handled"),
     }
 }
 
-/// Interprets the oldest pending delivery; `false` when there was none.
+/// Interprets the oldest due delivery; `false` when there was none.
 pub async fn process_next(pool: &PgPool, tasks_added: &Notify) -> anyhow::Result<bool> {
     let mut tx = pool.begin().await?;
     let Some(delivery) = inbox::claim_pending(&mut *tx).await? else {
@@ -62,40 +111,87 @@ pub async fn process_next(pool: &PgPool, tasks_added: &Notify) -> anyhow::Result
     };
     let span =
         tracing::info_span!("delivery", delivery = %delivery.delivery_id, event = %delivery.event);
-    let (summary, outcome) = async {
-        let event = match Event::parse(&delivery.event, &delivery.payload) {
-            Ok(event) => event,
-            Err(err) => {
-                return Ok((
-                    Default::default(),
-                    format!("ignored: malformed payload: {err}"),
-                ));
-            }
-        };
-        let outcome = match interpret(&event, DEFAULT_TRIGGER_LABEL) {
-            Intent::Ignore(reason) => format!("ignored: {reason}"),
-            Intent::CreateTask(mut task) => {
-                task.delivery_id = Some(delivery.id);
-                match tasks::create(&mut tx, &task).await? {
-                    Some(task_id) => {
-                        tracing::info!(task = task_id, "task created");
-                        "task_created".to_owned()
-                    }
-                    None => "ignored: the issue already has a live task".to_owned(),
-                }
-            }
-        };
-        Ok::<_, sqlx::Error>((event.summary(), outcome))
-    }
-    .instrument(span.clone())
-    .await?;
-    inbox::record_outcome(&mut *tx, delivery.id, &summary, &outcome).await?;
+    // A savepoint, so a failure undoes the delivery's effects but not the record of the attempt.
+    let mut effects = sqlx::Connection::begin(&mut *tx).await?;
+    let applied = apply(&mut effects, &delivery)
+        .instrument(span.clone())
+        .await;
+    let _entered = span.enter();
+    let task_created = match applied {
+        Ok((summary, outcome)) => {
+            effects.commit().await?;
+            inbox::record_outcome(&mut *tx, delivery.id, &summary, &outcome).await?;
+            tracing::info!(%outcome, "delivery interpreted");
+            outcome == "task_created"
+        }
+        Err(err) => {
+            effects.rollback().await?;
+            let retry_in = (delivery.attempts + 1 < MAX_ATTEMPTS)
+                .then(|| FIRST_RETRY * 2u32.pow(delivery.attempts as u32));
+            tracing::warn!(error = %err, attempt = delivery.attempts + 1, retry_in_s = retry_in.map(|d| d.as_secs()), "interpreting delivery failed");
+            inbox::record_failure(&mut *tx, delivery.id, &err.to_string(), retry_in).await?;
+            false
+        }
+    };
     tx.commit().await?;
-    span.in_scope(|| tracing::info!(%outcome, "delivery interpreted"));
-    if outcome == "task_created" {
+    if task_created {
         tasks_added.notify_waiters();
     }
     Ok(true)
+}
+
+async fn apply(
+    conn: &mut PgConnection,
+    delivery: &PendingDelivery,
+) -> sqlx::Result<(Summary, String)> {
+    let Some(payload) = &delivery.payload else {
+        return Ok((
+            Summary::default(),
+            "ignored: payload deleted by retention".to_owned(),
+        ));
+    };
+    let event = match Event::parse(&delivery.event, payload) {
+        Ok(event) => event,
+        Err(err) => {
+            return Ok((
+                Summary::default(),
+                format!("ignored: malformed payload: {err}"),
+            ));
+        }
+    };
+    let status = match event.installation_id {
+        Some(id) => installations::status(&mut *conn, id).await?,
+        None => None,
+    };
+    let outcome = match interpret(&event, status, DEFAULT_TRIGGER_LABEL) {
+        Intent::Ignore(reason) => format!("ignored: {reason}"),
+        Intent::Installation {
+            id,
+            account,
+            change,
+        } => {
+            installations::apply(conn, id, &account, &change).await?;
+            "installation".to_owned()
+        }
+        Intent::CreateTask(mut task) => {
+            task.delivery_id = Some(delivery.id);
+            match tasks::create(conn, &task).await? {
+                Some(task_id) => {
+                    tracing::info!(task = task_id, "task created");
+                    "task_created".to_owned()
+                }
+                // A replayed delivery finds the task it created the first time.
+                None if tasks::created_by_delivery(&mut *conn, delivery.id)
+                    .await?
+                    .is_some() =>
+                {
+                    "task_created".to_owned()
+                }
+                None => "ignored: the issue already has a live task".to_owned(),
+            }
+        }
+    };
+    Ok((event.summary(), outcome))
 }
 
 /// Runs until `shutdown`, draining the inbox whenever `deliveries_added` fires.
@@ -128,7 +224,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webhook::event::{Issue, Repository};
+    use crate::webhook::event::{InstallationAction, Issue, Repository};
 
     fn labeled(label: &str, installation_id: Option<i64>) -> Event {
         Event {
@@ -140,6 +236,7 @@ mod tests {
                 name: "widgets".into(),
                 default_branch: "main".into(),
             }),
+            sender_is_bot: false,
             kind: EventKind::IssueLabeled {
                 issue: Issue {
                     number: 3,
@@ -153,32 +250,63 @@ mod tests {
 
     #[test]
     fn the_trigger_label_creates_a_task() {
-        let Intent::CreateTask(task) = interpret(&labeled("conveyor", Some(9)), "conveyor") else {
-            panic!("expected a task");
-        };
-        assert_eq!((task.installation_id, task.issue_number), (9, 3));
-        assert_eq!(
-            (task.repo_owner.as_str(), task.repo_name.as_str()),
-            ("acme", "widgets")
-        );
-        assert_eq!(task.pipeline, "default");
+        for status in [None, Some(Status::Active)] {
+            let Intent::CreateTask(task) =
+                interpret(&labeled("conveyor", Some(9)), status, "conveyor")
+            else {
+                panic!("expected a task");
+            };
+            assert_eq!((task.installation_id, task.issue_number), (9, 3));
+            assert_eq!(
+                (task.repo_owner.as_str(), task.repo_name.as_str()),
+                ("acme", "widgets")
+            );
+            assert_eq!(task.pipeline, "default");
+        }
     }
 
     #[test]
-    fn other_labels_events_and_missing_installations_are_ignored() {
-        assert_eq!(
-            interpret(&labeled("bug", Some(9)), "conveyor"),
-            Intent::Ignore("label is not the trigger")
-        );
-        assert_eq!(
-            interpret(&labeled("conveyor", None), "conveyor"),
-            Intent::Ignore("no installation")
-        );
-        let mut ping = labeled("conveyor", Some(9));
-        ping.kind = EventKind::Unhandled;
-        assert_eq!(
-            interpret(&ping, "conveyor"),
-            Intent::Ignore("event not handled")
-        );
+    fn ignores_with_a_reason() {
+        let active = Some(Status::Active);
+        let mut bot = labeled("conveyor", Some(9));
+        bot.sender_is_bot = true;
+        let mut unhandled = labeled("conveyor", Some(9));
+        unhandled.kind = EventKind::Unhandled;
+        let cases = [
+            (labeled("bug", Some(9)), active, "label is not the trigger"),
+            (labeled("conveyor", None), active, "no installation"),
+            (
+                labeled("conveyor", Some(9)),
+                Some(Status::Suspended),
+                "installation suspended",
+            ),
+            (
+                labeled("conveyor", Some(9)),
+                Some(Status::Deleted),
+                "installation deleted",
+            ),
+            (bot, active, "sender is a bot"),
+            (unhandled, active, "event not handled"),
+        ];
+        for (event, status, reason) in cases {
+            assert_eq!(
+                interpret(&event, status, "conveyor"),
+                Intent::Ignore(reason)
+            );
+        }
+    }
+
+    #[test]
+    fn installation_events_apply_even_to_a_suspended_installation() {
+        let mut event = labeled("conveyor", Some(9));
+        event.kind = EventKind::Installation {
+            action: InstallationAction::Unsuspend,
+            account: "acme".into(),
+            repositories: vec![],
+        };
+        assert!(matches!(
+            interpret(&event, Some(Status::Suspended), "conveyor"),
+            Intent::Installation { id: 9, .. }
+        ));
     }
 }

@@ -14,11 +14,11 @@
 // Validation helpers return ready-made error responses; their size is irrelevant here.
 #![allow(clippy::result_large_err)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -28,7 +28,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::Response;
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
+use hmac::{Hmac, Mac as _};
 use serde_json::{Value, json};
+use sha2::Sha256;
 use tokio::io::AsyncWriteExt as _;
 
 /// The GitHub App id the fake expects as the JWT `iss` claim.
@@ -47,6 +49,14 @@ const MAX_CHECK_OUTPUT_CHARS: usize = 65_535;
 const JWT_MAX_LIFETIME_SECS: i64 = 600;
 const JWT_EXP_LEEWAY_SECS: i64 = 30;
 const JWT_IAT_LEEWAY_SECS: i64 = 60;
+/// Id of the App's webhook (`X-GitHub-Hook-ID`).
+const APP_HOOK_ID: u64 = 471_203_958;
+/// Delivery ids are allocated from here; real ones no longer fit in an `i32`.
+const FIRST_DELIVERY_ID: i64 = 12_000_000_000;
+const DELIVERIES_PER_PAGE_DEFAULT: usize = 30;
+const DELIVERIES_PER_PAGE_MAX: usize = 100;
+/// GitHub gives up on a webhook delivery after 10 seconds.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 const CHECK_STATUSES: &[&str] = &[
     "queued",
@@ -118,6 +128,124 @@ pub struct RecordedRequest {
     pub authorization: Option<String>,
 }
 
+/// A canned response for [`FakeGitHub::inject`].
+///
+/// The body is sent as JSON with `content-type: application/json;
+/// charset=utf-8`, except for `body: Value::Null` and statuses that cannot
+/// carry a body (1xx, 204, 205, 304), which are sent with an empty body.
+#[derive(Clone, Debug)]
+pub struct Injected {
+    pub status: u16,
+    /// Extra response headers; they replace the fake's usual headers of the
+    /// same name (e.g. `x-ratelimit-remaining`).
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl Injected {
+    /// A GitHub-style error response: `{"message": <reason phrase>,
+    /// "documentation_url": "https://docs.github.com/rest"}`.
+    ///
+    /// Panics if `status` is not a valid HTTP status code.
+    pub fn status(status: u16) -> Self {
+        let code = StatusCode::from_u16(status)
+            .unwrap_or_else(|_| panic!("Injected::status: invalid HTTP status {status}"));
+        Injected {
+            status,
+            headers: Vec::new(),
+            body: json!({
+                "message": code.canonical_reason().unwrap_or("Error"),
+                "documentation_url": DOCS_URL,
+            }),
+        }
+    }
+
+    /// Adds a response header (e.g. `retry-after`).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Replaces `message` in the body.
+    pub fn with_message(mut self, message: &str) -> Self {
+        match &mut self.body {
+            Value::Object(map) => {
+                map.insert("message".to_string(), Value::String(message.to_string()));
+            }
+            other => *other = json!({ "message": message }),
+        }
+        self
+    }
+
+    /// Checks everything that could make building the response fail, so that
+    /// mistakes panic in the test rather than inside the server.
+    fn validate(&self) {
+        assert!(
+            StatusCode::from_u16(self.status).is_ok(),
+            "Injected: invalid HTTP status {}",
+            self.status
+        );
+        for (name, value) in &self.headers {
+            assert!(
+                HeaderName::from_bytes(name.as_bytes()).is_ok(),
+                "Injected: invalid header name {name:?}"
+            );
+            assert!(
+                HeaderValue::from_str(value).is_ok(),
+                "Injected: invalid value for header {name}: {value:?}"
+            );
+        }
+    }
+
+    fn response(&self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let bodyless = status.is_informational()
+            || matches!(status.as_u16(), 204 | 205 | 304)
+            || self.body.is_null();
+        if bodyless {
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = status;
+            resp
+        } else {
+            json_response(status, &self.body)
+        }
+    }
+
+    /// Puts the injected headers on `resp`, replacing same-named ones.
+    fn apply_headers(&self, resp: &mut Response) {
+        let h = resp.headers_mut();
+        let parsed: Vec<(HeaderName, HeaderValue)> = self
+            .headers
+            .iter()
+            .filter_map(|(n, v)| {
+                Some((
+                    HeaderName::from_bytes(n.as_bytes()).ok()?,
+                    HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect();
+        for (name, _) in &parsed {
+            h.remove(name);
+        }
+        for (name, value) in parsed {
+            h.append(name, value);
+        }
+    }
+}
+
+/// A delivery attempt of the App's webhook, as listed by
+/// `GET /app/hook/deliveries`.
+#[derive(Clone, Debug)]
+pub struct HookDelivery {
+    pub id: i64,
+    pub guid: String,
+    pub redelivery: bool,
+    pub status: String,
+    pub status_code: u16,
+    pub event: String,
+    pub action: Option<String>,
+}
+
 /// Handle to a running fake GitHub. The server stops when this is dropped.
 pub struct FakeGitHub {
     /// `http://127.0.0.1:PORT`, no trailing slash.
@@ -142,6 +270,55 @@ struct Inner {
     next_id: u64,
     rate_used: u64,
     rate_reset: i64,
+    injections: Vec<InjectionRule>,
+    webhook_target: Option<WebhookTarget>,
+    deliveries: Vec<DeliveryRec>,
+    next_delivery_id: i64,
+    redelivery_requests: Vec<i64>,
+}
+
+struct InjectionRule {
+    method: String,
+    /// Path segments; `*` matches any one non-empty segment.
+    pattern: Vec<String>,
+    responses: VecDeque<Injected>,
+}
+
+impl InjectionRule {
+    fn matches(&self, method: &str, path: &str) -> bool {
+        if !self.method.eq_ignore_ascii_case(method) {
+            return false;
+        }
+        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        segs.len() == self.pattern.len()
+            && self
+                .pattern
+                .iter()
+                .zip(&segs)
+                .all(|(p, s)| if p == "*" { !s.is_empty() } else { p == s })
+    }
+}
+
+#[derive(Clone)]
+struct WebhookTarget {
+    url: String,
+    secret: String,
+}
+
+#[derive(Clone)]
+struct DeliveryRec {
+    id: i64,
+    guid: String,
+    delivered_at: DateTime<Utc>,
+    redelivery: bool,
+    duration: f64,
+    status: String,
+    status_code: u16,
+    event: String,
+    action: Option<String>,
+    installation_id: Option<i64>,
+    repository_id: Option<i64>,
+    payload: Value,
 }
 
 struct TokenRec {
@@ -246,6 +423,25 @@ impl Inner {
         (token, expires_at)
     }
 
+    fn alloc_delivery_id(&mut self) -> i64 {
+        let id = self.next_delivery_id;
+        self.next_delivery_id += 1;
+        id
+    }
+
+    /// Pops the next injected response for `method path`, if any.
+    fn take_injection(&mut self, method: &str, path: &str) -> Option<Injected> {
+        let pos = self
+            .injections
+            .iter()
+            .position(|r| r.matches(method, path))?;
+        let injected = self.injections[pos].responses.pop_front();
+        if self.injections[pos].responses.is_empty() {
+            self.injections.remove(pos);
+        }
+        injected
+    }
+
     /// The installation of a currently valid installation token.
     fn token_installation(&self, token: &str) -> Option<i64> {
         let rec = self.tokens.get(token)?;
@@ -276,6 +472,11 @@ impl FakeGitHub {
             next_id: 1_000_000,
             rate_used: 0,
             rate_reset: Utc::now().timestamp() + 3600,
+            injections: Vec::new(),
+            webhook_target: None,
+            deliveries: Vec::new(),
+            next_delivery_id: FIRST_DELIVERY_ID,
+            redelivery_requests: Vec::new(),
         }));
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let server = tokio::spawn(async move {
@@ -467,6 +668,113 @@ impl FakeGitHub {
     /// Path of the bare repository on disk.
     pub fn git_dir(&self, owner: &str, repo: &str) -> PathBuf {
         lock(&self.shared).git_dir(owner, repo)
+    }
+
+    /// The next `responses.len()` requests whose method equals `method`
+    /// (case-insensitively) and whose path (without query) matches `path` are
+    /// answered with these responses, in order, instead of being handled
+    /// (state is not changed). `path` may contain `*` segments matching one
+    /// path segment, e.g. `"/repos/acme/widgets/issues/*/comments"`.
+    ///
+    /// Applies to REST routes (including `/app/...`), before authentication;
+    /// git smart-HTTP requests are never intercepted. Injected responses get
+    /// the usual headers (content type, request id, rate limit), overridden
+    /// by the injected headers of the same name, and are recorded in
+    /// [`FakeGitHub::requests`]. When several injections match a request, the
+    /// one registered first is used until it is exhausted.
+    ///
+    /// Panics if a response has an invalid status or header.
+    pub fn inject(&self, method: &str, path: &str, responses: Vec<Injected>) {
+        for r in &responses {
+            r.validate();
+        }
+        if responses.is_empty() {
+            return;
+        }
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let pattern = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(str::to_string)
+            .collect();
+        lock(&self.shared).injections.push(InjectionRule {
+            method: method.to_string(),
+            pattern,
+            responses: responses.into(),
+        });
+    }
+
+    /// Revokes every installation token issued so far: they now get
+    /// `401 Bad credentials` on REST and `401` on git. Tokens issued
+    /// afterwards work. [`FakeGitHub::issued_tokens`] still lists them.
+    pub fn revoke_tokens(&self) {
+        lock(&self.shared).tokens.clear();
+    }
+
+    /// Where `POST /app/hook/deliveries/{id}/attempts` redelivers to, and the
+    /// webhook secret used for `X-Hub-Signature-256`.
+    pub fn set_webhook_target(&self, url: &str, secret: &str) {
+        lock(&self.shared).webhook_target = Some(WebhookTarget {
+            url: url.to_string(),
+            secret: secret.to_string(),
+        });
+    }
+
+    /// Records a past delivery attempt of the App's webhook (delivered now,
+    /// not a redelivery); returns its numeric id. `installation_id` and
+    /// `repository_id` are taken from `payload.installation.id` and
+    /// `payload.repository.id`. `status` is `"OK"` for a 2xx `status_code`,
+    /// `"Invalid HTTP Response: <code>"` otherwise, and
+    /// `"failed to connect to host"` for `0`.
+    pub fn add_hook_delivery(
+        &self,
+        guid: &str,
+        event: &str,
+        action: Option<&str>,
+        status_code: u16,
+        payload: Value,
+    ) -> i64 {
+        let mut inner = lock(&self.shared);
+        let id = inner.alloc_delivery_id();
+        inner.deliveries.push(DeliveryRec {
+            id,
+            guid: guid.to_string(),
+            delivered_at: Utc::now(),
+            redelivery: false,
+            duration: 0.27,
+            status: delivery_status(status_code),
+            status_code,
+            event: event.to_string(),
+            action: action.map(str::to_string),
+            installation_id: payload.pointer("/installation/id").and_then(Value::as_i64),
+            repository_id: payload.pointer("/repository/id").and_then(Value::as_i64),
+            payload,
+        });
+        id
+    }
+
+    /// Delivery ids passed to `POST /app/hook/deliveries/{id}/attempts` by
+    /// authenticated requests (known or not), in order.
+    pub fn redelivery_requests(&self) -> Vec<i64> {
+        lock(&self.shared).redelivery_requests.clone()
+    }
+
+    /// Every delivery attempt, oldest first, including the fake's own
+    /// redeliveries once they have completed.
+    pub fn hook_deliveries(&self) -> Vec<HookDelivery> {
+        lock(&self.shared)
+            .deliveries
+            .iter()
+            .map(|d| HookDelivery {
+                id: d.id,
+                guid: d.guid.clone(),
+                redelivery: d.redelivery,
+                status: d.status.clone(),
+                status_code: d.status_code,
+                event: d.event.clone(),
+                action: d.action.clone(),
+            })
+            .collect()
     }
 }
 
@@ -965,10 +1273,16 @@ async fn handle(State(shared): State<Shared>, req: Request) -> Response {
         .collect();
     let git_target = git_target(&segs);
     let is_git = git_target.is_some();
+    let injected = if is_git {
+        None
+    } else {
+        lock(&shared).take_injection(parts.method.as_str(), parts.uri.path())
+    };
 
-    let mut resp = match body {
-        Err(_) => gh_error(StatusCode::BAD_REQUEST, "Problems reading request body"),
-        Ok(body) => match git_target {
+    let mut resp = match (&injected, body) {
+        (Some(injected), _) => injected.response(),
+        (None, Err(_)) => gh_error(StatusCode::BAD_REQUEST, "Problems reading request body"),
+        (None, Ok(body)) => match git_target {
             Some((owner, repo, rest)) => {
                 git_http(&shared, &parts, body, &owner, &repo, &rest).await
             }
@@ -1008,6 +1322,9 @@ async fn handle(State(shared): State<Shared>, req: Request) -> Response {
         put("x-ratelimit-reset", inner.rate_reset.to_string());
         put("x-ratelimit-used", inner.rate_used.to_string());
         put("x-ratelimit-resource", "core".to_string());
+    }
+    if let Some(injected) = &injected {
+        injected.apply_headers(&mut resp);
     }
     inner.requests.push(RecordedRequest {
         method: parts.method.to_string(),
@@ -1082,6 +1399,12 @@ async fn api(shared: &Shared, parts: &Parts, segs: &[&str], body: Bytes) -> Resp
         ["app", "installations", id, "access_tokens"] if parts.method == Method::POST => {
             create_access_token(shared, auth, id)
         }
+        ["app", "hook", "deliveries"] if parts.method == Method::GET => {
+            list_deliveries(shared, parts, auth)
+        }
+        ["app", "hook", "deliveries", id, "attempts"] if parts.method == Method::POST => {
+            redeliver(shared, auth, id)
+        }
         ["repos", owner, repo, rest @ ..] => {
             repos_api(shared, parts, auth, owner, repo, rest, body).await
         }
@@ -1136,24 +1459,24 @@ fn verify_jwt(jwt: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn create_access_token(shared: &Shared, auth: Option<&str>, id: &str) -> Response {
-    let Some(auth) = auth else {
-        return gh_error(
+/// Checks `Authorization: Bearer <App JWT>`; the error is GitHub's 401.
+fn require_app_jwt(auth: Option<&str>) -> Result<(), Response> {
+    let undecodable = || {
+        gh_error(
             StatusCode::UNAUTHORIZED,
             "A JSON web token could not be decoded",
-        );
+        )
     };
-    let jwt = match split_auth(auth) {
+    let jwt = match auth.and_then(split_auth) {
         Some((scheme, jwt)) if scheme == "bearer" => jwt,
-        _ => {
-            return gh_error(
-                StatusCode::UNAUTHORIZED,
-                "A JSON web token could not be decoded",
-            );
-        }
+        _ => return Err(undecodable()),
     };
-    if let Err(msg) = verify_jwt(jwt) {
-        return gh_error(StatusCode::UNAUTHORIZED, msg);
+    verify_jwt(jwt).map_err(|msg| gh_error(StatusCode::UNAUTHORIZED, msg))
+}
+
+fn create_access_token(shared: &Shared, auth: Option<&str>, id: &str) -> Response {
+    if let Err(resp) = require_app_jwt(auth) {
+        return resp;
     }
     let Some(installation_id) = id.parse::<i64>().ok() else {
         return not_found();
@@ -1178,6 +1501,176 @@ fn create_access_token(shared: &Shared, auth: Option<&str>, id: &str) -> Respons
             "repository_selection": "selected",
         }),
     )
+}
+
+// ---------------------------------------------------------------------------
+// /app/hook/deliveries
+// ---------------------------------------------------------------------------
+
+/// `status` of a delivery attempt that got `status_code` (0: no response).
+fn delivery_status(status_code: u16) -> String {
+    match status_code {
+        0 => "failed to connect to host".to_string(),
+        200..=299 => "OK".to_string(),
+        code => format!("Invalid HTTP Response: {code}"),
+    }
+}
+
+fn delivery_json(d: &DeliveryRec) -> Value {
+    json!({
+        "id": d.id,
+        "guid": d.guid,
+        "delivered_at": ts(&d.delivered_at),
+        "redelivery": d.redelivery,
+        "duration": d.duration,
+        "status": d.status,
+        "status_code": d.status_code,
+        "event": d.event,
+        "action": d.action,
+        "installation_id": d.installation_id,
+        "repository_id": d.repository_id,
+        "throttled_at": null,
+    })
+}
+
+/// `GET /app/hook/deliveries?per_page=&cursor=&redelivery=`, newest first.
+///
+/// The cursor is `v1_<id>` of the last delivery of the previous page, so
+/// deliveries made while paging do not shift later pages.
+fn list_deliveries(shared: &Shared, parts: &Parts, auth: Option<&str>) -> Response {
+    if let Err(resp) = require_app_jwt(auth) {
+        return resp;
+    }
+    let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
+        .map(|Query(q)| q)
+        .unwrap_or_default();
+    let per_page = query
+        .get("per_page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .filter(|&p| p > 0)
+        .unwrap_or(DELIVERIES_PER_PAGE_DEFAULT)
+        .min(DELIVERIES_PER_PAGE_MAX);
+    let before = match query.get("cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => match c.strip_prefix("v1_").and_then(|id| id.parse::<i64>().ok()) {
+            Some(id) => Some(id),
+            None => return gh_error(StatusCode::BAD_REQUEST, "Invalid cursor"),
+        },
+    };
+    let redelivery = match query.get("redelivery").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return invalid_request(&format!(
+                "For 'properties/redelivery', \"{other}\" is not a boolean."
+            ));
+        }
+    };
+
+    let inner = lock(shared);
+    let mut matching: Vec<&DeliveryRec> = inner
+        .deliveries
+        .iter()
+        .filter(|d| before.is_none_or(|b| d.id < b))
+        .filter(|d| redelivery.is_none_or(|r| d.redelivery == r))
+        .collect();
+    matching.sort_by_key(|d| std::cmp::Reverse(d.id));
+    let more = matching.len() > per_page;
+    matching.truncate(per_page);
+    let items: Vec<Value> = matching.iter().map(|d| delivery_json(d)).collect();
+    let mut resp = json_response(StatusCode::OK, &Value::Array(items));
+    if more && let Some(last) = matching.last() {
+        let mut next = format!(
+            "{}/app/hook/deliveries?per_page={per_page}&cursor=v1_{}",
+            inner.base_url, last.id
+        );
+        if let Some(r) = redelivery {
+            next.push_str(&format!("&redelivery={r}"));
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            resp.headers_mut().insert(header::LINK, v);
+        }
+    }
+    resp
+}
+
+/// `POST /app/hook/deliveries/{delivery_id}/attempts`.
+fn redeliver(shared: &Shared, auth: Option<&str>, id: &str) -> Response {
+    if let Err(resp) = require_app_jwt(auth) {
+        return resp;
+    }
+    let Some(id) = parse_num(id).and_then(|n| i64::try_from(n).ok()) else {
+        return not_found();
+    };
+    let (original, target) = {
+        let mut inner = lock(shared);
+        inner.redelivery_requests.push(id);
+        let Some(original) = inner.deliveries.iter().find(|d| d.id == id).cloned() else {
+            return not_found();
+        };
+        (original, inner.webhook_target.clone())
+    };
+    if let Some(target) = target {
+        // GitHub accepts the request first and redelivers asynchronously.
+        tokio::spawn(deliver(shared.clone(), target, original));
+    }
+    json_response(StatusCode::ACCEPTED, &json!({}))
+}
+
+fn sign_webhook(secret: &str, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// POSTs `original`'s payload to `target` like GitHub's Hookshot and records
+/// the attempt as a redelivery.
+async fn deliver(shared: Shared, target: WebhookTarget, original: DeliveryRec) {
+    let body = serde_json::to_vec(&original.payload).expect("serialize webhook payload");
+    let signature = sign_webhook(&target.secret, &body);
+    let client = reqwest::Client::builder()
+        .timeout(WEBHOOK_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("build webhook client");
+    let delivered_at = Utc::now();
+    let started = Instant::now();
+    let result = client
+        .post(&target.url)
+        .header("X-GitHub-Event", &original.event)
+        .header("X-GitHub-Delivery", &original.guid)
+        .header("X-GitHub-Hook-ID", APP_HOOK_ID.to_string())
+        .header("X-GitHub-Hook-Installation-Target-Type", "integration")
+        .header("X-GitHub-Hook-Installation-Target-ID", APP_ID.to_string())
+        .header("X-Hub-Signature-256", signature)
+        .header("Content-Type", "application/json")
+        .header("User-Agent", "GitHub-Hookshot/fake")
+        .body(body)
+        .send()
+        .await;
+    let (status_code, status) = match result {
+        Ok(resp) => {
+            let code = resp.status().as_u16();
+            let _ = resp.bytes().await;
+            (code, delivery_status(code))
+        }
+        Err(e) if e.is_timeout() => (0, "timed out".to_string()),
+        Err(_) => (0, delivery_status(0)),
+    };
+    let duration = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0;
+    let mut inner = lock(&shared);
+    let id = inner.alloc_delivery_id();
+    inner.deliveries.push(DeliveryRec {
+        id,
+        delivered_at,
+        redelivery: true,
+        duration,
+        status,
+        status_code,
+        ..original
+    });
 }
 
 // ---------------------------------------------------------------------------

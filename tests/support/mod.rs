@@ -25,6 +25,7 @@ use tower::ServiceExt;
 pub use fake_github::FakeGitHub;
 
 pub const WEBHOOK_SECRET: &str = "test webhook secret";
+pub const API_TOKEN: &str = "test api token";
 pub const INSTALLATION_ID: i64 = 1001;
 pub const OWNER: &str = "acme";
 pub const REPO: &str = "widgets";
@@ -62,7 +63,9 @@ pub fn config(github: &FakeGitHub, data_dir: &Path, webhook_secret: Option<&str>
         public_url: None,
         data_dir: data_dir.to_owned(),
         workers: 2,
-        api_token: None,
+        api_token: Some(API_TOKEN.to_owned().into()),
+        redelivery_interval_secs: 0,
+        delivery_retention_days: 14,
         github: GitHubConfig {
             app_id: Some(fake_github::APP_ID.to_string()),
             private_key: Some(fake_github::private_key_pem().to_owned().into()),
@@ -77,25 +80,32 @@ pub fn config(github: &FakeGitHub, data_dir: &Path, webhook_secret: Option<&str>
 impl Harness {
     /// The service with its workers running against a fake GitHub holding one installation.
     pub async fn start(pool: PgPool) -> Harness {
-        Self::start_with(pool, Some(WEBHOOK_SECRET), true).await
+        Self::start_with(pool, Some(WEBHOOK_SECRET), true, true).await
     }
 
     pub async fn start_with_secret(pool: PgPool, secret: Option<&str>) -> Harness {
-        Self::start_with(pool, secret, true).await
+        Self::start_with(pool, secret, true, true).await
     }
 
     /// No GitHub App configured: deliveries are interpreted, tasks stay queued.
     pub async fn start_without_app(pool: PgPool) -> Harness {
-        Self::start_with(pool, Some(WEBHOOK_SECRET), false).await
+        Self::start_with(pool, Some(WEBHOOK_SECRET), false, true).await
     }
 
-    async fn start_with(pool: PgPool, secret: Option<&str>, app: bool) -> Harness {
+    pub async fn start_without_app_or_token(pool: PgPool) -> Harness {
+        Self::start_with(pool, Some(WEBHOOK_SECRET), false, false).await
+    }
+
+    async fn start_with(pool: PgPool, secret: Option<&str>, app: bool, api_token: bool) -> Harness {
         let github = FakeGitHub::start().await;
         github.add_installation(INSTALLATION_ID, OWNER);
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = config(&github, data_dir.path(), secret);
         if !app {
             config.github.app_id = None;
+        }
+        if !api_token {
+            config.api_token = None;
         }
         let service = Service::new(&config, pool.clone()).unwrap();
         let jobs = service.spawn_background(CancellationToken::new());
@@ -153,6 +163,24 @@ impl Harness {
         self.post(event, delivery, body, None).await
     }
 
+    /// Calls the operator API, with `token` as the bearer token if given.
+    pub async fn api(&self, method: &str, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        send(&self.router, request.body(Body::empty()).unwrap()).await
+    }
+
+    /// Serves the router on a real socket, for callers outside the process (GitHub's redeliveries).
+    pub async fn listen(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = self.router.clone();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        url
+    }
+
     pub async fn task_ids(&self) -> Vec<i64> {
         sqlx::query_scalar("SELECT id FROM tasks ORDER BY id")
             .fetch_all(&self.pool)
@@ -160,11 +188,11 @@ impl Harness {
             .unwrap()
     }
 
-    /// Waits for the delivery to be interpreted and returns its outcome.
+    /// Waits for the delivery to be processed for good and returns its outcome.
     pub async fn outcome(&self, delivery: &str) -> String {
         wait_until(&format!("delivery {delivery} interpreted"), || async {
             sqlx::query_scalar::<_, Option<String>>(
-                "SELECT outcome FROM deliveries WHERE delivery_id = $1",
+                "SELECT outcome FROM deliveries WHERE delivery_id = $1 AND processed_at IS NOT NULL",
             )
             .bind(delivery)
             .fetch_optional(&self.pool)
@@ -243,6 +271,29 @@ pub fn fixture(relative: &str) -> Value {
         .join(relative);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
+}
+
+/// Every example payload under `shared/fixtures/github-webhooks`, as (event, file name, payload).
+pub fn all_fixtures() -> Vec<(String, String, Value)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/github-webhooks");
+    let mut all = Vec::new();
+    for event in std::fs::read_dir(&root).unwrap() {
+        let event = event.unwrap().path();
+        if !event.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&event).unwrap() {
+            let file = file.unwrap().path();
+            if file.extension().is_some_and(|e| e == "json") {
+                let payload =
+                    serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+                let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+                all.push((name(&event), name(&file), payload));
+            }
+        }
+    }
+    all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    all
 }
 
 /// GitHub's `issues`/`labeled` example, patched to our installation, repository, issue and label.

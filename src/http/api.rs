@@ -1,0 +1,103 @@
+//! `/api/v2`: the operator API. Writes need `Authorization: Bearer <CONVEYOR_API_TOKEN>`;
+//! with a token configured, reads need it too.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::{AppState, Refusal};
+use crate::webhook::inbox::{self, Replay};
+
+const MAX_PAGE: i64 = 500;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap, access: Access) -> Result<(), Refusal> {
+    let Some(expected) = &state.api_token else {
+        return match access {
+            Access::Read => Ok(()),
+            Access::Write => Err(Refusal(
+                StatusCode::FORBIDDEN,
+                "the API refuses writes: CONVEYOR_API_TOKEN is not set".into(),
+            )),
+        };
+    };
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(
+        presented
+            .as_bytes()
+            .ct_eq(expected.expose_secret().as_bytes()),
+    ) {
+        Ok(())
+    } else {
+        Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token".into(),
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DeliveryQuery {
+    outcome: Option<String>,
+    /// Continue after this page: the `next` value of the previous page.
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+pub async fn list_deliveries(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<DeliveryQuery>,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers, Access::Read)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let rows = inbox::list(&state.pool, query.outcome.as_deref(), query.before, limit)
+        .await
+        .map_err(database)?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.seq))
+        .flatten();
+    Ok(Json(json!({ "deliveries": rows, "next": next })).into_response())
+}
+
+pub async fn replay_delivery(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers, Access::Write)?;
+    match inbox::replay(&state.pool, &id).await.map_err(database)? {
+        Replay::Queued => {
+            state.deliveries_added.notify_one();
+            tracing::info!(delivery = %id, "delivery replay requested");
+            Ok((StatusCode::ACCEPTED, Json(json!({ "replaying": id }))).into_response())
+        }
+        Replay::NotFound => Err(Refusal(StatusCode::NOT_FOUND, format!("no delivery {id}"))),
+        Replay::PayloadGone => Err(Refusal(
+            StatusCode::CONFLICT,
+            format!("delivery {id} can no longer be replayed: retention deleted its payload"),
+        )),
+    }
+}
+
+fn database(err: sqlx::Error) -> Refusal {
+    tracing::error!(error = %err, "API query failed");
+    Refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "database unavailable".into(),
+    )
+}

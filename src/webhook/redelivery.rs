@@ -1,0 +1,125 @@
+//! Recovering missed webhooks: GitHub does not retry a failed delivery by itself, so a sweep
+//! asks it to redeliver those that failed and never reached the inbox.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::inbox;
+use crate::github::GitHubApp;
+use crate::github::app::HookDelivery;
+
+/// Pages of 100 deliveries read per sweep: GitHub keeps only a few days of them.
+const MAX_PAGES: usize = 10;
+/// Only one process sweeps at a time; the others skip that round.
+const SWEEP_LOCK: i64 = 0x636f_6e76_7377_6570;
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub examined: usize,
+    pub redelivered: Vec<String>,
+}
+
+/// Delivery guids whose every attempt failed, with the latest attempt's id.
+pub fn failed_deliveries(attempts: &[HookDelivery]) -> Vec<(String, i64)> {
+    let mut by_guid: HashMap<&str, (bool, i64)> = HashMap::new();
+    for attempt in attempts {
+        let entry = by_guid.entry(&attempt.guid).or_insert((false, attempt.id));
+        entry.0 |= (200..300).contains(&attempt.status_code);
+        entry.1 = entry.1.max(attempt.id);
+    }
+    let mut failed: Vec<(String, i64)> = by_guid
+        .into_iter()
+        .filter(|(_, (delivered, _))| !delivered)
+        .map(|(guid, (_, latest))| (guid.to_owned(), latest))
+        .collect();
+    failed.sort_by_key(|(_, id)| *id);
+    failed
+}
+
+pub async fn sweep(pool: &PgPool, github: &GitHubApp) -> anyhow::Result<SweepReport> {
+    let mut lock = pool.begin().await?;
+    let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(SWEEP_LOCK)
+        .fetch_one(&mut *lock)
+        .await?;
+    if !acquired {
+        return Ok(SweepReport::default());
+    }
+    let attempts = github.hook_deliveries(MAX_PAGES).await?;
+    let failed = failed_deliveries(&attempts);
+    let guids: Vec<String> = failed.iter().map(|(guid, _)| guid.clone()).collect();
+    let stored = inbox::stored(pool, &guids).await?;
+    let mut report = SweepReport {
+        examined: attempts.len(),
+        redelivered: Vec::new(),
+    };
+    for (guid, latest) in failed
+        .into_iter()
+        .filter(|(guid, _)| !stored.contains(guid))
+    {
+        match github.redeliver(latest).await {
+            Ok(()) => {
+                tracing::info!(delivery = %guid, "asked GitHub to redeliver a missed webhook");
+                report.redelivered.push(guid);
+            }
+            Err(err) => tracing::warn!(delivery = %guid, error = %err, "redelivery request failed"),
+        }
+    }
+    lock.commit().await?;
+    Ok(report)
+}
+
+/// Sweeps at start and every `interval` until `shutdown`.
+pub async fn run(
+    pool: PgPool,
+    github: Arc<GitHubApp>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let Err(err) = sweep(&pool, &github).await {
+            tracing::warn!(error = %format!("{err:#}"), "redelivery sweep failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+
+    fn attempt(id: i64, guid: &str, status_code: u16) -> HookDelivery {
+        HookDelivery {
+            id,
+            guid: guid.into(),
+            delivered_at: Utc::now(),
+            status_code,
+            event: "issues".into(),
+        }
+    }
+
+    #[test]
+    fn only_deliveries_that_never_succeeded_are_redelivered_once() {
+        let attempts = [
+            attempt(1, "a", 502),
+            attempt(2, "b", 202),
+            attempt(3, "a", 503),
+            attempt(4, "c", 200),
+            attempt(5, "c", 500),
+            attempt(6, "d", 0),
+        ];
+        assert_eq!(
+            failed_deliveries(&attempts),
+            [("a".to_owned(), 3), ("d".to_owned(), 6)]
+        );
+    }
+}

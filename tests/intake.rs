@@ -1,0 +1,493 @@
+//! Intake that never loses or doubles a delivery: body formats and limits, concurrency,
+//! every real payload, installations, the operator API, retention and retries.
+
+mod support;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use conveyor::webhook::{retention, signature};
+use serde_json::{Value, json};
+use support::{API_TOKEN, Harness, INSTALLATION_ID, all_fixtures, labeled_issue, send};
+
+async fn count(harness: &Harness, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&harness.pool)
+        .await
+        .unwrap()
+}
+
+fn signed_request(delivery: &str, content_type: &str, body: Vec<u8>) -> Request<Body> {
+    Request::post("/webhooks/github")
+        .header("content-type", content_type)
+        .header("x-github-event", "issues")
+        .header("x-github-delivery", delivery)
+        .header(
+            "x-hub-signature-256",
+            signature::sign(support::WEBHOOK_SECRET.as_bytes(), &body),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn form_encoded_bodies_are_accepted(pool: sqlx::PgPool) {
+    let harness = Harness::start_without_app(pool).await;
+    let json = labeled_issue(5, "From a form", "conveyor");
+    let form: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", std::str::from_utf8(&json).unwrap())
+        .finish();
+    let request = signed_request(
+        "d-form",
+        "application/x-www-form-urlencoded",
+        form.into_bytes(),
+    );
+    assert_eq!(send(&harness.router, request).await.0, StatusCode::ACCEPTED);
+    assert_eq!(harness.outcome("d-form").await, "task_created");
+    let stored: Vec<u8> =
+        sqlx::query_scalar("SELECT payload FROM deliveries WHERE delivery_id = 'd-form'")
+            .fetch_one(&harness.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, json, "the JSON inside the form is what is kept");
+
+    let no_payload = signed_request(
+        "d-form-2",
+        "application/x-www-form-urlencoded",
+        b"other=1".to_vec(),
+    );
+    let (status, reply) = send(&harness.router, no_payload).await;
+    assert_eq!(
+        (status, reply),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "form body has no `payload` field" })
+        )
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn bodies_up_to_githubs_cap_are_accepted_and_larger_ones_refused(pool: sqlx::PgPool) {
+    let harness = Harness::start_without_app(pool).await;
+    let cap = 25 * 1024 * 1024;
+    let mut big = labeled_issue(6, "Big", "bug");
+    let pad = cap - big.len() - r#","pad":"""#.len();
+    big.pop();
+    big.extend_from_slice(format!(r#","pad":"{}"}}"#, "x".repeat(pad)).as_bytes());
+    assert_eq!(big.len(), cap);
+    let (status, _) = harness.post_signed("issues", "d-big", &big).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        harness.outcome("d-big").await,
+        "ignored: label is not the trigger"
+    );
+
+    big.push(b' ');
+    let (status, _) = harness.post_signed("issues", "d-too-big", &big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        count(
+            &harness,
+            "SELECT count(*) FROM deliveries WHERE delivery_id = 'd-too-big'"
+        )
+        .await,
+        0
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn only_the_sha256_signature_counts(pool: sqlx::PgPool) {
+    let harness = Harness::start_without_app(pool).await;
+    let body = labeled_issue(1, "x", "conveyor");
+    let request = Request::post("/webhooks/github")
+        .header("x-github-event", "issues")
+        .header("x-github-delivery", "d-sha1")
+        .header(
+            "x-hub-signature",
+            "sha1=0a4d55a8d778e5022fab701977c5d840bbc486d0",
+        )
+        .body(Body::from(body))
+        .unwrap();
+    assert_eq!(
+        send(&harness.router, request).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(count(&harness, "SELECT count(*) FROM deliveries").await, 0);
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_hundred_concurrent_copies_store_one_row_and_one_task(pool: sqlx::PgPool) {
+    let harness = Harness::start_without_app(pool).await;
+    let body = labeled_issue(7, "Concurrent", "conveyor");
+    let posts = (0..100).map(|_| harness.post_signed("issues", "d-storm", &body));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(posts)
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::ACCEPTED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        99,
+        "{statuses:?}"
+    );
+    assert_eq!(harness.outcome("d-storm").await, "task_created");
+    assert_eq!(count(&harness, "SELECT count(*) FROM deliveries").await, 1);
+    assert_eq!(harness.task_ids().await.len(), 1);
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn every_real_payload_gets_a_2xx_and_an_outcome(pool: sqlx::PgPool) {
+    let harness = Harness::start_without_app(pool).await;
+    let fixtures = all_fixtures();
+    assert!(fixtures.len() > 50, "fixtures found: {}", fixtures.len());
+    let mut deliveries = Vec::new();
+    for (event, file, payload) in &fixtures {
+        let mut with_installation = payload.clone();
+        with_installation["installation"] = json!({ "id": INSTALLATION_ID + 1 });
+        for (variant, body) in [("as-is", payload), ("installed", &with_installation)] {
+            let delivery = format!("{event}/{file}/{variant}");
+            let (status, reply) = harness
+                .post_signed(event, &delivery, &serde_json::to_vec(body).unwrap())
+                .await;
+            assert!(status.is_success(), "{delivery}: {status} {reply}");
+            deliveries.push(delivery);
+        }
+    }
+    // Odd shapes GitHub could send: nulls, wrong types, missing everything.
+    let odd = [
+        json!({}),
+        json!([]),
+        json!(null),
+        json!({"action": 5}),
+        json!({"installation": "x"}),
+        json!({"action": "labeled", "installation": {"id": 1}, "issue": {"number": "seven"}, "label": {"name": "conveyor"}}),
+        json!({"action": "labeled", "installation": {"id": 1}, "issue": null, "label": null, "repository": null}),
+    ];
+    for (index, body) in odd.iter().enumerate() {
+        let delivery = format!("odd-{index}");
+        let (status, reply) = harness
+            .post_signed("issues", &delivery, &serde_json::to_vec(body).unwrap())
+            .await;
+        assert!(status.is_success(), "{delivery}: {status} {reply}");
+        deliveries.push(delivery);
+    }
+    for delivery in &deliveries {
+        let outcome = harness.outcome(delivery).await;
+        assert!(
+            ["task_created", "installation", "ignored: "]
+                .iter()
+                .any(|ok| outcome.starts_with(ok)),
+            "{delivery}: {outcome}"
+        );
+    }
+    let installed = harness
+        .outcome("installation/created.payload.json/installed")
+        .await;
+    assert_eq!(installed, "installation");
+    assert_eq!(
+        harness.outcome("ping/payload.json/as-is").await,
+        "ignored: no installation"
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn installation_events_maintain_installations_and_gate_deliveries(pool: sqlx::PgPool) {
+    let harness = Harness::start_without_app(pool).await;
+    let post_fixture = async |path: &str, delivery: &str| {
+        let mut payload = support::fixture(path);
+        payload["installation"]["id"] = INSTALLATION_ID.into();
+        harness
+            .post_signed(
+                path.split('/').next().unwrap(),
+                delivery,
+                &serde_json::to_vec(&payload).unwrap(),
+            )
+            .await;
+        harness.outcome(delivery).await
+    };
+    let repositories = async || {
+        conveyor::installations::repositories(&harness.pool, INSTALLATION_ID)
+            .await
+            .unwrap()
+    };
+
+    assert_eq!(
+        post_fixture("installation/created.payload.json", "i-created").await,
+        "installation"
+    );
+    let created = support::fixture("installation/created.payload.json");
+    let expected: Vec<String> = created["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["full_name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(repositories().await, {
+        let mut e = expected.clone();
+        e.sort();
+        e
+    });
+
+    assert_eq!(
+        post_fixture("installation_repositories/added.payload.json", "i-added").await,
+        "installation"
+    );
+    let added = support::fixture("installation_repositories/added.payload.json");
+    let added_name = added["repositories_added"][0]["full_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(repositories().await.contains(&added_name));
+    assert_eq!(
+        post_fixture(
+            "installation_repositories/removed.payload.json",
+            "i-removed"
+        )
+        .await,
+        "installation"
+    );
+    let removed = support::fixture("installation_repositories/removed.payload.json");
+    let removed_name = removed["repositories_removed"][0]["full_name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!repositories().await.contains(&removed_name));
+
+    assert_eq!(
+        post_fixture("installation/suspend.payload.json", "i-suspend").await,
+        "installation"
+    );
+    harness
+        .post_signed("issues", "l-1", &labeled_issue(1, "x", "conveyor"))
+        .await;
+    assert_eq!(
+        harness.outcome("l-1").await,
+        "ignored: installation suspended"
+    );
+
+    assert_eq!(
+        post_fixture("installation/unsuspend.payload.json", "i-unsuspend").await,
+        "installation"
+    );
+    harness
+        .post_signed("issues", "l-2", &labeled_issue(2, "x", "conveyor"))
+        .await;
+    assert_eq!(harness.outcome("l-2").await, "task_created");
+
+    assert_eq!(
+        post_fixture("installation/deleted.payload.json", "i-deleted").await,
+        "installation"
+    );
+    harness
+        .post_signed("issues", "l-3", &labeled_issue(3, "x", "conveyor"))
+        .await;
+    assert_eq!(
+        harness.outcome("l-3").await,
+        "ignored: installation deleted"
+    );
+
+    let mut by_bot: Value = serde_json::from_slice(&labeled_issue(4, "x", "conveyor")).unwrap();
+    by_bot["sender"]["type"] = "Bot".into();
+    assert_eq!(
+        post_fixture("installation/created.payload.json", "i-again").await,
+        "installation"
+    );
+    harness
+        .post_signed("issues", "l-4", &serde_json::to_vec(&by_bot).unwrap())
+        .await;
+    assert_eq!(harness.outcome("l-4").await, "ignored: sender is a bot");
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn operators_list_and_replay_deliveries(pool: sqlx::PgPool) {
+    let harness = Harness::start_without_app(pool).await;
+    harness
+        .post_signed("issues", "o-task", &labeled_issue(1, "x", "conveyor"))
+        .await;
+    harness
+        .post_signed("issues", "o-ignored", &labeled_issue(2, "x", "bug"))
+        .await;
+    harness.outcome("o-task").await;
+    harness.outcome("o-ignored").await;
+
+    let (status, _) = harness.api("GET", "/api/v2/deliveries", None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "reads need the token when one is set"
+    );
+    let (status, list) = harness
+        .api("GET", "/api/v2/deliveries?outcome=ignored", Some(API_TOKEN))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let rows = list["deliveries"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["id"], "o-ignored");
+    assert_eq!(rows[0]["outcome"], "ignored: label is not the trigger");
+    assert_eq!(
+        (rows[0]["event"].as_str(), rows[0]["action"].as_str()),
+        (Some("issues"), Some("labeled"))
+    );
+    assert_eq!(rows[0]["repository"], "acme/widgets");
+    assert!(rows[0]["processing_ms"].as_f64().unwrap() >= 0.0);
+    let (_, all) = harness
+        .api("GET", "/api/v2/deliveries?limit=1", Some(API_TOKEN))
+        .await;
+    assert_eq!(all["deliveries"][0]["id"], "o-ignored");
+    let next = all["next"].as_i64().expect("a next page");
+    let (_, rest) = harness
+        .api(
+            "GET",
+            &format!("/api/v2/deliveries?limit=1&before={next}"),
+            Some(API_TOKEN),
+        )
+        .await;
+    assert_eq!(rest["deliveries"][0]["id"], "o-task");
+
+    assert_eq!(
+        harness
+            .api("POST", "/api/v2/deliveries/o-task/replay", None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        harness
+            .api("POST", "/api/v2/deliveries/o-task/replay", Some("wrong"))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, _) = harness
+        .api("POST", "/api/v2/deliveries/o-task/replay", Some(API_TOKEN))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(harness.outcome("o-task").await, "task_created");
+    assert_eq!(
+        harness.task_ids().await.len(),
+        1,
+        "a replay never creates a second task"
+    );
+    let (status, reply) = harness
+        .api("POST", "/api/v2/deliveries/nope/replay", Some(API_TOKEN))
+        .await;
+    assert_eq!(
+        (status, reply),
+        (
+            StatusCode::NOT_FOUND,
+            json!({ "error": "no delivery nope" })
+        )
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn without_an_api_token_reads_work_and_writes_are_refused(pool: sqlx::PgPool) {
+    let harness = Harness::start_without_app_or_token(pool).await;
+    assert_eq!(
+        harness.api("GET", "/api/v2/deliveries", None).await.0,
+        StatusCode::OK
+    );
+    let (status, reply) = harness
+        .api("POST", "/api/v2/deliveries/x/replay", None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("CONVEYOR_API_TOKEN")
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn retention_drops_old_payloads_and_keeps_outcomes(pool: sqlx::PgPool) {
+    let harness = Harness::start_without_app(pool).await;
+    for (index, delivery) in ["r-old-1", "r-old-2", "r-new"].iter().enumerate() {
+        harness
+            .post_signed("issues", delivery, &labeled_issue(index as i64, "x", "bug"))
+            .await;
+        harness.outcome(delivery).await;
+    }
+    sqlx::query("UPDATE deliveries SET received_at = now() - interval '15 days' WHERE delivery_id LIKE 'r-old-%'")
+        .execute(&harness.pool)
+        .await
+        .unwrap();
+    let dropped = retention::prune(&harness.pool, std::time::Duration::from_secs(14 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(dropped, 2);
+    assert_eq!(
+        count(
+            &harness,
+            "SELECT count(*) FROM deliveries WHERE payload IS NULL"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &harness,
+            "SELECT count(*) FROM deliveries WHERE outcome = 'ignored: label is not the trigger'"
+        )
+        .await,
+        3
+    );
+    let (status, reply) = harness
+        .api("POST", "/api/v2/deliveries/r-old-1/replay", Some(API_TOKEN))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{reply}");
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn an_interpretation_failure_is_retried_and_recorded(pool: sqlx::PgPool) {
+    let harness = Harness::start_without_app(pool).await;
+    // Break the installations table so interpreting an installation event fails.
+    sqlx::query("ALTER TABLE installation_repositories RENAME TO moved_away")
+        .execute(&harness.pool)
+        .await
+        .unwrap();
+    let mut payload = support::fixture("installation/created.payload.json");
+    payload["installation"]["id"] = INSTALLATION_ID.into();
+    harness
+        .post_signed(
+            "installation",
+            "f-1",
+            &serde_json::to_vec(&payload).unwrap(),
+        )
+        .await;
+    let outcome = support::wait_until("a failed attempt", || async {
+        let row: (i32, Option<String>) =
+            sqlx::query_as("SELECT attempts, outcome FROM deliveries WHERE delivery_id = 'f-1'")
+                .fetch_one(&harness.pool)
+                .await
+                .unwrap();
+        (row.0 >= 1).then_some(row.1)
+    })
+    .await;
+    assert!(
+        outcome.as_deref().unwrap().starts_with("retrying: "),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        count(&harness, "SELECT count(*) FROM installations").await,
+        0,
+        "the failed attempt left nothing"
+    );
+    sqlx::query("ALTER TABLE moved_away RENAME TO installation_repositories")
+        .execute(&harness.pool)
+        .await
+        .unwrap();
+    assert_eq!(harness.outcome("f-1").await, "installation");
+    assert_eq!(
+        count(&harness, "SELECT count(*) FROM installations").await,
+        1
+    );
+}
