@@ -1,6 +1,7 @@
 //! Conveyor: a self-hosted GitHub App that turns labelled issues into pipeline runs and
 //! pull requests.
 
+pub mod bench;
 pub mod config;
 pub mod db;
 pub mod engine;

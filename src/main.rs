@@ -2,9 +2,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use conveyor::bench::{self, intake::IntakeBench};
 use conveyor::config::Config;
 use conveyor::local_run::{self, LocalRun};
 use conveyor::{db, service};
+use secrecy::ExposeSecret;
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +40,30 @@ enum Command {
         body: String,
         #[arg(long, default_value = "default")]
         pipeline: String,
+    },
+    /// Measure a running Conveyor.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Post signed webhook payloads to a running `serve`; print deliveries/s and latency.
+    /// Uses GITHUB_WEBHOOK_SECRET (the server's) and checks the rows in DATABASE_URL.
+    Intake {
+        /// Base URL of the running service.
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        url: String,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Folder of GitHub payloads laid out as `<event>/<name>.json`.
+        #[arg(long, default_value = "../shared/fixtures/github-webhooks")]
+        payloads: std::path::PathBuf,
+        /// How many times to repeat the measurement (the median run is reported last).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
     },
 }
 
@@ -84,6 +110,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir: config.data_dir.clone(),
             };
             local_run::run(args, &mut std::io::stdout()).await
+        }
+        Command::Bench(Bench::Intake {
+            url,
+            concurrency,
+            requests,
+            payloads,
+            runs,
+        }) => {
+            let secret = config.github.webhook_secret.as_ref().context(
+                "GITHUB_WEBHOOK_SECRET: set it to the secret of the server being measured",
+            )?;
+            let pool = db::connect(&config.database_url, 2).await?;
+            let mut reports = Vec::new();
+            for _ in 0..runs.max(1) {
+                let bench = IntakeBench {
+                    url: url.clone(),
+                    secret: secret.expose_secret().to_owned(),
+                    concurrency,
+                    requests,
+                    payloads: payloads.clone(),
+                };
+                let report = bench::intake::run(bench, Some(pool.clone())).await?;
+                bench::intake::print(&report, concurrency);
+                reports.push(report);
+            }
+            reports.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+            print!("median of {}: ", reports.len());
+            bench::intake::print(&reports[reports.len() / 2], concurrency);
+            Ok(())
         }
         Command::Migrate => {
             let pool = db::connect(&config.database_url, 2).await?;

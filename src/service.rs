@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::github::{AppCredentials, GitHubApp};
 use crate::http::{self, AppState};
 use crate::task_run::TaskRunner;
+use crate::webhook::writer::InboxWriter;
 use crate::{scheduler, webhook};
 
 pub struct Service {
@@ -51,11 +52,14 @@ impl Service {
         if config.github.webhook_secret.is_none() {
             tracing::warn!("GITHUB_WEBHOOK_SECRET is not set: every webhook will be refused");
         }
+        let deliveries_added = Arc::new(Notify::new());
+        let inbox = InboxWriter::spawn(pool.clone(), deliveries_added.clone());
         let state = AppState {
             pool,
             webhook_secret: config.github.webhook_secret.clone().map(Arc::new),
             api_token: config.api_token.clone().map(Arc::new),
-            deliveries_added: Arc::new(Notify::new()),
+            inbox,
+            deliveries_added,
         };
         Ok(Self {
             state,

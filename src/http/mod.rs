@@ -14,6 +14,8 @@ use secrecy::SecretString;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::Notify;
+
+use crate::webhook::writer::InboxWriter;
 use tower_http::trace::TraceLayer;
 
 /// GitHub caps webhook payloads at 25 MB; axum's default body limit is lower.
@@ -27,6 +29,8 @@ pub struct AppState {
     pub api_token: Option<Arc<SecretString>>,
     /// Fired after a delivery is stored, so interpretation starts at once.
     pub deliveries_added: Arc<Notify>,
+    /// Stores verified deliveries, many per commit.
+    pub inbox: InboxWriter,
 }
 
 /// A refused request: its status and a sentence saying why, as `{"error": …}`.

@@ -9,6 +9,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::{AppState, Refusal};
+use crate::webhook::writer::Stored;
 use crate::webhook::{inbox, signature};
 
 /// A webhook whose signature matched the raw body it arrived with.
@@ -65,10 +66,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 pub async fn receive(State(state): State<AppState>, webhook: VerifiedWebhook) -> Response {
-    let stored = match json_payload(&webhook.content_type, &webhook.body) {
-        Ok(payload) => {
-            inbox::insert(&state.pool, &webhook.delivery_id, &webhook.event, &payload).await
-        }
+    let payload = match json_payload(&webhook.content_type, &webhook.body) {
+        Ok(payload) => payload,
         Err(reason) => {
             // Kept so an operator can see what GitHub sent; nothing will interpret it.
             let outcome = format!("rejected: {reason}");
@@ -86,20 +85,16 @@ pub async fn receive(State(state): State<AppState>, webhook: VerifiedWebhook) ->
             return Refusal(StatusCode::BAD_REQUEST, reason).into_response();
         }
     };
-    match stored {
-        Ok(Some(_)) => {
-            state.deliveries_added.notify_one();
-            (StatusCode::ACCEPTED, Json(json!({ "stored": true }))).into_response()
+    match state
+        .inbox
+        .store(webhook.delivery_id, webhook.event, payload)
+        .await
+    {
+        Ok(Stored::New) => (StatusCode::ACCEPTED, Json(json!({ "stored": true }))).into_response(),
+        Ok(Stored::Duplicate) => {
+            (StatusCode::OK, Json(json!({ "duplicate": true }))).into_response()
         }
-        Ok(None) => (StatusCode::OK, Json(json!({ "duplicate": true }))).into_response(),
-        Err(err) => {
-            tracing::error!(delivery = %webhook.delivery_id, error = %err, "storing delivery failed");
-            Refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "delivery could not be stored".into(),
-            )
-            .into_response()
-        }
+        Err(err) => Refusal(StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
     }
 }
 

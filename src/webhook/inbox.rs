@@ -16,25 +16,6 @@ pub struct PendingDelivery {
     pub attempts: i32,
 }
 
-/// Stores a delivery; `None` when its delivery id is already stored.
-pub async fn insert(
-    db: impl PgExecutor<'_>,
-    delivery_id: &str,
-    event: &str,
-    payload: &[u8],
-) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar(
-        "INSERT INTO deliveries (delivery_id, event, payload) VALUES ($1, $2, $3)
-         ON CONFLICT (delivery_id) DO NOTHING
-         RETURNING id",
-    )
-    .bind(delivery_id)
-    .bind(event)
-    .bind(payload)
-    .fetch_optional(db)
-    .await
-}
-
 /// Keeps a delivery that cannot be interpreted (its body is not JSON), already decided.
 pub async fn insert_rejected(
     db: impl PgExecutor<'_>,
@@ -57,16 +38,20 @@ pub async fn insert_rejected(
     .await
 }
 
-/// Locks the oldest due, unprocessed delivery for the caller's transaction.
-pub async fn claim_pending(db: impl PgExecutor<'_>) -> sqlx::Result<Option<PendingDelivery>> {
+/// Locks up to `limit` due, unprocessed deliveries, oldest first, for the caller's transaction.
+pub async fn claim_pending(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<PendingDelivery>> {
     sqlx::query_as(
         "SELECT id, delivery_id, event, payload, attempts FROM deliveries
          WHERE processed_at IS NULL AND next_attempt_at <= now()
-         ORDER BY id
-         LIMIT 1
+         ORDER BY next_attempt_at, id
+         LIMIT $1
          FOR UPDATE SKIP LOCKED",
     )
-    .fetch_optional(db)
+    .bind(limit)
+    .fetch_all(db)
     .await
 }
 

@@ -22,6 +22,8 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Attempts at interpreting one delivery before it is left `failed`.
 const MAX_ATTEMPTS: i32 = 5;
 const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// Deliveries interpreted per transaction.
+const BATCH: i64 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Intent {
@@ -103,41 +105,45 @@ pub fn interpret(event: &Event, installation: Option<Status>, trigger_label: &st
     }
 }
 
-/// Interprets the oldest due delivery; `false` when there was none.
-pub async fn process_next(pool: &PgPool, tasks_added: &Notify) -> anyhow::Result<bool> {
+/// Interprets up to a batch of due deliveries in one transaction; returns how many.
+pub async fn process_batch(pool: &PgPool, tasks_added: &Notify) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
-    let Some(delivery) = inbox::claim_pending(&mut *tx).await? else {
-        return Ok(false);
-    };
+    let deliveries = inbox::claim_pending(&mut *tx, BATCH).await?;
+    let mut tasks_created = false;
+    for delivery in &deliveries {
+        tasks_created |= process(&mut tx, delivery).await?;
+    }
+    tx.commit().await?;
+    if tasks_created {
+        tasks_added.notify_waiters();
+    }
+    Ok(deliveries.len())
+}
+
+/// Interprets one delivery and records its outcome; `true` when it created a task.
+async fn process(conn: &mut PgConnection, delivery: &PendingDelivery) -> sqlx::Result<bool> {
     let span =
         tracing::info_span!("delivery", delivery = %delivery.delivery_id, event = %delivery.event);
     // A savepoint, so a failure undoes the delivery's effects but not the record of the attempt.
-    let mut effects = sqlx::Connection::begin(&mut *tx).await?;
-    let applied = apply(&mut effects, &delivery)
-        .instrument(span.clone())
-        .await;
+    let mut effects = sqlx::Connection::begin(&mut *conn).await?;
+    let applied = apply(&mut effects, delivery).instrument(span.clone()).await;
     let _entered = span.enter();
-    let task_created = match applied {
+    match applied {
         Ok((summary, outcome)) => {
             effects.commit().await?;
-            inbox::record_outcome(&mut *tx, delivery.id, &summary, &outcome).await?;
-            tracing::info!(%outcome, "delivery interpreted");
-            outcome == "task_created"
+            inbox::record_outcome(&mut *conn, delivery.id, &summary, &outcome).await?;
+            tracing::debug!(%outcome, "delivery interpreted");
+            Ok(outcome == "task_created")
         }
         Err(err) => {
             effects.rollback().await?;
             let retry_in = (delivery.attempts + 1 < MAX_ATTEMPTS)
                 .then(|| FIRST_RETRY * 2u32.pow(delivery.attempts as u32));
             tracing::warn!(error = %err, attempt = delivery.attempts + 1, retry_in_s = retry_in.map(|d| d.as_secs()), "interpreting delivery failed");
-            inbox::record_failure(&mut *tx, delivery.id, &err.to_string(), retry_in).await?;
-            false
+            inbox::record_failure(&mut *conn, delivery.id, &err.to_string(), retry_in).await?;
+            Ok(false)
         }
-    };
-    tx.commit().await?;
-    if task_created {
-        tasks_added.notify_waiters();
     }
-    Ok(true)
 }
 
 async fn apply(
@@ -204,9 +210,9 @@ pub async fn run(
     loop {
         let woken = deliveries_added.notified();
         loop {
-            match process_next(&pool, &tasks_added).await {
-                Ok(true) => continue,
-                Ok(false) => break,
+            match process_batch(&pool, &tasks_added).await {
+                Ok(0) => break,
+                Ok(_) => continue,
                 Err(err) => {
                     tracing::error!(error = %format!("{err:#}"), "interpreting deliveries failed");
                     break;

@@ -7,3 +7,4 @@ pub mod interpret;
 pub mod redelivery;
 pub mod retention;
 pub mod signature;
+pub mod writer;

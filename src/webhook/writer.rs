@@ -1,0 +1,136 @@
+//! Group commit for the inbox: concurrent webhook requests are stored by one multi-row
+//! INSERT in one transaction, and each request is answered once that transaction commits.
+//! One WAL flush then covers a whole batch instead of one delivery.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sqlx::PgPool;
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+
+/// Largest batch one INSERT stores.
+const MAX_BATCH: usize = 256;
+/// Batches being written at once: while one commits, the next one gathers.
+const WRITERS: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    New,
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("delivery could not be stored: {0}")]
+pub struct StoreError(String);
+
+struct Pending {
+    delivery_id: String,
+    event: String,
+    payload: Bytes,
+    reply: oneshot::Sender<Result<Stored, StoreError>>,
+}
+
+#[derive(Clone)]
+pub struct InboxWriter {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl InboxWriter {
+    /// Starts the writers; they stop when every `InboxWriter` clone is dropped.
+    pub fn spawn(pool: PgPool, deliveries_added: Arc<Notify>) -> Self {
+        let (queue, receiver) = mpsc::channel(MAX_BATCH * WRITERS * 4);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..WRITERS {
+            tokio::spawn(write_batches(
+                pool.clone(),
+                receiver.clone(),
+                deliveries_added.clone(),
+            ));
+        }
+        Self { queue }
+    }
+
+    /// Stores a delivery durably; returns once it is committed.
+    pub async fn store(
+        &self,
+        delivery_id: String,
+        event: String,
+        payload: Bytes,
+    ) -> Result<Stored, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            delivery_id,
+            event,
+            payload,
+            reply,
+        };
+        self.queue
+            .send(pending)
+            .await
+            .map_err(|_| StoreError("the inbox writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError("the inbox writer stopped".into()))?
+    }
+}
+
+async fn write_batches(
+    pool: PgPool,
+    receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    deliveries_added: Arc<Notify>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            let mut receiver = receiver.lock().await;
+            if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+        }
+        let inserted = insert_batch(&pool, &batch).await;
+        match &inserted {
+            Ok(ids) if !ids.is_empty() => deliveries_added.notify_one(),
+            Ok(_) => {}
+            Err(err) => {
+                tracing::error!(error = %err, deliveries = batch.len(), "storing deliveries failed")
+            }
+        }
+        reply_all(&mut batch, inserted);
+    }
+}
+
+/// Answers every request of the batch. A delivery id sent twice in one batch is new for its
+/// first request only.
+fn reply_all(batch: &mut Vec<Pending>, inserted: sqlx::Result<Vec<String>>) {
+    let (mut fresh, failure): (HashSet<String>, _) = match inserted {
+        Ok(ids) => (ids.into_iter().collect(), None),
+        Err(err) => (HashSet::new(), Some(err.to_string())),
+    };
+    for pending in batch.drain(..) {
+        let outcome = match &failure {
+            Some(err) => Err(StoreError(err.clone())),
+            None if fresh.remove(&pending.delivery_id) => Ok(Stored::New),
+            None => Ok(Stored::Duplicate),
+        };
+        // The client may have hung up; the delivery is stored regardless.
+        let _ = pending.reply.send(outcome);
+    }
+}
+
+async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> sqlx::Result<Vec<String>> {
+    let ids: Vec<&str> = batch.iter().map(|p| p.delivery_id.as_str()).collect();
+    let events: Vec<&str> = batch.iter().map(|p| p.event.as_str()).collect();
+    let payloads: Vec<&[u8]> = batch.iter().map(|p| p.payload.as_ref()).collect();
+    sqlx::query_scalar(
+        "INSERT INTO deliveries (delivery_id, event, payload)
+         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BYTEA[])
+         ON CONFLICT (delivery_id) DO NOTHING
+         RETURNING delivery_id",
+    )
+    .bind(&ids)
+    .bind(&events)
+    .bind(&payloads)
+    .fetch_all(pool)
+    .await
+}
