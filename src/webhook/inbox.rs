@@ -63,22 +63,33 @@ pub struct Summary {
     pub repository: Option<String>,
 }
 
-pub async fn record_outcome(
+/// Records the outcomes of a batch of deliveries in one statement.
+pub async fn record_outcomes(
     db: impl PgExecutor<'_>,
-    id: i64,
-    summary: &Summary,
-    outcome: &str,
+    outcomes: &[(i64, Summary, String)],
 ) -> sqlx::Result<()> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = outcomes.iter().map(|o| o.0).collect();
+    let actions: Vec<Option<&str>> = outcomes.iter().map(|o| o.1.action.as_deref()).collect();
+    let installations: Vec<Option<i64>> = outcomes.iter().map(|o| o.1.installation_id).collect();
+    let repositories: Vec<Option<&str>> =
+        outcomes.iter().map(|o| o.1.repository.as_deref()).collect();
+    let texts: Vec<&str> = outcomes.iter().map(|o| o.2.as_str()).collect();
     sqlx::query(
-        "UPDATE deliveries
-         SET action = $2, installation_id = $3, repository = $4, outcome = $5, processed_at = now()
-         WHERE id = $1",
+        "UPDATE deliveries AS d
+         SET action = u.action, installation_id = u.installation_id, repository = u.repository,
+             outcome = u.outcome, processed_at = now()
+         FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[])
+              AS u (id, action, installation_id, repository, outcome)
+         WHERE d.id = u.id",
     )
-    .bind(id)
-    .bind(&summary.action)
-    .bind(summary.installation_id)
-    .bind(&summary.repository)
-    .bind(outcome)
+    .bind(&ids)
+    .bind(&actions)
+    .bind(&installations)
+    .bind(&repositories)
+    .bind(&texts)
     .execute(db)
     .await?;
     Ok(())

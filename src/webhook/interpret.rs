@@ -36,6 +36,11 @@ pub enum Intent {
     Ignore(&'static str),
 }
 
+/// Whether interpreting `event` reads or writes the database; most deliveries need neither.
+pub fn touches_database(event: &Event) -> bool {
+    event.installation_id.is_some() && event.kind != EventKind::Unhandled
+}
+
 /// What a delivery means, decided from the event and what is known of its installation.
 pub fn interpret(event: &Event, installation: Option<Status>, trigger_label: &str) -> Intent {
     let Some(installation_id) = event.installation_id else {
@@ -71,7 +76,8 @@ pub fn interpret(event: &Event, installation: Option<Status>, trigger_label: &st
                 },
             };
         }
-        _ => {}
+        EventKind::Unhandled => return Intent::Ignore("event not handled"),
+        EventKind::IssueLabeled { .. } => {}
     }
     match installation {
         Some(Status::Deleted) => return Intent::Ignore("installation deleted"),
@@ -109,31 +115,56 @@ pub fn interpret(event: &Event, installation: Option<Status>, trigger_label: &st
 pub async fn process_batch(pool: &PgPool, tasks_added: &Notify) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let deliveries = inbox::claim_pending(&mut *tx, BATCH).await?;
-    let mut tasks_created = false;
+    let mut outcomes = Vec::with_capacity(deliveries.len());
     for delivery in &deliveries {
-        tasks_created |= process(&mut tx, delivery).await?;
+        let span = tracing::info_span!("delivery", delivery = %delivery.delivery_id, event = %delivery.event);
+        if let Some((summary, outcome)) = process(&mut tx, delivery).instrument(span).await? {
+            outcomes.push((delivery.id, summary, outcome));
+        }
     }
+    inbox::record_outcomes(&mut *tx, &outcomes).await?;
     tx.commit().await?;
-    if tasks_created {
+    if outcomes
+        .iter()
+        .any(|(_, _, outcome)| outcome == "task_created")
+    {
         tasks_added.notify_waiters();
     }
     Ok(deliveries.len())
 }
 
-/// Interprets one delivery and records its outcome; `true` when it created a task.
-async fn process(conn: &mut PgConnection, delivery: &PendingDelivery) -> sqlx::Result<bool> {
-    let span =
-        tracing::info_span!("delivery", delivery = %delivery.delivery_id, event = %delivery.event);
-    // A savepoint, so a failure undoes the delivery's effects but not the record of the attempt.
+/// Interprets one delivery; `None` when it failed and was scheduled for another attempt.
+async fn process(
+    conn: &mut PgConnection,
+    delivery: &PendingDelivery,
+) -> sqlx::Result<Option<(Summary, String)>> {
+    let Some(payload) = &delivery.payload else {
+        return Ok(Some((
+            Summary::default(),
+            "ignored: payload deleted by retention".to_owned(),
+        )));
+    };
+    let event = match Event::parse(&delivery.event, payload) {
+        Ok(event) => event,
+        Err(err) => {
+            return Ok(Some((
+                Summary::default(),
+                format!("ignored: malformed payload: {err}"),
+            )));
+        }
+    };
+    if !touches_database(&event)
+        && let Intent::Ignore(reason) = interpret(&event, None, DEFAULT_TRIGGER_LABEL)
+    {
+        return Ok(Some((event.summary(), format!("ignored: {reason}"))));
+    }
+    // A savepoint, so a failure undoes the delivery's effects but not the rest of the batch.
     let mut effects = sqlx::Connection::begin(&mut *conn).await?;
-    let applied = apply(&mut effects, delivery).instrument(span.clone()).await;
-    let _entered = span.enter();
-    match applied {
-        Ok((summary, outcome)) => {
+    match apply(&mut effects, delivery.id, &event).await {
+        Ok(outcome) => {
             effects.commit().await?;
-            inbox::record_outcome(&mut *conn, delivery.id, &summary, &outcome).await?;
             tracing::debug!(%outcome, "delivery interpreted");
-            Ok(outcome == "task_created")
+            Ok(Some((event.summary(), outcome)))
         }
         Err(err) => {
             effects.rollback().await?;
@@ -141,35 +172,17 @@ async fn process(conn: &mut PgConnection, delivery: &PendingDelivery) -> sqlx::R
                 .then(|| FIRST_RETRY * 2u32.pow(delivery.attempts as u32));
             tracing::warn!(error = %err, attempt = delivery.attempts + 1, retry_in_s = retry_in.map(|d| d.as_secs()), "interpreting delivery failed");
             inbox::record_failure(&mut *conn, delivery.id, &err.to_string(), retry_in).await?;
-            Ok(false)
+            Ok(None)
         }
     }
 }
 
-async fn apply(
-    conn: &mut PgConnection,
-    delivery: &PendingDelivery,
-) -> sqlx::Result<(Summary, String)> {
-    let Some(payload) = &delivery.payload else {
-        return Ok((
-            Summary::default(),
-            "ignored: payload deleted by retention".to_owned(),
-        ));
-    };
-    let event = match Event::parse(&delivery.event, payload) {
-        Ok(event) => event,
-        Err(err) => {
-            return Ok((
-                Summary::default(),
-                format!("ignored: malformed payload: {err}"),
-            ));
-        }
-    };
+async fn apply(conn: &mut PgConnection, delivery_id: i64, event: &Event) -> sqlx::Result<String> {
     let status = match event.installation_id {
         Some(id) => installations::status(&mut *conn, id).await?,
         None => None,
     };
-    let outcome = match interpret(&event, status, DEFAULT_TRIGGER_LABEL) {
+    Ok(match interpret(event, status, DEFAULT_TRIGGER_LABEL) {
         Intent::Ignore(reason) => format!("ignored: {reason}"),
         Intent::Installation {
             id,
@@ -180,14 +193,14 @@ async fn apply(
             "installation".to_owned()
         }
         Intent::CreateTask(mut task) => {
-            task.delivery_id = Some(delivery.id);
+            task.delivery_id = Some(delivery_id);
             match tasks::create(conn, &task).await? {
                 Some(task_id) => {
                     tracing::info!(task = task_id, "task created");
                     "task_created".to_owned()
                 }
                 // A replayed delivery finds the task it created the first time.
-                None if tasks::created_by_delivery(&mut *conn, delivery.id)
+                None if tasks::created_by_delivery(&mut *conn, delivery_id)
                     .await?
                     .is_some() =>
                 {
@@ -196,8 +209,7 @@ async fn apply(
                 None => "ignored: the issue already has a live task".to_owned(),
             }
         }
-    };
-    Ok((event.summary(), outcome))
+    })
 }
 
 /// Runs until `shutdown`, draining the inbox whenever `deliveries_added` fires.
