@@ -142,18 +142,9 @@ async fn labeled_issue_becomes_a_pull_request(pool: sqlx::PgPool) {
 async fn the_token_never_reaches_git_config_or_steps(pool: sqlx::PgPool) {
     let harness = Harness::start(pool).await;
     let pipeline = "pipelines:\n  default:\n    steps:\n      - name: snoop\n        run: cat .git/config; env; git config --list\n";
-    harness.github.add_repo(
-        INSTALLATION_ID,
-        OWNER,
-        REPO,
-        &[(".github/conveyor.yml", pipeline)],
-    );
-    harness
-        .post_signed("issues", "d-snoop", &labeled_issue(4, "Snoop", "conveyor"))
-        .await;
-    harness.outcome("d-snoop").await;
-    let task_id = harness.task_ids().await[0];
-    assert_eq!(harness.final_state(task_id).await, TaskState::Succeeded);
+    harness.add_repo(&[(".github/conveyor.yml", pipeline)]);
+    let (task_id, state) = harness.label_and_finish("d-snoop", 4, "Snoop").await;
+    assert_eq!(state, TaskState::Succeeded);
 
     let run = &runs::for_task(&harness.pool, task_id).await.unwrap()[0];
     let output = &runs::steps(&harness.pool, run.id).await.unwrap()[0].output;
@@ -177,19 +168,10 @@ async fn the_token_never_reaches_git_config_or_steps(pool: sqlx::PgPool) {
 async fn a_failing_step_pushes_nothing_and_names_the_step(pool: sqlx::PgPool) {
     let harness = Harness::start(pool).await;
     let pipeline = "pipelines:\n  default:\n    steps:\n      - name: implement\n        run: echo changed > NOTES.md\n      - name: verify\n        run: \"echo 'assertion failed: widgets == 3' >&2; exit 101\"\n";
-    harness.github.add_repo(
-        INSTALLATION_ID,
-        OWNER,
-        REPO,
-        &[(".github/conveyor.yml", pipeline)],
-    );
+    harness.add_repo(&[(".github/conveyor.yml", pipeline)]);
 
-    harness
-        .post_signed("issues", "d-2", &labeled_issue(8, "Break it", "conveyor"))
-        .await;
-    assert_eq!(harness.outcome("d-2").await, "task_created");
-    let task_id = harness.task_ids().await[0];
-    assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
+    let (task_id, state) = harness.label_and_finish("d-2", 8, "Break it").await;
+    assert_eq!(state, TaskState::Failed);
 
     assert_eq!(
         harness
@@ -218,19 +200,10 @@ async fn a_failing_step_pushes_nothing_and_names_the_step(pool: sqlx::PgPool) {
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn a_missing_pipeline_file_fails_with_the_remedy(pool: sqlx::PgPool) {
     let harness = Harness::start(pool).await;
-    harness.github.add_repo(
-        INSTALLATION_ID,
-        OWNER,
-        REPO,
-        &[("README.md", "# widgets\n")],
-    );
+    harness.add_repo(&[("README.md", "# widgets\n")]);
 
-    harness
-        .post_signed("issues", "d-3", &labeled_issue(9, "Anything", "conveyor"))
-        .await;
-    harness.outcome("d-3").await;
-    let task_id = harness.task_ids().await[0];
-    assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
+    let (_, state) = harness.label_and_finish("d-3", 9, "Anything").await;
+    assert_eq!(state, TaskState::Failed);
 
     let body = &harness.final_comment(9).await.body;
     assert!(
@@ -249,19 +222,10 @@ async fn an_invalid_pipeline_file_fails_saying_what_is_wrong(pool: sqlx::PgPool)
     let harness = Harness::start(pool).await;
     let broken =
         "pipelines:\n  default:\n    steps:\n      - name: implement\n        script: make\n";
-    harness.github.add_repo(
-        INSTALLATION_ID,
-        OWNER,
-        REPO,
-        &[(".github/conveyor.yml", broken)],
-    );
+    harness.add_repo(&[(".github/conveyor.yml", broken)]);
 
-    harness
-        .post_signed("issues", "d-4", &labeled_issue(10, "Anything", "conveyor"))
-        .await;
-    harness.outcome("d-4").await;
-    let task_id = harness.task_ids().await[0];
-    assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
+    let (_, state) = harness.label_and_finish("d-4", 10, "Anything").await;
+    assert_eq!(state, TaskState::Failed);
     let body = &harness.final_comment(10).await.body;
     assert!(
         body.contains("is not valid") && body.contains("unknown field `script`"),
@@ -274,22 +238,9 @@ async fn steps_that_change_nothing_succeed_without_a_pull_request(pool: sqlx::Pg
     let harness = Harness::start(pool).await;
     let pipeline =
         "pipelines:\n  default:\n    steps:\n      - name: check\n        run: test -f README.md\n";
-    harness.github.add_repo(
-        INSTALLATION_ID,
-        OWNER,
-        REPO,
-        &[(".github/conveyor.yml", pipeline), ("README.md", "x\n")],
-    );
-    harness
-        .post_signed(
-            "issues",
-            "d-5",
-            &labeled_issue(11, "Check only", "conveyor"),
-        )
-        .await;
-    harness.outcome("d-5").await;
-    let task_id = harness.task_ids().await[0];
-    assert_eq!(harness.final_state(task_id).await, TaskState::Succeeded);
+    harness.add_repo(&[(".github/conveyor.yml", pipeline), ("README.md", "x\n")]);
+    let (_, state) = harness.label_and_finish("d-5", 11, "Check only").await;
+    assert_eq!(state, TaskState::Succeeded);
     assert!(harness.github.pull_requests(OWNER, REPO).is_empty());
     assert!(
         harness
@@ -304,12 +255,8 @@ async fn steps_that_change_nothing_succeed_without_a_pull_request(pool: sqlx::Pg
 async fn a_repository_the_installation_cannot_reach_fails_visibly(pool: sqlx::PgPool) {
     let harness = Harness::start(pool).await;
     // No repository is added: clone and calls answer 404.
-    harness
-        .post_signed("issues", "d-6", &labeled_issue(12, "Nowhere", "conveyor"))
-        .await;
-    harness.outcome("d-6").await;
-    let task_id = harness.task_ids().await[0];
-    assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
+    let (task_id, state) = harness.label_and_finish("d-6", 12, "Nowhere").await;
+    assert_eq!(state, TaskState::Failed);
     let run = &runs::for_task(&harness.pool, task_id).await.unwrap()[0];
     assert!(
         run.failure.as_deref().unwrap().contains("not found"),

@@ -446,16 +446,22 @@ async fn retention_drops_old_payloads_and_keeps_outcomes(pool: sqlx::PgPool) {
     assert_eq!(status, StatusCode::CONFLICT, "{reply}");
 }
 
-#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
-async fn an_interpretation_failure_is_retried_and_recorded(pool: sqlx::PgPool) {
-    let harness = Harness::start_without_app(pool).await;
-    // Break the installations table so interpreting an installation event fails.
+/// Hides a table interpreting installation events writes to, so that interpretation fails;
+/// returns an installation event for our installation.
+async fn break_installation_tables(harness: &Harness) -> Value {
     sqlx::query("ALTER TABLE installation_repositories RENAME TO moved_away")
         .execute(&harness.pool)
         .await
         .unwrap();
     let mut payload = support::fixture("installation/created.payload.json");
     payload["installation"]["id"] = INSTALLATION_ID.into();
+    payload
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn an_interpretation_failure_is_retried_and_recorded(pool: sqlx::PgPool) {
+    let harness = Harness::start_without_app(pool).await;
+    let payload = break_installation_tables(&harness).await;
     harness
         .post_signed(
             "installation",
@@ -490,4 +496,26 @@ async fn an_interpretation_failure_is_retried_and_recorded(pool: sqlx::PgPool) {
         count(&harness, "SELECT count(*) FROM installations").await,
         1
     );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_delivery_that_keeps_failing_is_left_failed_and_visible(pool: sqlx::PgPool) {
+    let harness = Harness::start_without_app(pool).await;
+    let payload = break_installation_tables(&harness).await;
+    // Stored as if four attempts had already failed: the next failure is the last.
+    sqlx::query("INSERT INTO deliveries (delivery_id, event, payload, attempts) VALUES ('f-last', 'installation', $1, 4)")
+        .bind(serde_json::to_vec(&payload).unwrap())
+        .execute(&harness.pool)
+        .await
+        .unwrap();
+    let outcome = harness.outcome("f-last").await;
+    assert!(
+        outcome.starts_with("failed: ") && outcome.contains("installation_repositories"),
+        "{outcome}"
+    );
+    let (_, list) = harness
+        .api("GET", "/api/v2/deliveries?outcome=failed", Some(API_TOKEN))
+        .await;
+    assert_eq!(list["deliveries"][0]["id"], "f-last");
+    assert_eq!(list["deliveries"][0]["attempts"], 5);
 }

@@ -118,18 +118,44 @@ impl Harness {
         }
     }
 
+    /// The repository `acme/widgets` of the installation, holding `files`.
+    pub fn add_repo(&self, files: &[(&str, &str)]) {
+        self.github.add_repo(INSTALLATION_ID, OWNER, REPO, files);
+    }
+
+    /// Labels issue `number` with the trigger label and waits for the task it creates to end.
+    pub async fn label_and_finish(
+        &self,
+        delivery: &str,
+        number: i64,
+        title: &str,
+    ) -> (i64, TaskState) {
+        let (status, reply) = self
+            .post_signed(
+                "issues",
+                delivery,
+                &labeled_issue(number, title, "conveyor"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+        assert_eq!(self.outcome(delivery).await, "task_created");
+        let task_id: i64 = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE issue_number = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(number)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        (task_id, self.final_state(task_id).await)
+    }
+
     /// A repository of the installation with a working pipeline and its script.
     pub fn add_repo_with_pipeline(&self) {
-        self.github.add_repo(
-            INSTALLATION_ID,
-            OWNER,
-            REPO,
-            &[
-                (".github/conveyor.yml", PIPELINE_YAML),
-                ("scripts/do-the-work.sh", WORK_SCRIPT),
-                ("README.md", "# widgets\n"),
-            ],
-        );
+        self.add_repo(&[
+            (".github/conveyor.yml", PIPELINE_YAML),
+            ("scripts/do-the-work.sh", WORK_SCRIPT),
+            ("README.md", "# widgets\n"),
+        ]);
     }
 
     /// Posts a webhook through the real router, signed unless `signature` overrides it.
