@@ -78,6 +78,10 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_DELIVERY_RETENTION_DAYS", value_name = "CONVEYOR_DELIVERY_RETENTION_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub delivery_retention_days: u32,
 
+    /// Seconds a worker process may go without a heartbeat before its tasks are rescued.
+    #[arg(long, env = "CONVEYOR_LEASE_TIMEOUT_SECS", value_name = "CONVEYOR_LEASE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub lease_timeout_secs: u64,
+
     #[command(flatten)]
     pub github: GitHubConfig,
 }

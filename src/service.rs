@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::github::{AppCredentials, GitHubApp};
 use crate::http::{self, AppState};
+use crate::scheduler::SchedulerSettings;
 use crate::task_run::TaskRunner;
 use crate::webhook::writer::InboxWriter;
 use crate::{scheduler, webhook};
@@ -19,7 +20,7 @@ use crate::{scheduler, webhook};
 pub struct Service {
     state: AppState,
     tasks_added: Arc<Notify>,
-    workers: u16,
+    scheduler: SchedulerSettings,
     redelivery_interval: Duration,
     delivery_retention: Duration,
     github: Option<Arc<GitHubApp>>,
@@ -64,7 +65,10 @@ impl Service {
         Ok(Self {
             state,
             tasks_added: Arc::new(Notify::new()),
-            workers: config.workers,
+            scheduler: SchedulerSettings {
+                workers: config.workers,
+                lease_timeout: Duration::from_secs(config.lease_timeout_secs),
+            },
             redelivery_interval: Duration::from_secs(config.redelivery_interval_secs),
             delivery_retention: Duration::from_secs(
                 u64::from(config.delivery_retention_days) * 86_400,
@@ -112,7 +116,7 @@ impl Service {
     pub fn spawn_workers(&self, jobs: &mut tokio::task::JoinSet<()>, shutdown: CancellationToken) {
         if let Some(runner) = &self.runner {
             jobs.spawn(scheduler::run_workers(
-                self.workers,
+                self.scheduler,
                 self.state.pool.clone(),
                 runner.clone(),
                 self.tasks_added.clone(),

@@ -15,6 +15,7 @@ use crate::github::{GitHubApp, GitHubError, InstallationClient};
 use crate::pipeline::git::{self, Git};
 use crate::pipeline::{self, PrepareError, StepResult, TaskContext};
 use crate::report::{Failure, Outcome, check_run, comment, pull_request};
+use crate::scheduler::Executor;
 
 pub struct TaskRunner {
     pub pool: PgPool,
@@ -22,6 +23,12 @@ pub struct TaskRunner {
     pub data_dir: PathBuf,
     /// `GITHUB_GIT_URL`: repositories are at `{git_url}/{owner}/{repo}.git`.
     pub git_url: String,
+}
+
+impl Executor for TaskRunner {
+    async fn execute(&self, task: Task) {
+        self.run(task).await
+    }
 }
 
 impl TaskRunner {
@@ -136,11 +143,18 @@ impl TaskRunner {
             body: task.body.clone(),
             pipeline: task.pipeline.clone(),
         };
+        let epoch = task.lease_epoch;
         let record_step = |step: StepResult| {
             let pool = self.pool.clone();
             async move {
-                if let Err(err) = runs::record_step(&pool, run_id, &step_record(&step)).await {
-                    tracing::warn!(error = %err, step = %step.name, "could not record step result");
+                match runs::record_step(&pool, run_id, epoch, &step_record(&step)).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(step = %step.name, "step result dropped: the task's lease moved on")
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, step = %step.name, "could not record step result")
+                    }
                 }
                 tracing::info!(step = %step.name, exit_code = ?step.exit_code, elapsed_ms = step.duration.as_millis() as u64, "step finished");
             }

@@ -68,14 +68,19 @@ pub async fn set_comment(
     Ok(())
 }
 
+/// Records a step's result if the run's task is still held under lease `epoch`; `false` when
+/// the result is stale (the task was rescued) and was dropped.
 pub async fn record_step(
     db: impl PgExecutor<'_>,
     run_id: i64,
+    epoch: i64,
     step: &StepRecord,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
         "INSERT INTO run_steps (run_id, position, name, command, exit_code, duration_ms, output)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         SELECT $1, $2, $3, $4, $5, $6, $7
+         FROM runs r JOIN tasks t ON t.id = r.task_id
+         WHERE r.id = $1 AND t.lease_epoch = $8 AND t.state = 'running'",
     )
     .bind(run_id)
     .bind(step.position)
@@ -84,9 +89,10 @@ pub async fn record_step(
     .bind(step.exit_code)
     .bind(step.duration_ms)
     .bind(&step.output)
+    .bind(epoch)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 pub async fn steps(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Vec<StepRecord>> {

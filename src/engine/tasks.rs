@@ -67,6 +67,13 @@ pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Opt
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {
+        sqlx::query(
+            "INSERT INTO repositories (owner, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&task.repo_owner)
+        .bind(&task.repo_name)
+        .execute(&mut *conn)
+        .await?;
         events::record(
             &mut *conn,
             id,
@@ -75,6 +82,7 @@ pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Opt
             json!({ "delivery": task.delivery_id }),
         )
         .await?;
+        wake_workers(&mut *conn).await?;
     }
     Ok(id)
 }
@@ -106,19 +114,87 @@ pub async fn transition(
     if !from.can_become(to) {
         return Err(TransitionError::NotAllowed { task_id, from, to }.into());
     }
-    sqlx::query("UPDATE tasks SET state = $2, updated_at = now() WHERE id = $1")
+    set_state(conn, task_id, from, to, json!({ "from": from, "to": to })).await?;
+    Ok(())
+}
+
+/// Writes a state change the caller has checked, keeping the repository's running count
+/// and the audit trail in step, and waking workers when a slot frees up.
+async fn set_state(
+    conn: &mut PgConnection,
+    task_id: i64,
+    from: TaskState,
+    to: TaskState,
+    detail: serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE tasks SET state = $2, updated_at = now(),
+                process_id = CASE WHEN $2 = 'running' THEN process_id END
+         WHERE id = $1",
+    )
+    .bind(task_id)
+    .bind(to)
+    .execute(&mut *conn)
+    .await?;
+    if from == TaskState::Running {
+        sqlx::query(
+            "UPDATE repositories r SET running = r.running - 1
+             FROM tasks t WHERE t.id = $1 AND r.owner = t.repo_owner AND r.name = t.repo_name",
+        )
         .bind(task_id)
-        .bind(to)
         .execute(&mut *conn)
         .await?;
-    events::record(
-        &mut *conn,
-        task_id,
-        None,
-        "state",
-        json!({ "from": from, "to": to }),
+        wake_workers(&mut *conn).await?;
+    }
+    events::record(&mut *conn, task_id, None, "state", detail).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rescued {
+    /// Back in the queue for another attempt.
+    Requeued,
+    /// Its attempts were used up.
+    Failed,
+}
+
+/// Takes a running task away from a process that stopped heartbeating: back to the queue,
+/// or failed when its attempts are used up. The lease epoch moves on, so a result the lost
+/// process still sends is refused.
+pub async fn rescue(conn: &mut PgConnection, task_id: i64) -> Result<Rescued, EngineError> {
+    let row: Option<(TaskState, i32, i32, Option<String>)> = sqlx::query_as(
+        "UPDATE tasks SET lease_epoch = lease_epoch + 1
+         WHERE id = $1
+         RETURNING state, attempts, max_attempts, process_id",
     )
+    .bind(task_id)
+    .fetch_optional(&mut *conn)
     .await?;
+    let (state, attempts, max_attempts, process) =
+        row.ok_or(TransitionError::NotFound { task_id })?;
+    let (to, rescued) = if attempts < max_attempts {
+        (TaskState::Queued, Rescued::Requeued)
+    } else {
+        (TaskState::Failed, Rescued::Failed)
+    };
+    if state != TaskState::Running {
+        return Err(TransitionError::NotAllowed {
+            task_id,
+            from: state,
+            to,
+        }
+        .into());
+    }
+    let detail = json!({ "from": state, "to": to, "rescued_from": process, "attempts": attempts });
+    set_state(conn, task_id, state, to, detail).await?;
+    Ok(rescued)
+}
+
+/// Tells every process's idle workers (`LISTEN conveyor_tasks`) to look for work; delivered
+/// when the caller's transaction commits.
+pub async fn wake_workers(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_notify('conveyor_tasks', '')")
+        .execute(db)
+        .await?;
     Ok(())
 }
 

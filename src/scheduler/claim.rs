@@ -1,4 +1,5 @@
-//! The claim: one statement moves the next ready task from queued to running.
+//! The claim: one statement moves the next ready task from queued to running, within its
+//! repository's limit, bound to a worker session and a new lease epoch.
 
 use serde_json::json;
 use sqlx::PgPool;
@@ -6,22 +7,33 @@ use sqlx::PgPool;
 use crate::engine::events;
 use crate::engine::tasks::{TASK_COLUMNS, Task};
 
-/// Claims the highest-priority, oldest queued task for `worker`, bumping its lease epoch.
-pub async fn claim_next(pool: &PgPool, worker: &str) -> sqlx::Result<Option<Task>> {
+/// Claims the highest-priority, oldest queued task whose repository is below its limit.
+pub async fn claim_next(pool: &PgPool, process: &str, worker: &str) -> sqlx::Result<Option<Task>> {
     let mut tx = pool.begin().await?;
+    // Locking the repository row serialises claims per repository across processes; a
+    // claimer that finds it locked skips to another repository instead of waiting.
     let task: Option<Task> = sqlx::query_as(&format!(
-        "UPDATE tasks
-         SET state = 'running', lease_epoch = lease_epoch + 1, claimed_by = $1, updated_at = now()
-         WHERE id = (
-             SELECT id FROM tasks
-             WHERE state = 'queued'
-             ORDER BY priority DESC, created_at, id
+        "WITH next (task_id, owner, name) AS (
+             SELECT t.id, r.owner, r.name
+             FROM tasks t
+             JOIN repositories r ON r.owner = t.repo_owner AND r.name = t.repo_name
+             WHERE t.state = 'queued' AND r.running < r.max_running
+             ORDER BY t.priority DESC, t.created_at, t.id
              LIMIT 1
-             FOR UPDATE SKIP LOCKED
+             FOR UPDATE OF t, r SKIP LOCKED
+         ), slot AS (
+             UPDATE repositories r SET running = r.running + 1
+             FROM next WHERE r.owner = next.owner AND r.name = next.name
          )
+         UPDATE tasks
+         SET state = 'running', lease_epoch = lease_epoch + 1, attempts = attempts + 1,
+             claimed_by = $1, process_id = $2, updated_at = now()
+         FROM next
+         WHERE tasks.id = next.task_id
          RETURNING {TASK_COLUMNS}"
     ))
     .bind(worker)
+    .bind(process)
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(task) = &task {

@@ -1,7 +1,11 @@
-//! Workers claim queued tasks from Postgres and hand them to the task runner.
+//! Workers claim queued tasks from Postgres and hand them to an executor; processes
+//! heartbeat, and the tasks of a process that went silent are rescued.
 
 mod claim;
+pub mod leases;
+mod wakeup;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,52 +15,96 @@ use tokio_util::sync::CancellationToken;
 
 pub use claim::claim_next;
 
-use crate::task_run::TaskRunner;
+use crate::engine::tasks::Task;
 
 /// How often an idle worker looks for work when nothing woke it.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Runs `count` worker sessions until `shutdown`; a session finishes its current task first.
-pub async fn run_workers(
-    count: u16,
+/// Runs a claimed task to its end, recording the result under the task's lease epoch.
+pub trait Executor: Send + Sync + 'static {
+    fn execute(&self, task: Task) -> impl Future<Output = ()> + Send;
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerSettings {
+    /// Worker sessions in this process.
+    pub workers: u16,
+    /// A process silent this long is declared dead and its tasks are rescued.
+    pub lease_timeout: Duration,
+}
+
+impl SchedulerSettings {
+    /// Heartbeats come often enough that a few may be late before the lease runs out.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.lease_timeout / 6).max(Duration::from_millis(100))
+    }
+}
+
+/// Runs the worker sessions of this process until `shutdown`; a session finishes its
+/// current task first.
+pub async fn run_workers<E: Executor>(
+    settings: SchedulerSettings,
     pool: PgPool,
-    runner: Arc<TaskRunner>,
+    executor: Arc<E>,
     tasks_added: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let process = format!("{}-{}", hostname(), std::process::id());
+    let process = format!(
+        "{}-{}-{:04x}",
+        hostname(),
+        std::process::id(),
+        fastrand::u16(..)
+    );
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(leases::run(
+        pool.clone(),
+        process.clone(),
+        settings,
+        shutdown.clone(),
+    ));
+    background.spawn(wakeup::listen(
+        pool.clone(),
+        tasks_added.clone(),
+        shutdown.clone(),
+    ));
     let mut sessions = tokio::task::JoinSet::new();
-    for index in 0..count {
+    for index in 0..settings.workers {
         let worker = Worker {
             id: format!("{process}/{index}"),
+            process: process.clone(),
             pool: pool.clone(),
-            runner: runner.clone(),
+            executor: executor.clone(),
             tasks_added: tasks_added.clone(),
             shutdown: shutdown.clone(),
         };
         sessions.spawn(worker.run());
     }
     sessions.join_all().await;
+    background.join_all().await;
+    if let Err(err) = leases::deregister(&pool, &process).await {
+        tracing::warn!(error = %err, "could not deregister the worker process");
+    }
 }
 
-struct Worker {
+struct Worker<E> {
     id: String,
+    process: String,
     pool: PgPool,
-    runner: Arc<TaskRunner>,
+    executor: Arc<E>,
     tasks_added: Arc<Notify>,
     shutdown: CancellationToken,
 }
 
-impl Worker {
+impl<E: Executor> Worker<E> {
     async fn run(self) {
         while !self.shutdown.is_cancelled() {
             // Registered before looking, so an enqueue between the look and the wait still wakes us.
             let woken = self.tasks_added.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            match claim_next(&self.pool, &self.id).await {
+            match claim_next(&self.pool, &self.process, &self.id).await {
                 Ok(Some(task)) => {
-                    self.runner.run(task).await;
+                    self.executor.execute(task).await;
                     continue;
                 }
                 Ok(None) => {}

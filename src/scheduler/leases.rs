@@ -1,0 +1,93 @@
+//! Process heartbeats and the rescue of tasks whose process went silent.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::SchedulerSettings;
+use crate::engine::tasks::{self, Rescued};
+
+/// Only one process rescues at a time; the others skip that round.
+const RESCUE_LOCK: i64 = 0x636f_6e76_7265_7363;
+
+pub async fn heartbeat(pool: &PgPool, process: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO worker_processes (id) VALUES ($1)
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+    )
+    .bind(process)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn deregister(pool: &PgPool, process: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM worker_processes WHERE id = $1")
+        .bind(process)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Declares processes silent for `timeout` dead and rescues every running task that no live
+/// process holds. Returns the tasks rescued.
+pub async fn rescue(pool: &PgPool, timeout: Duration) -> anyhow::Result<Vec<(i64, Rescued)>> {
+    let mut tx = pool.begin().await?;
+    let elected: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(RESCUE_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !elected {
+        return Ok(Vec::new());
+    }
+    let dead: Vec<String> = sqlx::query_scalar(
+        "DELETE FROM worker_processes
+         WHERE heartbeat_at < now() - make_interval(secs => $1)
+         RETURNING id",
+    )
+    .bind(timeout.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?;
+    for process in &dead {
+        tracing::warn!(process = %process, "worker process stopped heartbeating; rescuing its tasks");
+    }
+    let orphans: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM tasks
+         WHERE state = 'running'
+           AND (process_id IS NULL OR process_id NOT IN (SELECT id FROM worker_processes))
+         ORDER BY id
+         FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut rescued = Vec::with_capacity(orphans.len());
+    for task_id in orphans {
+        let outcome = tasks::rescue(&mut tx, task_id).await?;
+        tracing::info!(task = task_id, ?outcome, "task rescued");
+        rescued.push((task_id, outcome));
+    }
+    tx.commit().await?;
+    Ok(rescued)
+}
+
+/// Heartbeats for `process` and runs rescues until `shutdown`.
+pub async fn run(
+    pool: PgPool,
+    process: String,
+    settings: SchedulerSettings,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let Err(err) = heartbeat(&pool, &process).await {
+            tracing::warn!(error = %err, "heartbeat failed");
+        }
+        if let Err(err) = rescue(&pool, settings.lease_timeout).await {
+            tracing::warn!(error = %format!("{err:#}"), "rescuing tasks failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(settings.heartbeat_interval()) => {}
+        }
+    }
+}

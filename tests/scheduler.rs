@@ -1,0 +1,261 @@
+//! The scheduler on a real database: every task runs exactly once, repository limits hold
+//! across processes, and a silent process's tasks are rescued with stale results refused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conveyor::engine::TaskState;
+use conveyor::engine::runs::{self, StepRecord};
+use conveyor::engine::state::TransitionError;
+use conveyor::engine::tasks::{self, EngineError, NewTask, Rescued, Task};
+use conveyor::scheduler::{self, Executor, SchedulerSettings, claim_next, leases};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+fn new_task(repo: &str, issue: i64) -> NewTask {
+    NewTask {
+        installation_id: 1,
+        repo_owner: "acme".into(),
+        repo_name: repo.into(),
+        default_branch: "main".into(),
+        issue_number: issue,
+        title: format!("task {issue}"),
+        body: String::new(),
+        pipeline: "default".into(),
+        delivery_id: None,
+    }
+}
+
+async fn enqueue(pool: &PgPool, repo: &str, issue: i64) -> i64 {
+    let mut conn = pool.acquire().await.unwrap();
+    tasks::create(&mut conn, &new_task(repo, issue))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn state(pool: &PgPool, task_id: i64) -> TaskState {
+    tasks::get(pool, task_id).await.unwrap().unwrap().state
+}
+
+/// Runs no pipeline: holds the task briefly, checks the repository limit while it runs, and
+/// completes it under its lease.
+struct NoOp {
+    pool: PgPool,
+    running: Mutex<HashMap<String, usize>>,
+    limit_exceeded: Mutex<Vec<String>>,
+    executed: Mutex<Vec<i64>>,
+}
+
+impl Executor for NoOp {
+    async fn execute(&self, task: Task) {
+        let repo = task.repo_name.clone();
+        {
+            let mut running = self.running.lock().unwrap();
+            let count = running.entry(repo.clone()).or_default();
+            *count += 1;
+            if *count > 1 {
+                self.limit_exceeded.lock().unwrap().push(repo.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        *self.running.lock().unwrap().get_mut(&repo).unwrap() -= 1;
+        let mut tx = self.pool.begin().await.unwrap();
+        tasks::transition(&mut tx, task.id, task.lease_epoch, TaskState::Succeeded)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        self.executed.lock().unwrap().push(task.id);
+    }
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn every_task_runs_exactly_once_within_repository_limits(pool: PgPool) {
+    let repos = ["a", "b", "c", "d", "e"];
+    let mut ids = Vec::new();
+    for issue in 0..200 {
+        ids.push(enqueue(&pool, repos[issue as usize % repos.len()], issue).await);
+    }
+    let executor = Arc::new(NoOp {
+        pool: pool.clone(),
+        running: Mutex::default(),
+        limit_exceeded: Mutex::default(),
+        executed: Mutex::default(),
+    });
+    let shutdown = CancellationToken::new();
+    let settings = SchedulerSettings {
+        workers: 4,
+        lease_timeout: Duration::from_secs(30),
+    };
+    // Three "processes" with their own sessions, heartbeats and listeners on one database.
+    let processes: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn(scheduler::run_workers(
+                settings,
+                pool.clone(),
+                executor.clone(),
+                Arc::new(Notify::new()),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    for _ in 0..3000 {
+        if executor.executed.lock().unwrap().len() == ids.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    for process in processes {
+        process.await.unwrap();
+    }
+    let mut executed = executor.executed.lock().unwrap().clone();
+    executed.sort();
+    assert_eq!(executed, ids, "every task exactly once");
+    assert!(
+        executor.limit_exceeded.lock().unwrap().is_empty(),
+        "a repository ran two tasks at once"
+    );
+    let running: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(running), 0) FROM repositories")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(running, 0, "every slot given back");
+    let processes: i64 = sqlx::query_scalar("SELECT count(*) FROM worker_processes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(processes, 0, "stopped processes deregister");
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn claims_respect_priority_order_and_the_repository_limit(pool: PgPool) {
+    let first = enqueue(&pool, "a", 1).await;
+    let second = enqueue(&pool, "a", 2).await;
+    let other = enqueue(&pool, "b", 3).await;
+    sqlx::query("UPDATE tasks SET priority = 5 WHERE id = $1")
+        .bind(other)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let claimed = claim_next(&pool, "p", "p/0").await.unwrap().unwrap();
+    assert_eq!(claimed.id, other, "priority first");
+    let claimed = claim_next(&pool, "p", "p/1").await.unwrap().unwrap();
+    assert_eq!(claimed.id, first, "then creation order");
+    assert!(
+        claim_next(&pool, "p", "p/2").await.unwrap().is_none(),
+        "repository a is at its limit of 1"
+    );
+
+    sqlx::query("UPDATE repositories SET max_running = 2 WHERE name = 'a'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        claim_next(&pool, "p", "p/2").await.unwrap().unwrap().id,
+        second
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_silent_processes_task_is_rescued_and_its_late_results_refused(pool: PgPool) {
+    let task_id = enqueue(&pool, "a", 1).await;
+    leases::heartbeat(&pool, "ghost").await.unwrap();
+    let held = claim_next(&pool, "ghost", "ghost/0")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let run = runs::start(&mut conn, task_id, "default").await.unwrap();
+
+    assert!(
+        leases::rescue(&pool, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty(),
+        "still heartbeating"
+    );
+    sqlx::query("UPDATE worker_processes SET heartbeat_at = now() - interval '31 seconds'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        leases::rescue(&pool, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        [(task_id, Rescued::Requeued)]
+    );
+    assert_eq!(state(&pool, task_id).await, TaskState::Queued);
+
+    // The lost process wakes up and reports: its step result and completion are refused.
+    let step = StepRecord {
+        position: 0,
+        name: "late".into(),
+        command: "true".into(),
+        exit_code: Some(0),
+        duration_ms: 1,
+        output: String::new(),
+    };
+    assert!(
+        !runs::record_step(&pool, run.id, held.lease_epoch, &step)
+            .await
+            .unwrap()
+    );
+    let again = claim_next(&pool, "alive", "alive/0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, task_id);
+    let mut tx = pool.begin().await.unwrap();
+    let stale = tasks::transition(&mut tx, task_id, held.lease_epoch, TaskState::Succeeded).await;
+    assert!(
+        matches!(
+            stale,
+            Err(EngineError::Transition(TransitionError::StaleLease { .. }))
+        ),
+        "{stale:?}"
+    );
+    drop(tx);
+    assert!(
+        runs::record_step(&pool, run.id, again.lease_epoch, &step)
+            .await
+            .unwrap(),
+        "the current holder's result counts"
+    );
+    let mut tx = pool.begin().await.unwrap();
+    tasks::transition(&mut tx, task_id, again.lease_epoch, TaskState::Succeeded)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(state(&pool, task_id).await, TaskState::Succeeded);
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_task_out_of_attempts_is_failed_not_requeued(pool: PgPool) {
+    let task_id = enqueue(&pool, "a", 1).await;
+    sqlx::query("UPDATE tasks SET max_attempts = 1 WHERE id = $1")
+        .bind(task_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    claim_next(&pool, "ghost", "ghost/0")
+        .await
+        .unwrap()
+        .unwrap();
+    // Never registered: an orphan from the start.
+    assert_eq!(
+        leases::rescue(&pool, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        [(task_id, Rescued::Failed)]
+    );
+    assert_eq!(state(&pool, task_id).await, TaskState::Failed);
+    let running: i32 = sqlx::query_scalar("SELECT running FROM repositories WHERE name = 'a'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(running, 0);
+}
