@@ -30,6 +30,15 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("applying migrations")
 }
 
+/// Takes a transaction-scoped advisory lock if it is free: how one process is elected for a
+/// job every process runs (rescue, redelivery sweeps). The lock goes with the transaction.
+pub async fn try_lock(conn: &mut sqlx::PgConnection, key: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(key)
+        .fetch_one(conn)
+        .await
+}
+
 /// The URL without its password, for messages and logs.
 fn redact(url: &str) -> String {
     match url::Url::parse(url) {

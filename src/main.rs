@@ -2,7 +2,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use conveyor::bench::{self, intake::IntakeBench};
+use conveyor::bench::{self, intake::IntakeBench, scheduler::SchedulerBench};
 use conveyor::config::Config;
 use conveyor::local_run::{self, LocalRun};
 use conveyor::{db, service};
@@ -65,6 +65,9 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Run no-op tasks through the scheduler on DATABASE_URL (use a scratch database):
+    /// tasks/s with a backlog, then enqueue-to-start latency at a fixed offered rate.
+    Scheduler(SchedulerBench),
 }
 
 #[tokio::main]
@@ -138,6 +141,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             reports.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
             print!("median of {}: ", reports.len());
             bench::intake::print(&reports[reports.len() / 2], concurrency);
+            Ok(())
+        }
+        Command::Bench(Bench::Scheduler(bench)) => {
+            let connections = (bench.processes * usize::from(bench.workers) + 4) as u32;
+            let pool = db::connect(&config.database_url, connections).await?;
+            db::migrate(&pool).await?;
+            bench::scheduler::print(&bench::scheduler::run(bench, pool).await?);
             Ok(())
         }
         Command::Migrate => {

@@ -1,6 +1,7 @@
 //! `conveyor bench …`: load generators a user can point at a running Conveyor.
 
 pub mod intake;
+pub mod scheduler;
 
 use std::time::Duration;
 

@@ -1,18 +1,15 @@
 //! The claim: one statement moves the next ready task from queued to running, within its
 //! repository's limit, bound to a worker session and a new lease epoch.
 
-use serde_json::json;
 use sqlx::PgPool;
 
-use crate::engine::events;
 use crate::engine::tasks::{TASK_COLUMNS, Task};
 
 /// Claims the highest-priority, oldest queued task whose repository is below its limit.
 pub async fn claim_next(pool: &PgPool, process: &str, worker: &str) -> sqlx::Result<Option<Task>> {
-    let mut tx = pool.begin().await?;
     // Locking the repository row serialises claims per repository across processes; a
     // claimer that finds it locked skips to another repository instead of waiting.
-    let task: Option<Task> = sqlx::query_as(&format!(
+    sqlx::query_as(&format!(
         "WITH next (task_id, owner, name) AS (
              SELECT t.id, r.owner, r.name
              FROM tasks t
@@ -24,28 +21,22 @@ pub async fn claim_next(pool: &PgPool, process: &str, worker: &str) -> sqlx::Res
          ), slot AS (
              UPDATE repositories r SET running = r.running + 1
              FROM next WHERE r.owner = next.owner AND r.name = next.name
+         ), claimed AS (
+             UPDATE tasks
+             SET state = 'running', lease_epoch = lease_epoch + 1, attempts = attempts + 1,
+                 claimed_by = $1, process_id = $2, updated_at = now()
+             FROM next
+             WHERE tasks.id = next.task_id
+             RETURNING {TASK_COLUMNS}
+         ), audit AS (
+             INSERT INTO task_events (task_id, kind, detail)
+             SELECT id, 'claimed', jsonb_build_object('worker', $1::TEXT, 'epoch', lease_epoch)
+             FROM claimed
          )
-         UPDATE tasks
-         SET state = 'running', lease_epoch = lease_epoch + 1, attempts = attempts + 1,
-             claimed_by = $1, process_id = $2, updated_at = now()
-         FROM next
-         WHERE tasks.id = next.task_id
-         RETURNING {TASK_COLUMNS}"
+         SELECT * FROM claimed"
     ))
     .bind(worker)
     .bind(process)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(task) = &task {
-        events::record(
-            &mut *tx,
-            task.id,
-            None,
-            "claimed",
-            json!({ "worker": worker, "epoch": task.lease_epoch }),
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(task)
+    .fetch_optional(pool)
+    .await
 }

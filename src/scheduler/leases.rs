@@ -34,10 +34,7 @@ pub async fn deregister(pool: &PgPool, process: &str) -> sqlx::Result<()> {
 /// process holds. Returns the tasks rescued.
 pub async fn rescue(pool: &PgPool, timeout: Duration) -> anyhow::Result<Vec<(i64, Rescued)>> {
     let mut tx = pool.begin().await?;
-    let elected: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(RESCUE_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
+    let elected = crate::db::try_lock(&mut tx, RESCUE_LOCK).await?;
     if !elected {
         return Ok(Vec::new());
     }

@@ -104,6 +104,9 @@ impl<E: Executor> Worker<E> {
             woken.as_mut().enable();
             match claim_next(&self.pool, &self.process, &self.id).await {
                 Ok(Some(task)) => {
+                    // There may be more: hand the wake-up on to one more idle session, so
+                    // a burst fans out one session at a time instead of all at once.
+                    self.tasks_added.notify_one();
                     self.executor.execute(task).await;
                     continue;
                 }

@@ -19,7 +19,7 @@ pub async fn listen(pool: PgPool, tasks_added: Arc<Notify>, shutdown: Cancellati
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     received = listener.recv() => match received {
-                        Ok(_) => tasks_added.notify_waiters(),
+                        Ok(_) => tasks_added.notify_one(),
                         Err(err) => {
                             tracing::warn!(error = %err, "task notifications lost; reconnecting");
                             break;

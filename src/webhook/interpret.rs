@@ -128,7 +128,7 @@ pub async fn process_batch(pool: &PgPool, tasks_added: &Notify) -> anyhow::Resul
         .iter()
         .any(|(_, _, outcome)| outcome == "task_created")
     {
-        tasks_added.notify_waiters();
+        tasks_added.notify_one();
     }
     Ok(deliveries.len())
 }

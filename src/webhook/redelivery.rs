@@ -42,10 +42,7 @@ pub fn failed_deliveries(attempts: &[HookDelivery]) -> Vec<(String, i64)> {
 
 pub async fn sweep(pool: &PgPool, github: &GitHubApp) -> anyhow::Result<SweepReport> {
     let mut lock = pool.begin().await?;
-    let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(SWEEP_LOCK)
-        .fetch_one(&mut *lock)
-        .await?;
+    let acquired = crate::db::try_lock(&mut lock, SWEEP_LOCK).await?;
     if !acquired {
         return Ok(SweepReport::default());
     }

@@ -1,0 +1,205 @@
+//! `conveyor bench scheduler`: no-op tasks through the real scheduler on a real database,
+//! measuring claimed-and-completed tasks per second and enqueue-to-start latency.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::{millis, percentile};
+use crate::engine::TaskState;
+use crate::engine::tasks::{self, Task};
+use crate::scheduler::{self, Executor, SchedulerSettings};
+
+#[derive(Debug, clap::Args)]
+pub struct SchedulerBench {
+    /// Tasks queued for the throughput phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub tasks: usize,
+    #[arg(long, default_value_t = 1_000)]
+    pub repositories: usize,
+    /// Running tasks allowed per repository.
+    #[arg(long, default_value_t = 2)]
+    pub limit: i32,
+    /// Scheduler instances (each with its own sessions, heartbeat and listener).
+    #[arg(long, default_value_t = 2)]
+    pub processes: usize,
+    /// Worker sessions per scheduler instance.
+    #[arg(long, default_value_t = 8)]
+    pub workers: u16,
+    /// Tasks per second offered in the latency phase.
+    #[arg(long, default_value_t = 200.0)]
+    pub offered_rate: f64,
+    #[arg(long, default_value_t = 2_000)]
+    pub latency_tasks: usize,
+}
+
+/// Completes each task as soon as it is claimed, noting how long after enqueue it started.
+struct NoOp {
+    pool: PgPool,
+    done: AtomicUsize,
+    all_done: Notify,
+    expected: AtomicUsize,
+    start_latencies: Mutex<Vec<Duration>>,
+}
+
+impl Executor for NoOp {
+    async fn execute(&self, task: Task) {
+        let waited: Option<f64> = sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM clock_timestamp() - created_at)::FLOAT8 FROM tasks WHERE id = $1")
+            .bind(task.id)
+            .fetch_one(&self.pool)
+            .await
+            .ok();
+        if let Some(secs) = waited {
+            self.start_latencies
+                .lock()
+                .await
+                .push(Duration::from_secs_f64(secs.max(0.0)));
+        }
+        let finished = async {
+            let mut tx = self.pool.begin().await?;
+            tasks::transition(&mut tx, task.id, task.lease_epoch, TaskState::Succeeded).await?;
+            tx.commit().await?;
+            anyhow::Ok(())
+        };
+        if let Err(err) = finished.await {
+            tracing::error!(task = task.id, error = %format!("{err:#}"), "bench task could not complete");
+        }
+        if self.done.fetch_add(1, Ordering::SeqCst) + 1 >= self.expected.load(Ordering::SeqCst) {
+            self.all_done.notify_one();
+        }
+    }
+}
+
+pub struct SchedulerReport {
+    pub throughput_tasks: usize,
+    pub throughput_elapsed: Duration,
+    pub latency_p50: Duration,
+    pub latency_p99: Duration,
+    pub latency_tasks: usize,
+    pub dead_tuples: i64,
+}
+
+async fn enqueue_batch(
+    pool: &PgPool,
+    first_issue: i64,
+    count: usize,
+    repositories: usize,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO tasks (installation_id, repo_owner, repo_name, default_branch, issue_number, title)
+         SELECT 1, 'bench', 'repo-' || (n % $3), 'main', n, 'no-op'
+         FROM generate_series($1::BIGINT, $1 + $2 - 1) AS n",
+    )
+    .bind(first_issue)
+    .bind(count as i64)
+    .bind(repositories as i64)
+    .execute(pool)
+    .await?;
+    tasks::wake_workers(pool).await
+}
+
+pub async fn run(bench: SchedulerBench, pool: PgPool) -> anyhow::Result<SchedulerReport> {
+    sqlx::query("DELETE FROM tasks WHERE repo_owner = 'bench'")
+        .execute(&pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO repositories (owner, name, max_running)
+         SELECT 'bench', 'repo-' || n, $2 FROM generate_series(0, $1 - 1) AS n
+         ON CONFLICT (owner, name) DO UPDATE SET max_running = EXCLUDED.max_running, running = 0",
+    )
+    .bind(bench.repositories as i64)
+    .bind(bench.limit)
+    .execute(&pool)
+    .await?;
+
+    let executor = Arc::new(NoOp {
+        pool: pool.clone(),
+        done: AtomicUsize::new(0),
+        all_done: Notify::new(),
+        expected: AtomicUsize::new(bench.tasks),
+        start_latencies: Mutex::new(Vec::new()),
+    });
+    // Throughput: the whole backlog is queued before the workers start.
+    enqueue_batch(&pool, 0, bench.tasks, bench.repositories).await?;
+    // A backlog inserted in one statement is invisible to the planner's statistics until
+    // autovacuum analyses the table; without them the claim is planned as a sort of the
+    // whole queue.
+    sqlx::query("ANALYZE tasks, repositories")
+        .execute(&pool)
+        .await?;
+    let shutdown = CancellationToken::new();
+    let settings = SchedulerSettings {
+        workers: bench.workers,
+        lease_timeout: Duration::from_secs(30),
+    };
+    let started = Instant::now();
+    let processes: Vec<_> = (0..bench.processes)
+        .map(|_| {
+            tokio::spawn(scheduler::run_workers(
+                settings,
+                pool.clone(),
+                executor.clone(),
+                Arc::new(Notify::new()),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    while executor.done.load(Ordering::SeqCst) < bench.tasks {
+        executor.all_done.notified().await;
+    }
+    let throughput_elapsed = started.elapsed();
+
+    // Latency: tasks offered one by one at a fixed rate well below saturation.
+    executor.start_latencies.lock().await.clear();
+    executor.done.store(0, Ordering::SeqCst);
+    executor
+        .expected
+        .store(bench.latency_tasks, Ordering::SeqCst);
+    let interval = Duration::from_secs_f64(1.0 / bench.offered_rate);
+    let mut ticker = tokio::time::interval(interval);
+    for n in 0..bench.latency_tasks {
+        ticker.tick().await;
+        enqueue_batch(&pool, (bench.tasks + n) as i64, 1, bench.repositories).await?;
+    }
+    while executor.done.load(Ordering::SeqCst) < bench.latency_tasks {
+        executor.all_done.notified().await;
+    }
+    let dead_tuples: i64 =
+        sqlx::query_scalar("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'tasks'")
+            .fetch_one(&pool)
+            .await?;
+    shutdown.cancel();
+    for process in processes {
+        process.await?;
+    }
+    let mut latencies = executor.start_latencies.lock().await.clone();
+    latencies.sort();
+    sqlx::query("DELETE FROM tasks WHERE repo_owner = 'bench'")
+        .execute(&pool)
+        .await?;
+    Ok(SchedulerReport {
+        throughput_tasks: bench.tasks,
+        throughput_elapsed,
+        latency_p50: percentile(&latencies, 50.0),
+        latency_p99: percentile(&latencies, 99.0),
+        latency_tasks: latencies.len(),
+        dead_tuples,
+    })
+}
+
+pub fn print(report: &SchedulerReport) {
+    println!(
+        "scheduler: {} tasks in {:.2}s: {:.0} tasks/s; enqueue-to-start over {} offered tasks: p50 {:.2} ms, p99 {:.2} ms; dead tuples in tasks: {}",
+        report.throughput_tasks,
+        report.throughput_elapsed.as_secs_f64(),
+        report.throughput_tasks as f64 / report.throughput_elapsed.as_secs_f64(),
+        report.latency_tasks,
+        millis(report.latency_p50),
+        millis(report.latency_p99),
+        report.dead_tuples,
+    );
+}
