@@ -82,6 +82,16 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_LEASE_TIMEOUT_SECS", value_name = "CONVEYOR_LEASE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub lease_timeout_secs: u64,
 
+    /// Seconds running tasks get to finish on SIGTERM before they are handed back to the queue.
+    #[arg(
+        long,
+        env = "CONVEYOR_SHUTDOWN_GRACE_SECS",
+        value_name = "CONVEYOR_SHUTDOWN_GRACE_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub shutdown_grace_secs: u64,
+
     #[command(flatten)]
     pub github: GitHubConfig,
 }

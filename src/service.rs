@@ -68,6 +68,7 @@ impl Service {
             scheduler: SchedulerSettings {
                 workers: config.workers,
                 lease_timeout: Duration::from_secs(config.lease_timeout_secs),
+                shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
             },
             redelivery_interval: Duration::from_secs(config.redelivery_interval_secs),
             delivery_retention: Duration::from_secs(

@@ -88,6 +88,7 @@ async fn every_task_runs_exactly_once_within_repository_limits(pool: PgPool) {
     let settings = SchedulerSettings {
         workers: 4,
         lease_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(30),
     };
     // Three "processes" with their own sessions, heartbeats and listeners on one database.
     let processes: Vec<_> = (0..3)
@@ -258,4 +259,93 @@ async fn a_task_out_of_attempts_is_failed_not_requeued(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(running, 0);
+}
+
+/// Runs one long shell step per task, as a pipeline would, and completes the task after it.
+struct LongStep {
+    pool: PgPool,
+    marker: std::path::PathBuf,
+}
+
+impl Executor for LongStep {
+    async fn execute(&self, task: Task) {
+        let step = conveyor::pipeline::definition::Step {
+            name: "long".into(),
+            run: format!("echo $$ > {}; sleep 30", self.marker.display()),
+            timeout_minutes: 1,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        conveyor::pipeline::step::run(0, &step, dir.path(), &[]).await;
+        let mut tx = self.pool.begin().await.unwrap();
+        tasks::transition(&mut tx, task.id, task.lease_epoch, TaskState::Succeeded)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn shutdown_stops_a_long_step_after_the_grace_period_and_hands_the_task_back(pool: PgPool) {
+    let task_id = enqueue(&pool, "a", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pid");
+    let executor = Arc::new(LongStep {
+        pool: pool.clone(),
+        marker: marker.clone(),
+    });
+    let settings = SchedulerSettings {
+        workers: 1,
+        lease_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_millis(200),
+    };
+    let shutdown = CancellationToken::new();
+    let process = tokio::spawn(scheduler::run_workers(
+        settings,
+        pool.clone(),
+        executor,
+        Arc::new(Notify::new()),
+        shutdown.clone(),
+    ));
+    for _ in 0..500 {
+        if std::fs::read_to_string(&marker).is_ok_and(|pid| !pid.trim().is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid: i32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let epoch_running = tasks::get(&pool, task_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .lease_epoch;
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), process)
+        .await
+        .expect("shutdown within the grace period")
+        .unwrap();
+
+    let task = tasks::get(&pool, task_id).await.unwrap().unwrap();
+    assert_eq!(task.state, TaskState::Queued, "handed back");
+    assert!(task.lease_epoch > epoch_running, "the old lease is void");
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM tasks WHERE id = $1")
+        .bind(task_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0, "a hand-back is not a failed attempt");
+    let running = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z "));
+    assert!(!running, "the step's shell survived shutdown");
+    let trail: Vec<String> = conveyor::engine::events::for_task(&pool, task_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(trail, ["created", "claimed", "state"]);
 }

@@ -135,6 +135,7 @@ pub async fn run(bench: SchedulerBench, pool: PgPool) -> anyhow::Result<Schedule
     let settings = SchedulerSettings {
         workers: bench.workers,
         lease_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(30),
     };
     let started = Instant::now();
     let processes: Vec<_> = (0..bench.processes)

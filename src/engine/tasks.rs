@@ -189,6 +189,42 @@ pub async fn rescue(conn: &mut PgConnection, task_id: i64) -> Result<Rescued, En
     Ok(rescued)
 }
 
+/// Gives a running task back to the queue from a process shutting down, without counting the
+/// attempt: the task did not fail, its process left. Refused if the lease moved on.
+pub async fn hand_back(
+    conn: &mut PgConnection,
+    task_id: i64,
+    epoch: i64,
+) -> Result<(), EngineError> {
+    let row: Option<TaskState> = sqlx::query_scalar(
+        "UPDATE tasks SET lease_epoch = lease_epoch + 1, attempts = GREATEST(attempts - 1, 0)
+         WHERE id = $1 AND lease_epoch = $2
+         RETURNING state",
+    )
+    .bind(task_id)
+    .bind(epoch)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let from = row.ok_or(TransitionError::StaleLease { task_id, epoch })?;
+    if !from.can_become(TaskState::Queued) {
+        return Err(TransitionError::NotAllowed {
+            task_id,
+            from,
+            to: TaskState::Queued,
+        }
+        .into());
+    }
+    set_state(
+        conn,
+        task_id,
+        from,
+        TaskState::Queued,
+        json!({ "from": from, "to": TaskState::Queued, "handed_back": true }),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Tells every process's idle workers (`LISTEN conveyor_tasks`) to look for work; delivered
 /// when the caller's transaction commits.
 pub async fn wake_workers(db: impl PgExecutor<'_>) -> sqlx::Result<()> {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use claim::claim_next;
 
-use crate::engine::tasks::Task;
+use crate::engine::tasks::{self, Task};
 
 /// How often an idle worker looks for work when nothing woke it.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -31,6 +31,9 @@ pub struct SchedulerSettings {
     pub workers: u16,
     /// A process silent this long is declared dead and its tasks are rescued.
     pub lease_timeout: Duration,
+    /// On shutdown, how long running tasks may take to finish before they are stopped and
+    /// handed back to the queue for another process.
+    pub shutdown_grace: Duration,
 }
 
 impl SchedulerSettings {
@@ -76,6 +79,7 @@ pub async fn run_workers<E: Executor>(
             executor: executor.clone(),
             tasks_added: tasks_added.clone(),
             shutdown: shutdown.clone(),
+            grace: settings.shutdown_grace,
         };
         sessions.spawn(worker.run());
     }
@@ -93,6 +97,7 @@ struct Worker<E> {
     executor: Arc<E>,
     tasks_added: Arc<Notify>,
     shutdown: CancellationToken,
+    grace: Duration,
 }
 
 impl<E: Executor> Worker<E> {
@@ -107,7 +112,7 @@ impl<E: Executor> Worker<E> {
                     // There may be more: hand the wake-up on to one more idle session, so
                     // a burst fans out one session at a time instead of all at once.
                     self.tasks_added.notify_one();
-                    self.executor.execute(task).await;
+                    self.execute(task).await;
                     continue;
                 }
                 Ok(None) => {}
@@ -119,6 +124,35 @@ impl<E: Executor> Worker<E> {
                 _ = self.shutdown.cancelled() => {}
                 _ = woken => {}
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// Runs the task; if shutdown comes and the grace period passes first, stops it (its
+    /// steps' process groups die with the dropped future) and hands it back to the queue.
+    async fn execute(&self, task: Task) {
+        let (task_id, epoch) = (task.id, task.lease_epoch);
+        let grace_over = async {
+            self.shutdown.cancelled().await;
+            tokio::time::sleep(self.grace).await;
+        };
+        tokio::select! {
+            _ = self.executor.execute(task) => return,
+            _ = grace_over => {}
+        }
+        let handed_back = async {
+            let mut tx = self.pool.begin().await?;
+            tasks::hand_back(&mut tx, task_id, epoch).await?;
+            tx.commit().await?;
+            anyhow::Ok(())
+        };
+        match handed_back.await {
+            Ok(()) => tracing::info!(
+                task = task_id,
+                "shutting down: task handed back to the queue"
+            ),
+            Err(err) => {
+                tracing::warn!(task = task_id, error = %format!("{err:#}"), "could not hand the task back; it will be rescued")
             }
         }
     }

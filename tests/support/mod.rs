@@ -67,6 +67,7 @@ pub fn config(github: &FakeGitHub, data_dir: &Path, webhook_secret: Option<&str>
         redelivery_interval_secs: 0,
         delivery_retention_days: 14,
         lease_timeout_secs: 30,
+        shutdown_grace_secs: 30,
         github: GitHubConfig {
             app_id: Some(fake_github::APP_ID.to_string()),
             private_key: Some(fake_github::private_key_pem().to_owned().into()),
