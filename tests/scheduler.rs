@@ -1,6 +1,8 @@
 //! The scheduler on a real database: every task runs exactly once, repository limits hold
 //! across processes, and a silent process's tasks are rescued with stale results refused.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -348,4 +350,44 @@ async fn shutdown_stops_a_long_step_after_the_grace_period_and_hands_the_task_ba
         .map(|e| e.kind)
         .collect();
     assert_eq!(trail, ["created", "claimed", "state"]);
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_paused_repository_is_not_claimed_until_resumed(pool: PgPool) {
+    let harness = support::Harness::start_without_app(pool.clone()).await;
+    let paused = enqueue(&pool, "a", 1).await;
+    let other = enqueue(&pool, "b", 2).await;
+    let api = |action: &str, repo: &str| format!("/api/v2/repositories/acme/{repo}/{action}");
+    let token = Some(support::API_TOKEN);
+
+    assert_eq!(harness.api("POST", &api("pause", "a"), None).await.0, 401);
+    assert_eq!(harness.api("POST", &api("pause", "a"), token).await.0, 200);
+    let (status, reply) = harness.api("POST", &api("pause", "a"), token).await;
+    assert_eq!(
+        (status.as_u16(), reply["error"].as_str()),
+        (409, Some("repository acme/a is already paused"))
+    );
+    let (status, reply) = harness.api("POST", &api("resume", "b"), token).await;
+    assert_eq!(
+        (status.as_u16(), reply["error"].as_str()),
+        (409, Some("repository acme/b is not paused"))
+    );
+    assert_eq!(
+        harness.api("POST", &api("pause", "nope"), token).await.0,
+        404
+    );
+
+    assert_eq!(
+        claim_next(&pool, "p", "p/0").await.unwrap().unwrap().id,
+        other
+    );
+    assert!(
+        claim_next(&pool, "p", "p/1").await.unwrap().is_none(),
+        "acme/a is paused"
+    );
+    assert_eq!(harness.api("POST", &api("resume", "a"), token).await.0, 200);
+    assert_eq!(
+        claim_next(&pool, "p", "p/1").await.unwrap().unwrap().id,
+        paused
+    );
 }

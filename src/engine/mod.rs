@@ -2,6 +2,7 @@
 //! Every entry point (webhook, API, CLI, workers) changes tasks through these functions.
 
 pub mod events;
+pub mod repositories;
 pub mod runs;
 pub mod state;
 pub mod tasks;

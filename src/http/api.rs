@@ -11,6 +11,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::{AppState, Refusal};
+use crate::engine::repositories::{self, RepositoryError};
 use crate::webhook::inbox::{self, Replay};
 
 const MAX_PAGE: i64 = 500;
@@ -100,4 +101,50 @@ fn database(err: sqlx::Error) -> Refusal {
         StatusCode::SERVICE_UNAVAILABLE,
         "database unavailable".into(),
     )
+}
+
+/// `POST /api/v2/repositories/{owner}/{name}/pause` and `…/resume`.
+pub async fn pause_repository(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((owner, name)): Path<(String, String)>,
+) -> Result<Response, Refusal> {
+    set_paused(state, headers, owner, name, true).await
+}
+
+pub async fn resume_repository(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((owner, name)): Path<(String, String)>,
+) -> Result<Response, Refusal> {
+    set_paused(state, headers, owner, name, false).await
+}
+
+async fn set_paused(
+    state: AppState,
+    headers: HeaderMap,
+    owner: String,
+    name: String,
+    paused: bool,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers, Access::Write)?;
+    match repositories::set_paused(&state.pool, &owner, &name, paused).await {
+        Ok(()) => Ok(
+            Json(json!({ "repository": format!("{owner}/{name}"), "paused": paused }))
+                .into_response(),
+        ),
+        Err(err @ RepositoryError::NotFound(_)) => {
+            Err(Refusal(StatusCode::NOT_FOUND, err.to_string()))
+        }
+        Err(err @ (RepositoryError::AlreadyPaused(_) | RepositoryError::NotPaused(_))) => {
+            Err(Refusal(StatusCode::CONFLICT, err.to_string()))
+        }
+        Err(RepositoryError::Db(err)) => {
+            tracing::error!(error = %err, "API query failed");
+            Err(Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unavailable".into(),
+            ))
+        }
+    }
 }

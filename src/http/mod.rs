@@ -52,6 +52,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v2/deliveries", get(api::list_deliveries))
         .route("/api/v2/deliveries/{id}/replay", post(api::replay_delivery))
+        .route(
+            "/api/v2/repositories/{owner}/{name}/pause",
+            post(api::pause_repository),
+        )
+        .route(
+            "/api/v2/repositories/{owner}/{name}/resume",
+            post(api::resume_repository),
+        )
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -14,7 +14,7 @@ pub async fn claim_next(pool: &PgPool, process: &str, worker: &str) -> sqlx::Res
              SELECT t.id, r.owner, r.name
              FROM tasks t
              JOIN repositories r ON r.owner = t.repo_owner AND r.name = t.repo_name
-             WHERE t.state = 'queued' AND r.running < r.max_running
+             WHERE t.state = 'queued' AND r.running < r.max_running AND NOT r.paused
              ORDER BY t.priority DESC, t.created_at, t.id
              LIMIT 1
              FOR UPDATE OF t, r SKIP LOCKED
