@@ -43,8 +43,8 @@ impl SchedulerSettings {
     }
 }
 
-/// Runs the worker sessions of this process until `shutdown`; a session finishes its
-/// current task first.
+/// Runs the worker sessions of this process until `shutdown`; running tasks get the
+/// shutdown grace period to finish.
 pub async fn run_workers<E: Executor>(
     settings: SchedulerSettings,
     pool: PgPool,
@@ -58,17 +58,20 @@ pub async fn run_workers<E: Executor>(
         std::process::id(),
         fastrand::u16(..)
     );
+    // Heartbeats go on until the last session has stopped: a process still finishing tasks
+    // in its grace period must not look dead to the others.
+    let stopped = CancellationToken::new();
     let mut background = tokio::task::JoinSet::new();
     background.spawn(leases::run(
         pool.clone(),
         process.clone(),
         settings,
-        shutdown.clone(),
+        stopped.clone(),
     ));
     background.spawn(wakeup::listen(
         pool.clone(),
         tasks_added.clone(),
-        shutdown.clone(),
+        stopped.clone(),
     ));
     let mut sessions = tokio::task::JoinSet::new();
     for index in 0..settings.workers {
@@ -84,6 +87,7 @@ pub async fn run_workers<E: Executor>(
         sessions.spawn(worker.run());
     }
     sessions.join_all().await;
+    stopped.cancel();
     background.join_all().await;
     if let Err(err) = leases::deregister(&pool, &process).await {
         tracing::warn!(error = %err, "could not deregister the worker process");
