@@ -391,3 +391,79 @@ async fn a_paused_repository_is_not_claimed_until_resumed(pool: PgPool) {
         paused
     );
 }
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn cancelling_stops_a_queued_task_at_once_and_a_running_step_within_seconds(pool: PgPool) {
+    let harness = support::Harness::start_without_app(pool.clone()).await;
+    let token = Some(support::API_TOKEN);
+    let queued = enqueue(&pool, "a", 1).await;
+    let running = enqueue(&pool, "b", 2).await;
+    let (status, reply) = harness
+        .api("POST", &format!("/api/v2/tasks/{queued}/cancel"), token)
+        .await;
+    assert_eq!(
+        (status.as_u16(), reply["state"].as_str()),
+        (200, Some("cancelled"))
+    );
+    assert_eq!(state(&pool, queued).await, TaskState::Cancelled);
+    let (status, _) = harness
+        .api("POST", &format!("/api/v2/tasks/{queued}/cancel"), token)
+        .await;
+    assert_eq!(status, 409, "a cancelled task cannot be cancelled again");
+    assert_eq!(
+        harness
+            .api("POST", "/api/v2/tasks/999999/cancel", token)
+            .await
+            .0,
+        404
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pid");
+    let executor = Arc::new(LongStep {
+        pool: pool.clone(),
+        marker: marker.clone(),
+    });
+    let settings = SchedulerSettings {
+        workers: 1,
+        lease_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(30),
+    };
+    let shutdown = CancellationToken::new();
+    let process = tokio::spawn(scheduler::run_workers(
+        settings,
+        pool.clone(),
+        executor,
+        Arc::new(Notify::new()),
+        shutdown.clone(),
+    ));
+    let pid: i32 = support::wait_until("the step to start", || async {
+        std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok())
+    })
+    .await;
+
+    let asked = std::time::Instant::now();
+    let (status, reply) = harness
+        .api("POST", &format!("/api/v2/tasks/{running}/cancel"), token)
+        .await;
+    assert_eq!(
+        (status.as_u16(), reply["state"].as_str()),
+        (202, Some("cancelling"))
+    );
+    support::wait_until("the running task to end cancelled", || async {
+        (state(&pool, running).await == TaskState::Cancelled).then_some(())
+    })
+    .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        asked.elapsed()
+    );
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z "));
+    assert!(!alive, "the cancelled step's shell survived");
+    shutdown.cancel();
+    process.await.unwrap();
+}

@@ -225,6 +225,59 @@ pub async fn hand_back(
     Ok(())
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// The task was queued and is now cancelled.
+    Cancelled,
+    /// The task is running; its worker will stop it and end it cancelled.
+    Requested,
+}
+
+/// Cancels a queued task at once, or asks the worker of a running one to stop it.
+pub async fn cancel(conn: &mut PgConnection, task_id: i64) -> Result<Cancel, EngineError> {
+    let state: Option<TaskState> =
+        sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1 FOR UPDATE")
+            .bind(task_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match state.ok_or(TransitionError::NotFound { task_id })? {
+        TaskState::Queued => {
+            set_state(
+                conn,
+                task_id,
+                TaskState::Queued,
+                TaskState::Cancelled,
+                json!({ "from": TaskState::Queued, "to": TaskState::Cancelled }),
+            )
+            .await?;
+            Ok(Cancel::Cancelled)
+        }
+        TaskState::Running => {
+            sqlx::query("UPDATE tasks SET cancel_requested = true WHERE id = $1")
+                .bind(task_id)
+                .execute(&mut *conn)
+                .await?;
+            events::record(&mut *conn, task_id, None, "cancel_requested", json!({})).await?;
+            Ok(Cancel::Requested)
+        }
+        from => Err(TransitionError::NotAllowed {
+            task_id,
+            from,
+            to: TaskState::Cancelled,
+        }
+        .into()),
+    }
+}
+
+/// Whether someone asked for the running task to stop.
+pub async fn cancel_requested(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT cancel_requested FROM tasks WHERE id = $1")
+        .bind(task_id)
+        .fetch_optional(db)
+        .await
+        .map(|flag| flag.unwrap_or(false))
+}
+
 /// Tells every process's idle workers (`LISTEN conveyor_tasks`) to look for work; delivered
 /// when the caller's transaction commits.
 pub async fn wake_workers(db: impl PgExecutor<'_>) -> sqlx::Result<()> {

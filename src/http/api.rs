@@ -12,6 +12,8 @@ use subtle::ConstantTimeEq;
 
 use super::{AppState, Refusal};
 use crate::engine::repositories::{self, RepositoryError};
+use crate::engine::state::TransitionError;
+use crate::engine::tasks::{self, Cancel, EngineError};
 use crate::webhook::inbox::{self, Replay};
 
 const MAX_PAGE: i64 = 500;
@@ -147,4 +149,35 @@ async fn set_paused(
             ))
         }
     }
+}
+
+/// `POST /api/v2/tasks/{id}/cancel`: a queued task is cancelled at once (200); a running
+/// one is stopped by its worker within seconds (202).
+pub async fn cancel_task(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers, Access::Write)?;
+    let mut tx = state.pool.begin().await.map_err(database)?;
+    let outcome = tasks::cancel(&mut tx, id).await;
+    let reply = match outcome {
+        Ok(Cancel::Cancelled) => (
+            StatusCode::OK,
+            Json(json!({ "task": id, "state": "cancelled" })),
+        ),
+        Ok(Cancel::Requested) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "task": id, "state": "cancelling" })),
+        ),
+        Err(EngineError::Transition(err @ TransitionError::NotFound { .. })) => {
+            return Err(Refusal(StatusCode::NOT_FOUND, err.to_string()));
+        }
+        Err(EngineError::Transition(err)) => {
+            return Err(Refusal(StatusCode::CONFLICT, err.to_string()));
+        }
+        Err(EngineError::Db(err)) => return Err(database(err)),
+    };
+    tx.commit().await.map_err(database)?;
+    Ok(reply.into_response())
 }

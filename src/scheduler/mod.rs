@@ -15,10 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use claim::claim_next;
 
+use crate::engine::TaskState;
 use crate::engine::tasks::{self, Task};
 
 /// How often an idle worker looks for work when nothing woke it.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a running task's worker checks whether it was cancelled; a cancelled step is
+/// stopped well within five seconds.
+const CANCEL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs a claimed task to its end, recording the result under the task's lease epoch.
 pub trait Executor: Send + Sync + 'static {
@@ -132,34 +136,57 @@ impl<E: Executor> Worker<E> {
         }
     }
 
-    /// Runs the task; if shutdown comes and the grace period passes first, stops it (its
-    /// steps' process groups die with the dropped future) and hands it back to the queue.
+    /// Runs the task until it ends, is cancelled, or shutdown comes and the grace period
+    /// passes. Stopping drops the task's future, which kills its steps' process groups.
     async fn execute(&self, task: Task) {
         let (task_id, epoch) = (task.id, task.lease_epoch);
         let grace_over = async {
             self.shutdown.cancelled().await;
             tokio::time::sleep(self.grace).await;
         };
-        tokio::select! {
+        let stop = tokio::select! {
             _ = self.executor.execute(task) => return,
-            _ = grace_over => {}
-        }
-        let handed_back = async {
+            _ = grace_over => Stop::HandBack,
+            _ = self.cancelled(task_id) => Stop::Cancel,
+        };
+        let ended = async {
             let mut tx = self.pool.begin().await?;
-            tasks::hand_back(&mut tx, task_id, epoch).await?;
+            match stop {
+                Stop::HandBack => tasks::hand_back(&mut tx, task_id, epoch).await?,
+                Stop::Cancel => {
+                    tasks::transition(&mut tx, task_id, epoch, TaskState::Cancelled).await?
+                }
+            }
             tx.commit().await?;
             anyhow::Ok(())
         };
-        match handed_back.await {
-            Ok(()) => tracing::info!(
-                task = task_id,
-                "shutting down: task handed back to the queue"
-            ),
+        match ended.await {
+            Ok(()) => tracing::info!(task = task_id, ?stop, "task stopped"),
             Err(err) => {
-                tracing::warn!(task = task_id, error = %format!("{err:#}"), "could not hand the task back; it will be rescued")
+                tracing::warn!(task = task_id, ?stop, error = %format!("{err:#}"), "could not record the stop; the task will be rescued")
             }
         }
     }
+
+    /// Resolves once someone asks for the task to be cancelled.
+    async fn cancelled(&self, task_id: i64) {
+        loop {
+            tokio::time::sleep(CANCEL_CHECK_INTERVAL).await;
+            match tasks::cancel_requested(&self.pool, task_id).await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(task = task_id, error = %err, "checking for cancellation failed")
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    HandBack,
+    Cancel,
 }
 
 fn hostname() -> String {
