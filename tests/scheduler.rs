@@ -308,17 +308,12 @@ async fn shutdown_stops_a_long_step_after_the_grace_period_and_hands_the_task_ba
         Arc::new(Notify::new()),
         shutdown.clone(),
     ));
-    for _ in 0..500 {
-        if std::fs::read_to_string(&marker).is_ok_and(|pid| !pid.trim().is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let pid: i32 = std::fs::read_to_string(&marker)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid: i32 = support::wait_until("the step to start", || async {
+        std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok())
+    })
+    .await;
     let epoch_running = tasks::get(&pool, task_id)
         .await
         .unwrap()
