@@ -92,6 +92,10 @@ pub struct Config {
     )]
     pub shutdown_grace_secs: u64,
 
+    /// Days a finished task (with its runs, steps and audit trail) is kept.
+    #[arg(long, env = "CONVEYOR_TASK_RETENTION_DAYS", value_name = "CONVEYOR_TASK_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub task_retention_days: u32,
+
     #[command(flatten)]
     pub github: GitHubConfig,
 }

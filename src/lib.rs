@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod engine;
 pub mod github;
+pub mod housekeeping;
 pub mod http;
 pub mod installations;
 pub mod local_run;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::github::{AppCredentials, GitHubApp};
+use crate::housekeeping::{self, Retention};
 use crate::http::{self, AppState};
 use crate::scheduler::SchedulerSettings;
 use crate::task_run::TaskRunner;
@@ -22,7 +23,7 @@ pub struct Service {
     tasks_added: Arc<Notify>,
     scheduler: SchedulerSettings,
     redelivery_interval: Duration,
-    delivery_retention: Duration,
+    retention: Retention,
     github: Option<Arc<GitHubApp>>,
     /// `None` without a configured GitHub App: tasks then wait in the queue.
     runner: Option<Arc<TaskRunner>>,
@@ -71,9 +72,10 @@ impl Service {
                 shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
             },
             redelivery_interval: Duration::from_secs(config.redelivery_interval_secs),
-            delivery_retention: Duration::from_secs(
-                u64::from(config.delivery_retention_days) * 86_400,
-            ),
+            retention: Retention {
+                delivery_payloads: days(config.delivery_retention_days),
+                finished_tasks: days(config.task_retention_days),
+            },
             github,
             runner,
         })
@@ -92,9 +94,9 @@ impl Service {
             self.tasks_added.clone(),
             shutdown.clone(),
         ));
-        jobs.spawn(webhook::retention::run(
+        jobs.spawn(housekeeping::run(
             self.state.pool.clone(),
-            self.delivery_retention,
+            self.retention,
             shutdown.clone(),
         ));
         if let Some(github) = self
@@ -179,4 +181,8 @@ async fn shutdown_signal() {
         _ = terminate => {}
     }
     tracing::info!("shutting down: finishing running tasks");
+}
+
+fn days(days: u32) -> Duration {
+    Duration::from_secs(u64::from(days) * 86_400)
 }

@@ -5,7 +5,8 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use conveyor::webhook::{retention, signature};
+use conveyor::housekeeping;
+use conveyor::webhook::signature;
 use serde_json::{Value, json};
 use support::{API_TOKEN, Harness, INSTALLATION_ID, all_fixtures, labeled_issue, send};
 
@@ -420,9 +421,10 @@ async fn retention_drops_old_payloads_and_keeps_outcomes(pool: sqlx::PgPool) {
         .execute(&harness.pool)
         .await
         .unwrap();
-    let dropped = retention::prune(&harness.pool, std::time::Duration::from_secs(14 * 86_400))
-        .await
-        .unwrap();
+    let dropped =
+        housekeeping::prune_payloads(&harness.pool, std::time::Duration::from_secs(14 * 86_400))
+            .await
+            .unwrap();
     assert_eq!(dropped, 2);
     assert_eq!(
         count(

@@ -462,3 +462,48 @@ async fn cancelling_stops_a_queued_task_at_once_and_a_running_step_within_second
     shutdown.cancel();
     process.await.unwrap();
 }
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn housekeeping_deletes_long_finished_tasks_with_their_history_only(pool: PgPool) {
+    let finished = enqueue(&pool, "a", 1).await;
+    let recent = enqueue(&pool, "b", 2).await;
+    let waiting = enqueue(&pool, "c", 3).await;
+    for _ in 0..2 {
+        let task = claim_next(&pool, "p", "p/0").await.unwrap().unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        runs::start(&mut tx, task.id, "default").await.unwrap();
+        tasks::transition(&mut tx, task.id, task.lease_epoch, TaskState::Succeeded)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    sqlx::query("UPDATE tasks SET updated_at = now() - interval '91 days' WHERE id IN ($1, $2)")
+        .bind(finished)
+        .bind(waiting)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let deleted = conveyor::housekeeping::prune_tasks(&pool, Duration::from_secs(90 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert!(tasks::get(&pool, finished).await.unwrap().is_none());
+    assert_eq!(
+        state(&pool, recent).await,
+        TaskState::Succeeded,
+        "finished recently: kept"
+    );
+    assert_eq!(
+        state(&pool, waiting).await,
+        TaskState::Queued,
+        "old but not finished: kept"
+    );
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM runs WHERE task_id = $1) + (SELECT count(*) FROM task_events WHERE task_id = $1)",
+    )
+    .bind(finished)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0, "its runs and audit trail went with it");
+}

@@ -297,3 +297,26 @@ pub async fn created_by_delivery(
         .fetch_optional(db)
         .await
 }
+
+/// Deletes up to `batch` tasks finished more than `age` ago, with their runs, step results
+/// and audit trail; returns how many.
+pub async fn delete_finished(
+    db: impl PgExecutor<'_>,
+    age: std::time::Duration,
+    batch: i64,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM tasks WHERE id IN (
+             SELECT id FROM tasks
+             WHERE state IN ('succeeded', 'failed', 'cancelled')
+               AND updated_at < now() - make_interval(secs => $1)
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         )",
+    )
+    .bind(age.as_secs_f64())
+    .bind(batch)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -1,10 +1,9 @@
 //! Webhook intake: signature check, the delivery inbox, interpretation into intents,
-//! recovery of missed deliveries and payload retention.
+//! and recovery of missed deliveries.
 
 pub mod event;
 pub mod inbox;
 pub mod interpret;
 pub mod redelivery;
-pub mod retention;
 pub mod signature;
 pub mod writer;

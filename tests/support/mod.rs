@@ -66,6 +66,7 @@ pub fn config(github: &FakeGitHub, data_dir: &Path, webhook_secret: Option<&str>
         api_token: Some(API_TOKEN.to_owned().into()),
         redelivery_interval_secs: 0,
         delivery_retention_days: 14,
+        task_retention_days: 90,
         lease_timeout_secs: 30,
         shutdown_grace_secs: 30,
         github: GitHubConfig {

@@ -1,0 +1,66 @@
+//! Keeping the hot tables small: old delivery payloads and long-finished tasks are deleted
+//! in batches, so no statement holds locks for long.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::tasks;
+use crate::webhook::inbox;
+
+const BATCH: i64 = 1000;
+const INTERVAL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Delivery payloads older than this are dropped; the delivery and its outcome stay.
+    pub delivery_payloads: Duration,
+    /// Tasks finished longer ago than this are deleted with their runs, steps and events.
+    pub finished_tasks: Duration,
+}
+
+/// Drops every delivery payload older than `age`; returns how many.
+pub async fn prune_payloads(pool: &PgPool, age: Duration) -> sqlx::Result<u64> {
+    in_batches(|| inbox::drop_old_payloads(pool, age, BATCH)).await
+}
+
+/// Deletes every task that finished more than `age` ago; returns how many.
+pub async fn prune_tasks(pool: &PgPool, age: Duration) -> sqlx::Result<u64> {
+    in_batches(|| tasks::delete_finished(pool, age, BATCH)).await
+}
+
+async fn in_batches<F, Fut>(mut batch: F) -> sqlx::Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = sqlx::Result<u64>>,
+{
+    let mut total = 0;
+    loop {
+        let done = batch().await?;
+        total += done;
+        if done < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Prunes at start and hourly until `shutdown`.
+pub async fn run(pool: PgPool, retention: Retention, shutdown: CancellationToken) {
+    loop {
+        match prune_payloads(&pool, retention.delivery_payloads).await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::info!(dropped, "old delivery payloads deleted"),
+            Err(err) => tracing::warn!(error = %err, "delivery retention failed"),
+        }
+        match prune_tasks(&pool, retention.finished_tasks).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "long-finished tasks deleted"),
+            Err(err) => tracing::warn!(error = %err, "task retention failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(INTERVAL) => {}
+        }
+    }
+}
