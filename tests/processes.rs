@@ -1,0 +1,183 @@
+//! Real `conveyor worker` processes: a worker killed with SIGKILL mid-step has its task
+//! running again elsewhere within 40 s; one sent SIGTERM hands its task back.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use conveyor::engine::TaskState;
+use conveyor::engine::tasks::{self, NewTask};
+use sqlx::PgPool;
+use support::{FakeGitHub, INSTALLATION_ID, OWNER, REPO, fake_github};
+
+fn worker(
+    github: &FakeGitHub,
+    database_url: &str,
+    data_dir: &std::path::Path,
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .arg("worker")
+        .env("DATABASE_URL", database_url)
+        .env("GITHUB_APP_ID", fake_github::APP_ID.to_string())
+        .env("GITHUB_PRIVATE_KEY", fake_github::private_key_pem())
+        .env("GITHUB_API_URL", &github.url)
+        .env("GITHUB_GIT_URL", &github.url)
+        .env("CONVEYOR_DATA_DIR", data_dir)
+        .env("CONVEYOR_WORKERS", "1")
+        .env("CONVEYOR_LEASE_TIMEOUT_SECS", "3")
+        .env("CONVEYOR_SHUTDOWN_GRACE_SECS", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// A database URL for the test's database, a fake GitHub with a repository whose step is
+/// slow on its first attempt only, one task for it, and the file the first attempt writes
+/// its process group to.
+struct Scenario {
+    database_url: String,
+    github: FakeGitHub,
+    task_id: i64,
+    marker: std::path::PathBuf,
+    _scratch: tempfile::TempDir,
+    data: tempfile::TempDir,
+}
+
+async fn scenario(pool: &PgPool) -> Scenario {
+    let options = pool.connect_options();
+    let database_url = format!(
+        "postgres://postgres@127.0.0.1:5432/{}",
+        options.get_database().unwrap()
+    );
+    let github = FakeGitHub::start().await;
+    github.add_installation(INSTALLATION_ID, OWNER);
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("first-attempt");
+    let pipeline = format!(
+        "pipelines:\n  default:\n    steps:\n      - name: slow-once\n        run: \"if [ -f {m} ]; then echo again; else echo $$ > {m}; sleep 60; fi\"\n",
+        m = marker.display()
+    );
+    github.add_repo(
+        INSTALLATION_ID,
+        OWNER,
+        REPO,
+        &[(".github/conveyor.yml", &pipeline)],
+    );
+    let task = NewTask {
+        installation_id: INSTALLATION_ID,
+        repo_owner: OWNER.into(),
+        repo_name: REPO.into(),
+        default_branch: "main".into(),
+        issue_number: 1,
+        title: "Survive a crash".into(),
+        body: String::new(),
+        pipeline: "default".into(),
+        delivery_id: None,
+    };
+    let task_id = tasks::create(&mut pool.acquire().await.unwrap(), &task)
+        .await
+        .unwrap()
+        .unwrap();
+    Scenario {
+        database_url,
+        github,
+        task_id,
+        marker,
+        _scratch: scratch,
+        data: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Scenario {
+    fn worker(&self) -> tokio::process::Child {
+        worker(&self.github, &self.database_url, self.data.path())
+    }
+
+    /// The process group of the first attempt's step, once it runs.
+    async fn first_step(&self) -> i32 {
+        support::wait_until("the first attempt's step to start", || async {
+            std::fs::read_to_string(&self.marker)
+                .ok()
+                .and_then(|pid| pid.trim().parse().ok())
+        })
+        .await
+    }
+
+    async fn succeeded(&self, pool: &PgPool) {
+        support::wait_until("the task to succeed", || async {
+            let state = tasks::get(pool, self.task_id).await.unwrap().unwrap().state;
+            (state == TaskState::Succeeded).then_some(())
+        })
+        .await
+    }
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_killed_workers_task_runs_again_elsewhere_within_40_seconds(pool: PgPool) {
+    let scenario = scenario(&pool).await;
+    let task_id = scenario.task_id;
+    let mut first = scenario.worker();
+    let group = scenario.first_step().await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let killed_at = Instant::now();
+
+    let mut second = scenario.worker();
+    scenario.succeeded(&pool).await;
+    let elapsed = killed_at.elapsed();
+    // SAFETY: killpg only sends a signal, to the orphaned step left by the killed worker.
+    unsafe { libc::killpg(group, libc::SIGKILL) };
+    second.start_kill().unwrap();
+    assert!(
+        elapsed < Duration::from_secs(40),
+        "running again after {elapsed:?}"
+    );
+
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE task_id = $1")
+        .bind(task_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 2);
+    let rescued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM task_events WHERE task_id = $1 AND detail ? 'rescued_from'",
+    )
+    .bind(task_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rescued, 1);
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn sigterm_hands_a_running_task_to_another_worker(pool: PgPool) {
+    let scenario = scenario(&pool).await;
+    let mut first = scenario.worker();
+    let group = scenario.first_step().await;
+    // SAFETY: kill only sends SIGTERM to the worker we spawned.
+    unsafe { libc::kill(first.id().unwrap() as i32, libc::SIGTERM) };
+    let status = tokio::time::timeout(Duration::from_secs(10), first.wait())
+        .await
+        .expect("the worker exits after its grace period")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let running = std::fs::read_to_string(format!("/proc/{group}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z "));
+    assert!(!running, "the step was stopped with its worker");
+    let task = tasks::get(&pool, scenario.task_id).await.unwrap().unwrap();
+    assert_eq!(task.state, TaskState::Queued, "handed back");
+
+    let mut second = scenario.worker();
+    scenario.succeeded(&pool).await;
+    second.start_kill().unwrap();
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM tasks WHERE id = $1")
+        .bind(scenario.task_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1, "the handed-back attempt does not count");
+}
