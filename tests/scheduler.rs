@@ -507,3 +507,61 @@ async fn housekeeping_deletes_long_finished_tasks_with_their_history_only(pool: 
     .unwrap();
     assert_eq!(orphans, 0, "its runs and audit trail went with it");
 }
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn the_api_says_why_a_task_waits_and_stop_cancels_a_repositorys_work(pool: PgPool) {
+    let harness = support::Harness::start_without_app(pool.clone()).await;
+    let token = Some(support::API_TOKEN);
+    let running = enqueue(&pool, "a", 1).await;
+    let waiting = enqueue(&pool, "a", 2).await;
+    assert_eq!(
+        claim_next(&pool, "p", "p/0").await.unwrap().unwrap().id,
+        running
+    );
+
+    let (status, task) = harness
+        .api("GET", &format!("/api/v2/tasks/{waiting}"), token)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (task["state"].as_str(), task["waiting"].as_str()),
+        (Some("queued"), Some("waiting: repository limit 1/1"))
+    );
+    assert_eq!(task["repository"], "acme/a");
+    let (_, task) = harness
+        .api("GET", &format!("/api/v2/tasks/{running}"), token)
+        .await;
+    assert_eq!(
+        (task["state"].as_str(), task["waiting"].as_str()),
+        (Some("running"), None)
+    );
+    assert_eq!(
+        harness.api("GET", "/api/v2/tasks/424242", token).await.0,
+        404
+    );
+
+    let (status, reply) = harness
+        .api("POST", "/api/v2/repositories/acme/a/stop", token)
+        .await;
+    assert_eq!(
+        (status.as_u16(), reply["cancelled"].as_u64()),
+        (200, Some(2))
+    );
+    assert_eq!(state(&pool, waiting).await, TaskState::Cancelled);
+    assert!(
+        tasks::cancel_requested(&pool, running).await.unwrap(),
+        "the running task is asked to stop"
+    );
+    let later = enqueue(&pool, "a", 3).await;
+    let (_, task) = harness
+        .api("GET", &format!("/api/v2/tasks/{later}"), token)
+        .await;
+    assert_eq!(task["waiting"], "waiting: repository paused");
+    assert_eq!(
+        harness
+            .api("POST", "/api/v2/repositories/acme/nope/stop", token)
+            .await
+            .0,
+        404
+    );
+}

@@ -1,8 +1,8 @@
-//! Per-repository scheduling controls: pausing and resuming.
+//! Per-repository scheduling controls: pausing, resuming, stopping, and why a task waits.
 
-use sqlx::PgExecutor;
+use sqlx::{PgConnection, PgExecutor};
 
-use super::tasks::wake_workers;
+use super::tasks::{self, wake_workers};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RepositoryError {
@@ -49,4 +49,57 @@ pub async fn set_paused(
         (Some(_), false) => Ok(wake_workers(db).await?),
         (Some(_), true) => Ok(()),
     }
+}
+
+/// Stops a repository: pauses it and cancels its queued and running tasks (running ones end
+/// once their workers stop them). Returns how many tasks were cancelled or asked to stop.
+pub async fn stop(
+    conn: &mut PgConnection,
+    owner: &str,
+    name: &str,
+) -> Result<usize, RepositoryError> {
+    let full_name = format!("{owner}/{name}");
+    let found = sqlx::query("UPDATE repositories SET paused = true WHERE owner = $1 AND name = $2")
+        .bind(owner)
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    if found.rows_affected() == 0 {
+        return Err(RepositoryError::NotFound(full_name));
+    }
+    let live: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM tasks
+         WHERE repo_owner = $1 AND repo_name = $2 AND state IN ('queued', 'running')
+         ORDER BY id",
+    )
+    .bind(owner)
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await?;
+    for &task_id in &live {
+        tasks::cancel(conn, task_id)
+            .await
+            .map_err(|err| RepositoryError::Db(err.to_string()))?;
+    }
+    Ok(live.len())
+}
+
+/// Why a queued task is still waiting, in words a person can act on.
+pub async fn deferral_reason(
+    db: impl PgExecutor<'_>,
+    task_id: i64,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT CASE
+                    WHEN r.paused THEN 'waiting: repository paused'
+                    WHEN r.running >= r.max_running
+                        THEN format('waiting: repository limit %s/%s', r.running, r.max_running)
+                    ELSE 'waiting: no free worker session'
+                END
+         FROM tasks t JOIN repositories r ON r.owner = t.repo_owner AND r.name = t.repo_name
+         WHERE t.id = $1 AND t.state = 'queued'",
+    )
+    .bind(task_id)
+    .fetch_optional(db)
+    .await
 }

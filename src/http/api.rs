@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::{AppState, Refusal};
 use crate::engine::repositories::{self, RepositoryError};
+use crate::engine::runs;
 use crate::engine::state::TransitionError;
 use crate::engine::tasks::{self, Cancel, EngineError};
 use crate::webhook::inbox::{self, Replay};
@@ -130,23 +131,24 @@ async fn set_paused(
     paused: bool,
 ) -> Result<Response, Refusal> {
     authorize(&state, &headers, Access::Write)?;
-    match repositories::set_paused(&state.pool, &owner, &name, paused).await {
-        Ok(()) => Ok(
-            Json(json!({ "repository": format!("{owner}/{name}"), "paused": paused }))
-                .into_response(),
-        ),
-        Err(err @ RepositoryError::NotFound(_)) => {
-            Err(Refusal(StatusCode::NOT_FOUND, err.to_string()))
+    repositories::set_paused(&state.pool, &owner, &name, paused)
+        .await
+        .map_err(repository_refusal)?;
+    Ok(Json(json!({ "repository": format!("{owner}/{name}"), "paused": paused })).into_response())
+}
+
+fn repository_refusal(err: RepositoryError) -> Refusal {
+    match err {
+        RepositoryError::NotFound(_) => Refusal(StatusCode::NOT_FOUND, err.to_string()),
+        RepositoryError::AlreadyPaused(_) | RepositoryError::NotPaused(_) => {
+            Refusal(StatusCode::CONFLICT, err.to_string())
         }
-        Err(err @ (RepositoryError::AlreadyPaused(_) | RepositoryError::NotPaused(_))) => {
-            Err(Refusal(StatusCode::CONFLICT, err.to_string()))
-        }
-        Err(RepositoryError::Db(err)) => {
+        RepositoryError::Db(err) => {
             tracing::error!(error = %err, "API query failed");
-            Err(Refusal(
+            Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database unavailable".into(),
-            ))
+            )
         }
     }
 }
@@ -180,4 +182,64 @@ pub async fn cancel_task(
     };
     tx.commit().await.map_err(database)?;
     Ok(reply.into_response())
+}
+
+/// `POST /api/v2/repositories/{owner}/{name}/stop`: pause and cancel all its live tasks.
+pub async fn stop_repository(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((owner, name)): Path<(String, String)>,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers, Access::Write)?;
+    let mut tx = state.pool.begin().await.map_err(database)?;
+    let cancelled = repositories::stop(&mut tx, &owner, &name)
+        .await
+        .map_err(repository_refusal)?;
+    tx.commit().await.map_err(database)?;
+    Ok(Json(
+        json!({ "repository": format!("{owner}/{name}"), "paused": true, "cancelled": cancelled }),
+    )
+    .into_response())
+}
+
+/// `GET /api/v2/tasks/{id}`: the task, why it waits if it does, and its runs.
+pub async fn get_task(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers, Access::Read)?;
+    let task = tasks::get(&state.pool, id)
+        .await
+        .map_err(database)?
+        .ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no task {id}")))?;
+    let waiting = repositories::deferral_reason(&state.pool, id)
+        .await
+        .map_err(database)?;
+    let runs = runs::for_task(&state.pool, id).await.map_err(database)?;
+    let runs: Vec<_> = runs
+        .iter()
+        .map(|run| {
+            json!({
+                "attempt": run.attempt,
+                "state": run.state,
+                "pipeline": run.pipeline,
+                "failure": run.failure,
+                "branch": run.branch,
+                "head_sha": run.head_sha,
+                "pull_request_url": run.pull_request_url,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": task.id,
+        "repository": format!("{}/{}", task.repo_owner, task.repo_name),
+        "issue": task.issue_number,
+        "title": task.title,
+        "pipeline": task.pipeline,
+        "state": task.state,
+        "waiting": waiting,
+        "runs": runs,
+    }))
+    .into_response())
 }

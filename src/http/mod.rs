@@ -52,7 +52,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v2/deliveries", get(api::list_deliveries))
         .route("/api/v2/deliveries/{id}/replay", post(api::replay_delivery))
+        .route("/api/v2/tasks/{id}", get(api::get_task))
         .route("/api/v2/tasks/{id}/cancel", post(api::cancel_task))
+        .route(
+            "/api/v2/repositories/{owner}/{name}/stop",
+            post(api::stop_repository),
+        )
         .route(
             "/api/v2/repositories/{owner}/{name}/pause",
             post(api::pause_repository),
