@@ -565,3 +565,59 @@ async fn the_api_says_why_a_task_waits_and_stop_cancels_a_repositorys_work(pool:
         404
     );
 }
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_blocked_task_becomes_ready_exactly_once_when_its_blockers_finish_together(pool: PgPool) {
+    let harness = support::Harness::start_without_app(pool.clone()).await;
+    let token = Some(support::API_TOKEN);
+    let first = enqueue(&pool, "a", 1).await;
+    let second = enqueue(&pool, "b", 2).await;
+    let blocked = enqueue(&pool, "c", 3).await;
+    let add_blocker = |task: i64, blocker: i64| {
+        let request = axum::http::Request::post(format!("/api/v2/tasks/{task}/blockers"))
+            .header("authorization", format!("Bearer {}", support::API_TOKEN))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(format!(
+                "{{\"blocker\": {blocker}}}"
+            )))
+            .unwrap();
+        support::send(&harness.router, request)
+    };
+    for blocker in [first, second] {
+        assert_eq!(add_blocker(blocked, blocker).await.0, 201);
+    }
+    let (status, reply) = add_blocker(first, blocked).await;
+    assert_eq!(status, 409, "{reply}");
+    let (_, task) = harness
+        .api("GET", &format!("/api/v2/tasks/{blocked}"), token)
+        .await;
+    assert_eq!(task["waiting"], "waiting: blocked by unfinished tasks");
+
+    let a = claim_next(&pool, "p", "p/0").await.unwrap().unwrap();
+    let b = claim_next(&pool, "p", "p/1").await.unwrap().unwrap();
+    assert_eq!((a.id, b.id), (first, second));
+    assert!(
+        claim_next(&pool, "p", "p/2").await.unwrap().is_none(),
+        "blocked while its blockers run"
+    );
+
+    // Both blockers finish at the same moment, then two sessions race for the blocked task.
+    let finish = |task: Task| {
+        let pool = pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            tasks::transition(&mut tx, task.id, task.lease_epoch, TaskState::Succeeded)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    tokio::join!(finish(a), finish(b));
+    let (x, y) = tokio::join!(claim_next(&pool, "p", "p/3"), claim_next(&pool, "q", "q/0"));
+    let claimed: Vec<i64> = [x.unwrap(), y.unwrap()]
+        .into_iter()
+        .flatten()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(claimed, [blocked], "ready exactly once");
+}

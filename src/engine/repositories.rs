@@ -91,6 +91,10 @@ pub async fn deferral_reason(
 ) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar(
         "SELECT CASE
+                    WHEN EXISTS (
+                        SELECT 1 FROM task_blockers d JOIN tasks b ON b.id = d.blocker_id
+                        WHERE d.task_id = t.id AND b.state NOT IN ('succeeded', 'cancelled')
+                    ) THEN 'waiting: blocked by unfinished tasks'
                     WHEN r.paused THEN 'waiting: repository paused'
                     WHEN r.running >= r.max_running
                         THEN format('waiting: repository limit %s/%s', r.running, r.max_running)

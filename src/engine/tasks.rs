@@ -144,6 +144,9 @@ async fn set_state(
         .bind(task_id)
         .execute(&mut *conn)
         .await?;
+    }
+    // A freed repository slot or a finished blocker may let a queued task run.
+    if from == TaskState::Running || to.is_final() {
         wake_workers(&mut *conn).await?;
     }
     events::record(&mut *conn, task_id, None, "state", detail).await

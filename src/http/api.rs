@@ -11,6 +11,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::{AppState, Refusal};
+use crate::engine::blockers::{self, BlockerError};
 use crate::engine::repositories::{self, RepositoryError};
 use crate::engine::runs;
 use crate::engine::state::TransitionError;
@@ -242,4 +243,43 @@ pub async fn get_task(
         "runs": runs,
     }))
     .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct NewBlocker {
+    blocker: i64,
+}
+
+/// `POST /api/v2/tasks/{id}/blockers` `{"blocker": <task id>}`: the task waits until the
+/// blocker has succeeded or been cancelled.
+pub async fn add_blocker(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Json(body): Json<NewBlocker>,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers, Access::Write)?;
+    let mut tx = state.pool.begin().await.map_err(database)?;
+    match blockers::add(&mut tx, id, body.blocker).await {
+        Ok(()) => {}
+        Err(err @ BlockerError::NotFound(_)) => {
+            return Err(Refusal(StatusCode::NOT_FOUND, err.to_string()));
+        }
+        Err(err @ (BlockerError::Cycle { .. } | BlockerError::NotQueued(_))) => {
+            return Err(Refusal(StatusCode::CONFLICT, err.to_string()));
+        }
+        Err(BlockerError::Db(err)) => {
+            tracing::error!(error = %err, "API query failed");
+            return Err(Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database unavailable".into(),
+            ));
+        }
+    }
+    tx.commit().await.map_err(database)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "task": id, "blocker": body.blocker })),
+    )
+        .into_response())
 }

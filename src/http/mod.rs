@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/deliveries/{id}/replay", post(api::replay_delivery))
         .route("/api/v2/tasks/{id}", get(api::get_task))
         .route("/api/v2/tasks/{id}/cancel", post(api::cancel_task))
+        .route("/api/v2/tasks/{id}/blockers", post(api::add_blocker))
         .route(
             "/api/v2/repositories/{owner}/{name}/stop",
             post(api::stop_repository),
