@@ -165,8 +165,7 @@ async fn sigterm_hands_a_running_task_to_another_worker(pool: PgPool) {
         .expect("the worker exits after its grace period")
         .unwrap();
     assert!(status.success(), "{status:?}");
-    let running = std::fs::read_to_string(format!("/proc/{group}/stat"))
-        .is_ok_and(|stat| !stat.contains(") Z "));
+    let running = support::process_running(group);
     assert!(!running, "the step was stopped with its worker");
     let task = tasks::get(&pool, scenario.task_id).await.unwrap().unwrap();
     assert_eq!(task.state, TaskState::Queued, "handed back");

@@ -286,9 +286,17 @@ impl Executor for LongStep {
     }
 }
 
-#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
-async fn shutdown_stops_a_long_step_after_the_grace_period_and_hands_the_task_back(pool: PgPool) {
-    let task_id = enqueue(&pool, "a", 1).await;
+/// A scheduler instance with one session, running a `LongStep` task.
+struct LongRunning {
+    process: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+    /// The step's process group.
+    group: i32,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a scheduler instance with the given shutdown grace; returns once a step runs.
+async fn run_long_step(pool: &PgPool, shutdown_grace: Duration) -> LongRunning {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("pid");
     let executor = Arc::new(LongStep {
@@ -298,7 +306,7 @@ async fn shutdown_stops_a_long_step_after_the_grace_period_and_hands_the_task_ba
     let settings = SchedulerSettings {
         workers: 1,
         lease_timeout: Duration::from_secs(30),
-        shutdown_grace: Duration::from_millis(200),
+        shutdown_grace,
     };
     let shutdown = CancellationToken::new();
     let process = tokio::spawn(scheduler::run_workers(
@@ -308,12 +316,29 @@ async fn shutdown_stops_a_long_step_after_the_grace_period_and_hands_the_task_ba
         Arc::new(Notify::new()),
         shutdown.clone(),
     ));
-    let pid: i32 = support::wait_until("the step to start", || async {
+    let group = support::wait_until("the step to start", || async {
         std::fs::read_to_string(&marker)
             .ok()
             .and_then(|pid| pid.trim().parse().ok())
     })
     .await;
+    LongRunning {
+        process,
+        shutdown,
+        group,
+        _dir: dir,
+    }
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn shutdown_stops_a_long_step_after_the_grace_period_and_hands_the_task_back(pool: PgPool) {
+    let task_id = enqueue(&pool, "a", 1).await;
+    let LongRunning {
+        process,
+        shutdown,
+        group: pid,
+        _dir,
+    } = run_long_step(&pool, Duration::from_millis(200)).await;
     let epoch_running = tasks::get(&pool, task_id)
         .await
         .unwrap()
@@ -335,8 +360,7 @@ async fn shutdown_stops_a_long_step_after_the_grace_period_and_hands_the_task_ba
         .await
         .unwrap();
     assert_eq!(attempts, 0, "a hand-back is not a failed attempt");
-    let running = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.contains(") Z "));
+    let running = support::process_running(pid);
     assert!(!running, "the step's shell survived shutdown");
     let trail: Vec<String> = conveyor::engine::events::for_task(&pool, task_id)
         .await
@@ -413,31 +437,12 @@ async fn cancelling_stops_a_queued_task_at_once_and_a_running_step_within_second
         404
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("pid");
-    let executor = Arc::new(LongStep {
-        pool: pool.clone(),
-        marker: marker.clone(),
-    });
-    let settings = SchedulerSettings {
-        workers: 1,
-        lease_timeout: Duration::from_secs(30),
-        shutdown_grace: Duration::from_secs(30),
-    };
-    let shutdown = CancellationToken::new();
-    let process = tokio::spawn(scheduler::run_workers(
-        settings,
-        pool.clone(),
-        executor,
-        Arc::new(Notify::new()),
-        shutdown.clone(),
-    ));
-    let pid: i32 = support::wait_until("the step to start", || async {
-        std::fs::read_to_string(&marker)
-            .ok()
-            .and_then(|pid| pid.trim().parse().ok())
-    })
-    .await;
+    let LongRunning {
+        process,
+        shutdown,
+        group: pid,
+        _dir,
+    } = run_long_step(&pool, Duration::from_secs(30)).await;
 
     let asked = std::time::Instant::now();
     let (status, reply) = harness
@@ -456,8 +461,7 @@ async fn cancelling_stops_a_queued_task_at_once_and_a_running_step_within_second
         "took {:?}",
         asked.elapsed()
     );
-    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.contains(") Z "));
+    let alive = support::process_running(pid);
     assert!(!alive, "the cancelled step's shell survived");
     shutdown.cancel();
     process.await.unwrap();

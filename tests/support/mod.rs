@@ -338,3 +338,8 @@ pub fn labeled_issue(issue_number: i64, title: &str, label: &str) -> Vec<u8> {
     payload["repository"]["default_branch"] = "main".into();
     serde_json::to_vec(&payload).unwrap()
 }
+
+/// Whether process `pid` still runs; a zombie waiting to be reaped does not count.
+pub fn process_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
+}
