@@ -54,10 +54,16 @@ impl TaskRunner {
 
         let client = self.github.installation(task.installation_id);
         let started = comment::started(task.id, &task.pipeline, run.attempt);
-        let comment_id = match client
-            .create_comment(repo, task.issue_number, &started)
-            .await
-        {
+        // One status comment per task: a later attempt takes over the earlier attempt's.
+        let posted = match runs::latest_comment(&self.pool, task.id).await? {
+            Some(id) => client.update_comment(repo, id, &started).await,
+            None => {
+                client
+                    .create_comment(repo, task.issue_number, &started)
+                    .await
+            }
+        };
+        let comment_id = match posted {
             Ok(posted) => {
                 runs::set_comment(&self.pool, run.id, posted.id).await?;
                 Some(posted.id)
@@ -69,7 +75,10 @@ impl TaskRunner {
         };
 
         let (outcome, steps, published) = self.execute(task, run.id, &client).await;
-        self.record_end(task, run.id, &outcome, &published).await?;
+        if !self.record_end(task, run.id, &outcome, &published).await? {
+            // The task moved on without us (rescued or cancelled): its report is not ours.
+            return Ok(());
+        }
 
         let body = comment::finished(task.id, &task.pipeline, &outcome, &steps);
         let reported = match comment_id {
@@ -82,14 +91,15 @@ impl TaskRunner {
         Ok(())
     }
 
-    /// Writes the run's end and the task's final state, unless the lease moved on.
+    /// Writes the run's end and the task's final state; `false` when the lease moved on and
+    /// the result was dropped.
     async fn record_end(
         &self,
         task: &Task,
         run_id: i64,
         outcome: &Outcome,
         published: &Published,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let (run_state, task_state, failure) = match outcome {
             Outcome::Failed(failure) => (
                 RunState::Failed,
@@ -104,7 +114,7 @@ impl TaskRunner {
             Ok(()) => {}
             Err(EngineError::Transition(err)) => {
                 tracing::warn!(error = %err, "result dropped");
-                return Ok(());
+                return Ok(false);
             }
             Err(err) => return Err(err.into()),
         }
@@ -113,7 +123,7 @@ impl TaskRunner {
             Some(headline) => tracing::info!(failure = %headline, "run failed"),
             None => tracing::info!("run succeeded"),
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn execute(

@@ -143,6 +143,24 @@ async fn a_killed_workers_task_runs_again_elsewhere_within_40_seconds(pool: PgPo
         .await
         .unwrap();
     assert_eq!(attempts, 2);
+    let comment = support::wait_until("the final status comment", || async {
+        scenario
+            .github
+            .comments(OWNER, REPO, 1)
+            .into_iter()
+            .find(|c| c.body.contains("finished pipeline"))
+    })
+    .await;
+    assert_eq!(
+        scenario.github.comments(OWNER, REPO, 1).len(),
+        1,
+        "one status comment across attempts"
+    );
+    assert!(
+        comment.edits.iter().any(|e| e.contains("attempt 2")),
+        "{:?}",
+        comment.edits
+    );
     let rescued: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM task_events WHERE task_id = $1 AND detail ? 'rescued_from'",
     )

@@ -55,6 +55,19 @@ pub async fn for_task(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<Vec
     .await
 }
 
+/// The status comment an earlier attempt of the task posted, if any.
+pub async fn latest_comment(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "SELECT comment_id FROM runs
+         WHERE task_id = $1 AND comment_id IS NOT NULL
+         ORDER BY attempt DESC
+         LIMIT 1",
+    )
+    .bind(task_id)
+    .fetch_optional(db)
+    .await
+}
+
 pub async fn set_comment(
     db: impl PgExecutor<'_>,
     run_id: i64,
