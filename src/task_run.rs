@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tracing::Instrument;
@@ -12,10 +13,18 @@ use crate::engine::tasks::{self, EngineError, Task};
 use crate::engine::{RunState, TaskState};
 use crate::github::client::Repo;
 use crate::github::{GitHubApp, GitHubError, InstallationClient};
+use crate::pipeline::definition::RetryPolicy;
 use crate::pipeline::git::{self, Git};
 use crate::pipeline::{self, PrepareError, StepResult, TaskContext};
 use crate::report::{Failure, Outcome, check_run, comment, pull_request};
 use crate::scheduler::Executor;
+
+/// Failures of Conveyor's own (clone, push, GitHub) are retried whatever the pipeline says.
+const INFRASTRUCTURE_RETRY: RetryPolicy = RetryPolicy {
+    attempts: 3,
+    backoff_seconds: 30,
+    max_backoff_seconds: 600,
+};
 
 pub struct TaskRunner {
     pub pool: PgPool,
@@ -74,13 +83,24 @@ impl TaskRunner {
             }
         };
 
-        let (outcome, steps, published) = self.execute(task, run.id, &client).await;
-        if !self.record_end(task, run.id, &outcome, &published).await? {
+        let (outcome, steps, published, step_retry) = self.execute(task, run.id, &client).await;
+        let retry_in = match &outcome {
+            Outcome::Failed(Failure::Step { .. }) => step_retry.unwrap_or_default(),
+            Outcome::Failed(Failure::Infrastructure(_)) => INFRASTRUCTURE_RETRY,
+            // A broken pipeline file needs a commit, not another attempt.
+            _ => RetryPolicy::default(),
+        }
+        .delay_after(task.attempts.max(1) as u32)
+        .filter(|_| matches!(outcome, Outcome::Failed(_)));
+        if !self
+            .record_end(task, run.id, &outcome, &published, retry_in)
+            .await?
+        {
             // The task moved on without us (rescued or cancelled): its report is not ours.
             return Ok(());
         }
 
-        let body = comment::finished(task.id, &task.pipeline, &outcome, &steps);
+        let body = comment::finished(task.id, &task.pipeline, &outcome, &steps, retry_in);
         let reported = match comment_id {
             Some(id) => client.update_comment(repo, id, &body).await,
             None => client.create_comment(repo, task.issue_number, &body).await,
@@ -99,6 +119,7 @@ impl TaskRunner {
         run_id: i64,
         outcome: &Outcome,
         published: &Published,
+        retry_in: Option<Duration>,
     ) -> anyhow::Result<bool> {
         let (run_state, task_state, failure) = match outcome {
             Outcome::Failed(failure) => (
@@ -110,7 +131,11 @@ impl TaskRunner {
         };
         let mut tx = self.pool.begin().await?;
         runs::finish(&mut *tx, run_id, run_state, published, failure.as_deref()).await?;
-        match tasks::transition(&mut tx, task.id, task.lease_epoch, task_state).await {
+        let ended = match retry_in {
+            Some(delay) => tasks::schedule_retry(&mut tx, task.id, task.lease_epoch, delay).await,
+            None => tasks::transition(&mut tx, task.id, task.lease_epoch, task_state).await,
+        };
+        match ended {
             Ok(()) => {}
             Err(EngineError::Transition(err)) => {
                 tracing::warn!(error = %err, "result dropped");
@@ -131,12 +156,17 @@ impl TaskRunner {
         task: &Task,
         run_id: i64,
         client: &InstallationClient,
-    ) -> (Outcome, Vec<StepResult>, Published) {
+    ) -> (Outcome, Vec<StepResult>, Published, Option<RetryPolicy>) {
         let git = match client.token().await {
             Ok(token) => Git::with_token(&token),
             Err(err) => {
                 let failure = Failure::Infrastructure(format!("no installation token: {err}"));
-                return (Outcome::Failed(failure), Vec::new(), Published::default());
+                return (
+                    Outcome::Failed(failure),
+                    Vec::new(),
+                    Published::default(),
+                    None,
+                );
             }
         };
         let url = format!(
@@ -179,6 +209,7 @@ impl TaskRunner {
                         Outcome::Failed(Failure::Definition(err.to_string())),
                         Vec::new(),
                         Published::default(),
+                        None,
                     );
                 }
                 Err(err) => {
@@ -186,15 +217,18 @@ impl TaskRunner {
                         Outcome::Failed(Failure::Infrastructure(err.to_string())),
                         Vec::new(),
                         Published::default(),
+                        None,
                     );
                 }
             };
         if let Some(step) = execution.failed_step() {
             let failure = Failure::from_step(step);
+            let retry = execution.retry;
             return (
                 Outcome::Failed(failure),
                 execution.steps,
                 Published::default(),
+                Some(retry),
             );
         }
         let outcome = self.publish(task, client, &git, &execution).await;
@@ -212,7 +246,7 @@ impl TaskRunner {
                 Published::default(),
             ),
         };
-        (outcome, execution.steps, published)
+        (outcome, execution.steps, published, None)
     }
 
     /// Commits and pushes the steps' changes, opens (or reuses) the pull request and marks the

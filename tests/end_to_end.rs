@@ -252,15 +252,71 @@ async fn steps_that_change_nothing_succeed_without_a_pull_request(pool: sqlx::Pg
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
-async fn a_repository_the_installation_cannot_reach_fails_visibly(pool: sqlx::PgPool) {
+async fn a_repository_the_installation_cannot_reach_fails_and_is_retried(pool: sqlx::PgPool) {
     let harness = Harness::start(pool).await;
-    // No repository is added: clone and calls answer 404.
-    let (task_id, state) = harness.label_and_finish("d-6", 12, "Nowhere").await;
-    assert_eq!(state, TaskState::Failed);
+    // No repository is added: clone and calls answer 404, a failure of Conveyor's side.
+    harness
+        .post_signed("issues", "d-6", &labeled_issue(12, "Nowhere", "conveyor"))
+        .await;
+    assert_eq!(harness.outcome("d-6").await, "task_created");
+    let task_id = harness.task_ids().await[0];
+    harness.reach(task_id, TaskState::Scheduled).await;
     let run = &runs::for_task(&harness.pool, task_id).await.unwrap()[0];
     assert!(
         run.failure.as_deref().unwrap().contains("not found"),
         "{:?}",
         run.failure
+    );
+    let due_in: f64 = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM run_after - now())::FLOAT8 FROM tasks WHERE id = $1",
+    )
+    .bind(task_id)
+    .fetch_one(&harness.pool)
+    .await
+    .unwrap();
+    assert!(
+        (20.0..=40.0).contains(&due_in),
+        "first retry about 30 s out, not {due_in}"
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_failed_step_is_retried_by_the_pipelines_policy_in_one_comment(pool: sqlx::PgPool) {
+    let harness = Harness::start(pool).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let mark = scratch.path().join("failed-once");
+    let pipeline = format!(
+        "pipelines:\n  default:\n    retry: {{attempts: 2, backoff_seconds: 1}}\n    steps:\n      - name: flaky\n        run: \"if [ -f {m} ]; then echo fine; else touch {m}; echo flake >&2; exit 3; fi\"\n",
+        m = mark.display()
+    );
+    harness.add_repo(&[(".github/conveyor.yml", &pipeline)]);
+    let (task_id, state) = harness.label_and_finish("d-7", 13, "Flaky").await;
+    assert_eq!(state, TaskState::Succeeded);
+    let runs = runs::for_task(&harness.pool, task_id).await.unwrap();
+    let states: Vec<_> = runs.iter().map(|r| r.state).collect();
+    assert_eq!(
+        states,
+        [
+            conveyor::engine::RunState::Failed,
+            conveyor::engine::RunState::Succeeded
+        ]
+    );
+    let comment = support::wait_until("the final comment", || async {
+        harness
+            .github
+            .comments(OWNER, REPO, 13)
+            .into_iter()
+            .find(|c| c.body.contains("finished pipeline"))
+    })
+    .await;
+    assert_eq!(
+        harness.github.comments(OWNER, REPO, 13).len(),
+        1,
+        "one status comment for both attempts"
+    );
+    assert!(
+        comment.edits.iter().any(|e| e.contains("will try again")),
+        "{:?}",
+        comment.edits
     );
 }

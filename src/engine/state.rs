@@ -8,6 +8,8 @@ use serde::Serialize;
 pub enum TaskState {
     Queued,
     Running,
+    /// Failed with attempts left: waits for its retry to fall due.
+    Scheduled,
     Succeeded,
     Failed,
     Cancelled,
@@ -37,6 +39,9 @@ impl TaskState {
                 | (Running, Failed)
                 | (Running, Cancelled)
                 | (Running, Queued)
+                | (Running, Scheduled)
+                | (Scheduled, Queued)
+                | (Scheduled, Cancelled)
         )
     }
 }
@@ -59,7 +64,7 @@ pub enum TransitionError {
 mod tests {
     use super::TaskState::{self, *};
 
-    const ALL: [TaskState; 5] = [Queued, Running, Succeeded, Failed, Cancelled];
+    const ALL: [TaskState; 6] = [Queued, Running, Scheduled, Succeeded, Failed, Cancelled];
 
     #[test]
     fn final_states_never_change() {

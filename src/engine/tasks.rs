@@ -32,6 +32,8 @@ pub struct Task {
     pub pipeline: String,
     pub state: TaskState,
     pub lease_epoch: i64,
+    /// Attempts started so far, the running one included.
+    pub attempts: i32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +45,7 @@ pub enum EngineError {
 }
 
 pub(crate) const TASK_COLUMNS: &str = "id, installation_id, repo_owner, repo_name, default_branch, issue_number, \
-     title, body, pipeline, state, lease_epoch";
+     title, body, pipeline, state, lease_epoch, attempts";
 
 /// Creates a queued task; `None` when the issue already has a live task or the delivery
 /// already created one.
@@ -228,6 +230,48 @@ pub async fn hand_back(
     Ok(())
 }
 
+/// Ends a failed attempt by scheduling the next one after `delay`, if the lease still holds.
+pub async fn schedule_retry(
+    conn: &mut PgConnection,
+    task_id: i64,
+    epoch: i64,
+    delay: std::time::Duration,
+) -> Result<(), EngineError> {
+    transition(conn, task_id, epoch, TaskState::Scheduled).await?;
+    sqlx::query("UPDATE tasks SET run_after = now() + make_interval(secs => $2) WHERE id = $1")
+        .bind(task_id)
+        .bind(delay.as_secs_f64())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Queues every scheduled task whose retry is due; returns how many.
+pub async fn queue_due_retries(conn: &mut PgConnection) -> sqlx::Result<usize> {
+    let due: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM tasks WHERE state = 'scheduled' AND run_after <= now()
+         ORDER BY run_after
+         FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for &task_id in &due {
+        let detail = json!({ "from": TaskState::Scheduled, "to": TaskState::Queued });
+        set_state(
+            conn,
+            task_id,
+            TaskState::Scheduled,
+            TaskState::Queued,
+            detail,
+        )
+        .await?;
+    }
+    if !due.is_empty() {
+        wake_workers(&mut *conn).await?;
+    }
+    Ok(due.len())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancel {
     /// The task was queued and is now cancelled.
@@ -244,13 +288,13 @@ pub async fn cancel(conn: &mut PgConnection, task_id: i64) -> Result<Cancel, Eng
             .fetch_optional(&mut *conn)
             .await?;
     match state.ok_or(TransitionError::NotFound { task_id })? {
-        TaskState::Queued => {
+        from @ (TaskState::Queued | TaskState::Scheduled) => {
             set_state(
                 conn,
                 task_id,
-                TaskState::Queued,
+                from,
                 TaskState::Cancelled,
-                json!({ "from": TaskState::Queued, "to": TaskState::Cancelled }),
+                json!({ "from": from, "to": TaskState::Cancelled }),
             )
             .await?;
             Ok(Cancel::Cancelled)

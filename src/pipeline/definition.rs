@@ -27,6 +27,45 @@ struct PipelineFile {
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
     pub steps: Vec<Step>,
+    /// What happens when a step fails; by default the task fails at once.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+/// How often a failed task is tried again, and how long it waits in between.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first one included.
+    pub attempts: u32,
+    /// Wait before the second attempt; it doubles for each attempt after that.
+    pub backoff_seconds: u64,
+    pub max_backoff_seconds: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 1,
+            backoff_seconds: 30,
+            max_backoff_seconds: 600,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1`, or `None` when `attempt` was the last. Jitter
+    /// (up to a quarter) keeps retries of many tasks from arriving together.
+    pub fn delay_after(&self, attempt: u32) -> Option<Duration> {
+        if attempt >= self.attempts {
+            return None;
+        }
+        let doubled = self
+            .backoff_seconds
+            .saturating_mul(1 << (attempt.saturating_sub(1)).min(20));
+        let base = Duration::from_secs(doubled.min(self.max_backoff_seconds));
+        Some(base + base.mul_f64(fastrand::f64() / 4.0))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -117,6 +156,11 @@ fn validate(name: &str, pipeline: &Pipeline) -> Result<(), DefinitionError> {
             "has no steps: give it at least one `- name: … run: …`".to_owned()
         ));
     }
+    if pipeline.retry.attempts == 0 {
+        return Err(bad(
+            "has `retry: attempts: 0`; use at least 1 (1 means no retry)".to_owned(),
+        ));
+    }
     let mut seen = HashSet::new();
     for (index, step) in pipeline.steps.iter().enumerate() {
         let number = index + 1;
@@ -202,6 +246,35 @@ mod tests {
             let err = parse(text, name).unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn retries_are_off_by_default_and_back_off_exponentially_with_a_cap() {
+        assert_eq!(
+            parse(EXAMPLE, "default").unwrap().retry.delay_after(1),
+            None
+        );
+        let text = "pipelines:\n  default:\n    retry: {attempts: 4, backoff_seconds: 10, max_backoff_seconds: 25}\n    steps: [{name: a, run: x}]";
+        let retry = parse(text, "default").unwrap().retry;
+        let within = |attempt, base: u64| {
+            let delay = retry.delay_after(attempt).unwrap();
+            assert!(
+                delay >= Duration::from_secs(base) && delay <= Duration::from_secs(base) * 5 / 4,
+                "{attempt}: {delay:?}"
+            );
+        };
+        within(1, 10);
+        within(2, 20);
+        within(3, 25);
+        assert_eq!(retry.delay_after(4), None);
+        let zero =
+            "pipelines:\n  default:\n    retry: {attempts: 0}\n    steps: [{name: a, run: x}]";
+        assert!(
+            parse(zero, "default")
+                .unwrap_err()
+                .to_string()
+                .contains("attempts: 0")
+        );
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct Execution {
     pub workspace: workspace::Workspace,
     pub base_sha: String,
     pub steps: Vec<StepResult>,
+    /// The pipeline's policy for a failed step.
+    pub retry: definition::RetryPolicy,
 }
 
 impl Execution {
@@ -111,5 +113,6 @@ where
         workspace,
         base_sha,
         steps,
+        retry: pipeline.retry,
     })
 }

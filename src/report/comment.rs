@@ -1,5 +1,7 @@
 //! The one status comment on the issue, posted when a run starts and edited as it ends.
 
+use std::time::Duration;
+
 use super::{Failure, Outcome, steps_table};
 use crate::pipeline::StepResult;
 
@@ -18,7 +20,13 @@ pub fn started(task_id: i64, pipeline: &str, attempt: i32) -> String {
     )
 }
 
-pub fn finished(task_id: i64, pipeline: &str, outcome: &Outcome, steps: &[StepResult]) -> String {
+pub fn finished(
+    task_id: i64,
+    pipeline: &str,
+    outcome: &Outcome,
+    steps: &[StepResult],
+    retry_in: Option<Duration>,
+) -> String {
     let mut body = marker(task_id);
     body.push('\n');
     match outcome {
@@ -45,6 +53,12 @@ pub fn finished(task_id: i64, pipeline: &str, outcome: &Outcome, steps: &[StepRe
         Outcome::Failed(Failure::Infrastructure(message)) => body.push_str(&format!(
             "❌ **Conveyor** could not finish this task: {message}\n"
         )),
+    }
+    if let Some(delay) = retry_in {
+        body.push_str(&format!(
+            "\n🔁 Conveyor will try again in about {}s.\n",
+            delay.as_secs().max(1)
+        ));
     }
     if !steps.is_empty() {
         body.push('\n');
@@ -85,6 +99,7 @@ mod tests {
             "default",
             &outcome,
             &[step("implement", Some(0), ""), failed],
+            Some(Duration::from_secs(30)),
         );
         assert!(body.starts_with("<!-- conveyor:task:5 -->"));
         assert!(body.contains("step `verify` exited with code 2"), "{body}");
@@ -106,7 +121,7 @@ mod tests {
             pull_request_url: "https://github.com/o/r/pull/9".into(),
             branch: "conveyor/1-x".into(),
         };
-        let body = finished(1, "default", &outcome, &[]);
+        let body = finished(1, "default", &outcome, &[], None);
         assert!(body.contains("https://github.com/o/r/pull/9"));
         assert!(body.contains("`conveyor/1-x`"));
     }

@@ -68,7 +68,15 @@ pub async fn rescue(pool: &PgPool, timeout: Duration) -> anyhow::Result<Vec<(i64
     Ok(rescued)
 }
 
-/// Heartbeats for `process` and runs rescues until `shutdown`.
+/// Queues the tasks whose retry is due.
+pub async fn queue_due_retries(pool: &PgPool) -> sqlx::Result<usize> {
+    let mut tx = pool.begin().await?;
+    let queued = tasks::queue_due_retries(&mut tx).await?;
+    tx.commit().await?;
+    Ok(queued)
+}
+
+/// Heartbeats for `process`, rescues, and queues due retries until `shutdown`.
 pub async fn run(
     pool: PgPool,
     process: String,
@@ -81,6 +89,9 @@ pub async fn run(
         }
         if let Err(err) = rescue(&pool, settings.lease_timeout).await {
             tracing::warn!(error = %format!("{err:#}"), "rescuing tasks failed");
+        }
+        if let Err(err) = queue_due_retries(&pool).await {
+            tracing::warn!(error = %err, "queueing due retries failed");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -67,7 +67,8 @@ pub fn config(github: &FakeGitHub, data_dir: &Path, webhook_secret: Option<&str>
         redelivery_interval_secs: 0,
         delivery_retention_days: 14,
         task_retention_days: 90,
-        lease_timeout_secs: 30,
+        // Short, so heartbeats (and the due-retry check riding on them) come every second.
+        lease_timeout_secs: 6,
         shutdown_grace_secs: 30,
         github: GitHubConfig {
             app_id: Some(fake_github::APP_ID.to_string()),
@@ -228,6 +229,19 @@ impl Harness {
             .await
             .unwrap()
             .flatten()
+        })
+        .await
+    }
+
+    /// Waits for the task to reach `state`.
+    pub async fn reach(&self, task_id: i64, state: TaskState) {
+        wait_until(&format!("task {task_id} {state:?}"), || async {
+            let now: TaskState = sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1")
+                .bind(task_id)
+                .fetch_one(&self.pool)
+                .await
+                .unwrap();
+            (now == state).then_some(())
         })
         .await
     }
