@@ -233,15 +233,18 @@ impl Harness {
         .await
     }
 
+    pub async fn state(&self, task_id: i64) -> TaskState {
+        sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1")
+            .bind(task_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
     /// Waits for the task to reach `state`.
     pub async fn reach(&self, task_id: i64, state: TaskState) {
         wait_until(&format!("task {task_id} {state:?}"), || async {
-            let now: TaskState = sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1")
-                .bind(task_id)
-                .fetch_one(&self.pool)
-                .await
-                .unwrap();
-            (now == state).then_some(())
+            (self.state(task_id).await == state).then_some(())
         })
         .await
     }
@@ -249,11 +252,7 @@ impl Harness {
     /// Waits for the task to reach a final state.
     pub async fn final_state(&self, task_id: i64) -> TaskState {
         wait_until(&format!("task {task_id} finished"), || async {
-            let state: TaskState = sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1")
-                .bind(task_id)
-                .fetch_one(&self.pool)
-                .await
-                .unwrap();
+            let state = self.state(task_id).await;
             state.is_final().then_some(state)
         })
         .await
