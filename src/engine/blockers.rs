@@ -4,6 +4,13 @@
 
 use sqlx::PgConnection;
 
+/// SQL condition, true while the task aliased `t` has a blocker that neither succeeded nor
+/// was cancelled. Claiming and explaining a wait both use it, so they cannot disagree.
+pub(crate) const UNFINISHED_BLOCKERS: &str = "EXISTS (
+    SELECT 1 FROM task_blockers d JOIN tasks b ON b.id = d.blocker_id
+    WHERE d.task_id = t.id AND b.state NOT IN ('succeeded', 'cancelled')
+)";
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BlockerError {
     #[error("task {0} does not exist")]

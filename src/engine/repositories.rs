@@ -2,6 +2,7 @@
 
 use sqlx::{PgConnection, PgExecutor};
 
+use super::blockers::UNFINISHED_BLOCKERS;
 use super::tasks::{self, wake_workers};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -89,20 +90,17 @@ pub async fn deferral_reason(
     db: impl PgExecutor<'_>,
     task_id: i64,
 ) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar(&format!(
         "SELECT CASE
-                    WHEN EXISTS (
-                        SELECT 1 FROM task_blockers d JOIN tasks b ON b.id = d.blocker_id
-                        WHERE d.task_id = t.id AND b.state NOT IN ('succeeded', 'cancelled')
-                    ) THEN 'waiting: blocked by unfinished tasks'
+                    WHEN {UNFINISHED_BLOCKERS} THEN 'waiting: blocked by unfinished tasks'
                     WHEN r.paused THEN 'waiting: repository paused'
                     WHEN r.running >= r.max_running
                         THEN format('waiting: repository limit %s/%s', r.running, r.max_running)
                     ELSE 'waiting: no free worker session'
                 END
          FROM tasks t JOIN repositories r ON r.owner = t.repo_owner AND r.name = t.repo_name
-         WHERE t.id = $1 AND t.state = 'queued'",
-    )
+         WHERE t.id = $1 AND t.state = 'queued'"
+    ))
     .bind(task_id)
     .fetch_optional(db)
     .await

@@ -3,6 +3,7 @@
 
 use sqlx::PgPool;
 
+use crate::engine::blockers::UNFINISHED_BLOCKERS;
 use crate::engine::tasks::{TASK_COLUMNS, Task};
 
 /// Claims the highest-priority, oldest queued task whose repository is below its limit.
@@ -15,10 +16,7 @@ pub async fn claim_next(pool: &PgPool, process: &str, worker: &str) -> sqlx::Res
              FROM tasks t
              JOIN repositories r ON r.owner = t.repo_owner AND r.name = t.repo_name
              WHERE t.state = 'queued' AND r.running < r.max_running AND NOT r.paused
-               AND NOT EXISTS (
-                   SELECT 1 FROM task_blockers d JOIN tasks b ON b.id = d.blocker_id
-                   WHERE d.task_id = t.id AND b.state NOT IN ('succeeded', 'cancelled')
-               )
+               AND NOT {UNFINISHED_BLOCKERS}
              ORDER BY t.priority DESC, t.created_at, t.id
              LIMIT 1
              FOR UPDATE OF t, r SKIP LOCKED
