@@ -36,12 +36,6 @@ pub struct TaskRunner {
 
 impl Executor for TaskRunner {
     async fn execute(&self, task: Task) {
-        self.run(task).await
-    }
-}
-
-impl TaskRunner {
-    pub async fn run(&self, task: Task) {
         let span = tracing::info_span!("task", task = task.id, run = tracing::field::Empty);
         async {
             if let Err(err) = self.run_task(&task).await {
@@ -51,7 +45,9 @@ impl TaskRunner {
         .instrument(span)
         .await
     }
+}
 
+impl TaskRunner {
     async fn run_task(&self, task: &Task) -> anyhow::Result<()> {
         let run = runs::start(&mut *self.pool.acquire().await?, task.id, &task.pipeline).await?;
         tracing::Span::current().record("run", run.id);
@@ -84,14 +80,17 @@ impl TaskRunner {
         };
 
         let (outcome, steps, published, step_retry) = self.execute(task, run.id, &client).await;
+        let attempt = task.attempts.max(1) as u32;
         let retry_in = match &outcome {
-            Outcome::Failed(Failure::Step { .. }) => step_retry.unwrap_or_default(),
-            Outcome::Failed(Failure::Infrastructure(_)) => INFRASTRUCTURE_RETRY,
-            // A broken pipeline file needs a commit, not another attempt.
-            _ => RetryPolicy::default(),
-        }
-        .delay_after(task.attempts.max(1) as u32)
-        .filter(|_| matches!(outcome, Outcome::Failed(_)));
+            Outcome::Failed(Failure::Step { .. }) => {
+                step_retry.unwrap_or_default().delay_after(attempt)
+            }
+            Outcome::Failed(Failure::Infrastructure(_)) => {
+                INFRASTRUCTURE_RETRY.delay_after(attempt)
+            }
+            // Success, or a broken pipeline file, which needs a commit rather than another attempt.
+            _ => None,
+        };
         if !self
             .record_end(task, run.id, &outcome, &published, retry_in)
             .await?
