@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::github::{AppCredentials, GitHubApp};
-use crate::housekeeping::{self, Retention};
+use crate::housekeeping::retention::{self, Retention};
 use crate::http::{self, AppState};
 use crate::scheduler::SchedulerSettings;
 use crate::task_run::TaskRunner;
@@ -94,7 +94,7 @@ impl Service {
             self.tasks_added.clone(),
             shutdown.clone(),
         ));
-        jobs.spawn(housekeeping::run(
+        jobs.spawn(retention::run(
             self.state.pool.clone(),
             self.retention,
             shutdown.clone(),

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use tracing::Instrument;
 
 use crate::engine::runs::{self, Published, StepRecord};
-use crate::engine::tasks::{self, EngineError, Task};
+use crate::engine::tasks::{EngineError, Task};
 use crate::engine::{RunState, TaskState};
 use crate::github::client::Repo;
 use crate::github::{GitHubApp, GitHubError, InstallationClient};
@@ -17,7 +17,7 @@ use crate::pipeline::definition::RetryPolicy;
 use crate::pipeline::git::{self, Git};
 use crate::pipeline::{self, PrepareError, StepResult, TaskContext};
 use crate::report::{Failure, Outcome, check_run, comment, pull_request};
-use crate::scheduler::Executor;
+use crate::scheduler::{Executor, Lease};
 
 /// Failures of Conveyor's own (clone, push, GitHub) are retried whatever the pipeline says.
 const INFRASTRUCTURE_RETRY: RetryPolicy = RetryPolicy {
@@ -35,10 +35,10 @@ pub struct TaskRunner {
 }
 
 impl Executor for TaskRunner {
-    async fn execute(&self, task: Task) {
+    async fn execute(&self, task: Task, lease: Lease) {
         let span = tracing::info_span!("task", task = task.id, run = tracing::field::Empty);
         async {
-            if let Err(err) = self.run_task(&task).await {
+            if let Err(err) = self.run_task(&task, &lease).await {
                 tracing::error!(error = %format!("{err:#}"), "task run could not be recorded");
             }
         }
@@ -48,7 +48,7 @@ impl Executor for TaskRunner {
 }
 
 impl TaskRunner {
-    async fn run_task(&self, task: &Task) -> anyhow::Result<()> {
+    async fn run_task(&self, task: &Task, lease: &Lease) -> anyhow::Result<()> {
         let run = runs::start(&mut *self.pool.acquire().await?, task.id, &task.pipeline).await?;
         tracing::Span::current().record("run", run.id);
         tracing::info!(attempt = run.attempt, pipeline = %task.pipeline, "run started");
@@ -92,7 +92,7 @@ impl TaskRunner {
             _ => None,
         };
         if !self
-            .record_end(task, run.id, &outcome, &published, retry_in)
+            .record_end(lease, run.id, &outcome, &published, retry_in)
             .await?
         {
             // The task moved on without us (rescued or cancelled): its report is not ours.
@@ -110,11 +110,11 @@ impl TaskRunner {
         Ok(())
     }
 
-    /// Writes the run's end and the task's final state; `false` when the lease moved on and
-    /// the result was dropped.
+    /// Writes the run's end, then the task's end under its lease; `false` when the lease
+    /// moved on and the result was dropped (the run still records how this attempt ended).
     async fn record_end(
         &self,
-        task: &Task,
+        lease: &Lease,
         run_id: i64,
         outcome: &Outcome,
         published: &Published,
@@ -128,11 +128,10 @@ impl TaskRunner {
             ),
             _ => (RunState::Succeeded, TaskState::Succeeded, None),
         };
-        let mut tx = self.pool.begin().await?;
-        runs::finish(&mut *tx, run_id, run_state, published, failure.as_deref()).await?;
+        runs::finish(&self.pool, run_id, run_state, published, failure.as_deref()).await?;
         let ended = match retry_in {
-            Some(delay) => tasks::schedule_retry(&mut tx, task.id, task.lease_epoch, delay).await,
-            None => tasks::transition(&mut tx, task.id, task.lease_epoch, task_state).await,
+            Some(delay) => lease.retry_in(delay).await,
+            None => lease.end(task_state).await,
         };
         match ended {
             Ok(()) => {}
@@ -142,7 +141,6 @@ impl TaskRunner {
             }
             Err(err) => return Err(err.into()),
         }
-        tx.commit().await?;
         match &failure {
             Some(headline) => tracing::info!(failure = %headline, "run failed"),
             None => tracing::info!("run succeeded"),

@@ -421,10 +421,12 @@ async fn retention_drops_old_payloads_and_keeps_outcomes(pool: sqlx::PgPool) {
         .execute(&harness.pool)
         .await
         .unwrap();
-    let dropped =
-        housekeeping::prune_payloads(&harness.pool, std::time::Duration::from_secs(14 * 86_400))
-            .await
-            .unwrap();
+    let dropped = housekeeping::retention::prune_payloads(
+        &harness.pool,
+        std::time::Duration::from_secs(14 * 86_400),
+    )
+    .await
+    .unwrap();
     assert_eq!(dropped, 2);
     assert_eq!(
         count(

@@ -10,8 +10,9 @@ use std::time::Duration;
 use conveyor::engine::TaskState;
 use conveyor::engine::runs::{self, StepRecord};
 use conveyor::engine::state::TransitionError;
-use conveyor::engine::tasks::{self, EngineError, NewTask, Rescued, Task};
-use conveyor::scheduler::{self, Executor, SchedulerSettings, claim_next, leases};
+use conveyor::engine::tasks::{self, Ending, EngineError, NewTask, Rescued, Task};
+use conveyor::housekeeping::vacuum;
+use conveyor::scheduler::{self, Executor, Lease, SchedulerSettings, claim_next, leases};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -45,14 +46,13 @@ async fn state(pool: &PgPool, task_id: i64) -> TaskState {
 /// Runs no pipeline: holds the task briefly, checks the repository limit while it runs, and
 /// completes it under its lease.
 struct NoOp {
-    pool: PgPool,
     running: Mutex<HashMap<String, usize>>,
     limit_exceeded: Mutex<Vec<String>>,
     executed: Mutex<Vec<i64>>,
 }
 
 impl Executor for NoOp {
-    async fn execute(&self, task: Task) {
+    async fn execute(&self, task: Task, lease: Lease) {
         let repo = task.repo_name.clone();
         {
             let mut running = self.running.lock().unwrap();
@@ -64,11 +64,7 @@ impl Executor for NoOp {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
         *self.running.lock().unwrap().get_mut(&repo).unwrap() -= 1;
-        let mut tx = self.pool.begin().await.unwrap();
-        tasks::transition(&mut tx, task.id, task.lease_epoch, TaskState::Succeeded)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        lease.end(TaskState::Succeeded).await.unwrap();
         self.executed.lock().unwrap().push(task.id);
     }
 }
@@ -81,7 +77,6 @@ async fn every_task_runs_exactly_once_within_repository_limits(pool: PgPool) {
         ids.push(enqueue(&pool, repos[issue as usize % repos.len()], issue).await);
     }
     let executor = Arc::new(NoOp {
-        pool: pool.clone(),
         running: Mutex::default(),
         limit_exceeded: Mutex::default(),
         executed: Mutex::default(),
@@ -161,6 +156,141 @@ async fn claims_respect_priority_order_and_the_repository_limit(pool: PgPool) {
         claim_next(&pool, "p", "p/2").await.unwrap().unwrap().id,
         second
     );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn one_claim_serves_several_sessions_in_order_within_every_limit(pool: PgPool) {
+    let mut ids = Vec::new();
+    for (issue, repo) in ["a", "a", "a", "b", "c", "c"].into_iter().enumerate() {
+        ids.push(enqueue(&pool, repo, issue as i64).await);
+    }
+    sqlx::query("UPDATE repositories SET max_running = 2 WHERE name = 'a'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let workers: Vec<String> = (0..5).map(|n| format!("p/{n}")).collect();
+
+    let claimed = scheduler::claim(&pool, "p", &workers).await.unwrap();
+    let got: Vec<(String, i64)> = claimed
+        .iter()
+        .map(|(worker, task)| (worker.clone(), task.id))
+        .collect();
+    // a is limited to 2, c to 1: the third a and the second c wait, and the sessions are
+    // seated in queue order.
+    let expected = [(0, ids[0]), (1, ids[1]), (2, ids[3]), (3, ids[4])]
+        .map(|(seat, id)| (workers[seat].clone(), id));
+    let mut got_sorted = got.clone();
+    got_sorted.sort_by_key(|(worker, _)| worker.clone());
+    assert_eq!(got_sorted, expected);
+    let owners: Vec<(i64, Option<String>)> =
+        sqlx::query_as("SELECT id, claimed_by FROM tasks WHERE state = 'running' ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        owners,
+        expected
+            .iter()
+            .map(|(worker, id)| (*id, Some(worker.clone())))
+            .collect::<Vec<_>>()
+    );
+    let running: Vec<(String, i32)> =
+        sqlx::query_as("SELECT name, running FROM repositories ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        running,
+        [("a", 2), ("b", 1), ("c", 1)].map(|(name, n)| (name.to_owned(), n))
+    );
+    assert!(
+        scheduler::claim(&pool, "p", &workers[4..])
+            .await
+            .unwrap()
+            .is_empty(),
+        "every repository with waiting work is at its limit"
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn endings_written_together_are_each_checked_against_their_own_lease(pool: PgPool) {
+    let current = enqueue(&pool, "a", 1).await;
+    let rescued = enqueue(&pool, "b", 2).await;
+    let held = claim_next(&pool, "p", "p/0").await.unwrap().unwrap();
+    let stale = claim_next(&pool, "p", "p/1").await.unwrap().unwrap();
+    assert_eq!((held.id, stale.id), (current, rescued));
+    let mut tx = pool.begin().await.unwrap();
+    tasks::rescue(&mut tx, rescued).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut conn = pool.acquire().await.unwrap();
+    let results = tasks::end_leases(
+        &mut conn,
+        &[
+            Ending::new(held.id, held.lease_epoch, TaskState::Succeeded),
+            Ending::new(stale.id, stale.lease_epoch, TaskState::Succeeded),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        results,
+        [
+            Ok(()),
+            Err(TransitionError::StaleLease {
+                task_id: rescued,
+                epoch: stale.lease_epoch
+            })
+        ]
+    );
+    assert_eq!(state(&pool, current).await, TaskState::Succeeded);
+    assert_eq!(state(&pool, rescued).await, TaskState::Queued);
+    let running: i64 = sqlx::query_scalar("SELECT SUM(running) FROM repositories")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        running, 0,
+        "the accepted ending and the rescue each freed their slot"
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn churned_queue_tables_are_vacuumed_without_autovacuum(pool: PgPool) {
+    for issue in 0..1500 {
+        enqueue(&pool, "a", issue).await;
+    }
+    let mut conn = pool.acquire().await.unwrap();
+    // Two updates of every task leave 3,000 dead rows; the statistics are flushed at once
+    // rather than within the second.
+    for to in ["cancelled", "cancelled"] {
+        sqlx::query("UPDATE tasks SET state = $1::task_state, updated_at = now()")
+            .bind(to)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    let dead = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'tasks'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert!(dead().await >= 3000, "dead rows: {}", dead().await);
+
+    let upkeep = vacuum::vacuum_churn_tables(&pool).await.unwrap();
+    assert!(upkeep.vacuumed.contains(&"tasks".to_owned()), "{upkeep:?}");
+    assert_eq!(dead().await, 0);
+    let again = vacuum::vacuum_churn_tables(&pool).await.unwrap();
+    assert!(!again.vacuumed.contains(&"tasks".to_owned()), "{again:?}");
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
@@ -265,12 +395,11 @@ async fn a_task_out_of_attempts_is_failed_not_requeued(pool: PgPool) {
 
 /// Runs one long shell step per task, as a pipeline would, and completes the task after it.
 struct LongStep {
-    pool: PgPool,
     marker: std::path::PathBuf,
 }
 
 impl Executor for LongStep {
-    async fn execute(&self, task: Task) {
+    async fn execute(&self, _task: Task, lease: Lease) {
         let step = conveyor::pipeline::definition::Step {
             name: "long".into(),
             run: format!("echo $$ > {}; sleep 30", self.marker.display()),
@@ -278,11 +407,7 @@ impl Executor for LongStep {
         };
         let dir = tempfile::tempdir().unwrap();
         conveyor::pipeline::step::run(0, &step, dir.path(), &[]).await;
-        let mut tx = self.pool.begin().await.unwrap();
-        tasks::transition(&mut tx, task.id, task.lease_epoch, TaskState::Succeeded)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        lease.end(TaskState::Succeeded).await.unwrap();
     }
 }
 
@@ -300,7 +425,6 @@ async fn run_long_step(pool: &PgPool, shutdown_grace: Duration) -> LongRunning {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("pid");
     let executor = Arc::new(LongStep {
-        pool: pool.clone(),
         marker: marker.clone(),
     });
     let settings = SchedulerSettings {
@@ -487,9 +611,10 @@ async fn housekeeping_deletes_long_finished_tasks_with_their_history_only(pool: 
         .execute(&pool)
         .await
         .unwrap();
-    let deleted = conveyor::housekeeping::prune_tasks(&pool, Duration::from_secs(90 * 86_400))
-        .await
-        .unwrap();
+    let deleted =
+        conveyor::housekeeping::retention::prune_tasks(&pool, Duration::from_secs(90 * 86_400))
+            .await
+            .unwrap();
     assert_eq!(deleted, 1);
     assert!(tasks::get(&pool, finished).await.unwrap().is_none());
     assert_eq!(

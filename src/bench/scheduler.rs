@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{millis, percentile};
 use crate::engine::TaskState;
 use crate::engine::tasks::{self, Task};
-use crate::scheduler::{self, Executor, SchedulerSettings};
+use crate::scheduler::{self, Executor, Lease, SchedulerSettings};
 
 #[derive(Debug, clap::Args)]
 pub struct SchedulerBench {
@@ -68,17 +68,11 @@ impl NoOp {
 }
 
 impl Executor for NoOp {
-    async fn execute(&self, task: Task) {
+    async fn execute(&self, task: Task, lease: Lease) {
         if self.measure_latency.load(Ordering::SeqCst) {
             self.note_start_latency(task.id).await;
         }
-        let finished = async {
-            let mut tx = self.pool.begin().await?;
-            tasks::transition(&mut tx, task.id, task.lease_epoch, TaskState::Succeeded).await?;
-            tx.commit().await?;
-            anyhow::Ok(())
-        };
-        if let Err(err) = finished.await {
+        if let Err(err) = lease.end(TaskState::Succeeded).await {
             tracing::error!(task = task.id, error = %format!("{err:#}"), "bench task could not complete");
         }
         if self.done.fetch_add(1, Ordering::SeqCst) + 1 >= self.expected.load(Ordering::SeqCst) {

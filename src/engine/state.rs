@@ -25,6 +25,15 @@ pub enum RunState {
 }
 
 impl TaskState {
+    pub const ALL: [TaskState; 6] = [
+        Self::Queued,
+        Self::Running,
+        Self::Scheduled,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
     pub fn is_final(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
@@ -43,6 +52,14 @@ impl TaskState {
                 | (Scheduled, Queued)
                 | (Scheduled, Cancelled)
         )
+    }
+
+    /// The states that may become `self`.
+    pub fn sources(self) -> Vec<TaskState> {
+        Self::ALL
+            .into_iter()
+            .filter(|from| from.can_become(self))
+            .collect()
     }
 }
 
@@ -64,7 +81,7 @@ pub enum TransitionError {
 mod tests {
     use super::TaskState::{self, *};
 
-    const ALL: [TaskState; 6] = [Queued, Running, Scheduled, Succeeded, Failed, Cancelled];
+    const ALL: [TaskState; 6] = TaskState::ALL;
 
     #[test]
     fn final_states_never_change() {

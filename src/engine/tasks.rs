@@ -97,61 +97,219 @@ pub async fn get(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<Task>>
 }
 
 /// Moves a task held under lease `epoch` to `to`, refusing stale leases and transitions the
-/// state machine does not allow. Call inside a transaction.
+/// state machine does not allow. One statement: it needs no transaction of its own.
 pub async fn transition(
     conn: &mut PgConnection,
     task_id: i64,
     epoch: i64,
     to: TaskState,
 ) -> Result<(), EngineError> {
-    let row: Option<(TaskState, i64)> =
-        sqlx::query_as("SELECT state, lease_epoch FROM tasks WHERE id = $1 FOR UPDATE")
-            .bind(task_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let (from, current_epoch) = row.ok_or(TransitionError::NotFound { task_id })?;
-    if current_epoch != epoch {
-        return Err(TransitionError::StaleLease { task_id, epoch }.into());
-    }
-    if !from.can_become(to) {
-        return Err(TransitionError::NotAllowed { task_id, from, to }.into());
-    }
-    set_state(conn, task_id, from, to, json!({ "from": from, "to": to })).await?;
-    Ok(())
+    end_lease(conn, &Ending::new(task_id, epoch, to)).await
 }
 
-/// Writes a state change the caller has checked, keeping the repository's running count
-/// and the audit trail in step, and waking workers when a slot frees up.
-async fn set_state(
+/// How the holder of a task's lease ends it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ending {
+    pub task_id: i64,
+    pub epoch: i64,
+    pub to: TaskState,
+    /// With `to` scheduled: how long until the retry is due.
+    pub retry_in: Option<std::time::Duration>,
+}
+
+impl Ending {
+    pub fn new(task_id: i64, epoch: i64, to: TaskState) -> Self {
+        Self {
+            task_id,
+            epoch,
+            to,
+            retry_in: None,
+        }
+    }
+}
+
+/// Ends one lease; see [`end_leases`].
+pub async fn end_lease(conn: &mut PgConnection, ending: &Ending) -> Result<(), EngineError> {
+    let mut results = end_leases(conn, std::slice::from_ref(ending)).await?;
+    Ok(results.pop().expect("one result per ending")?)
+}
+
+/// Ends many leases in one statement (each one checked on its own); a result per ending, in
+/// order.
+pub async fn end_leases(
+    conn: &mut PgConnection,
+    endings: &[Ending],
+) -> sqlx::Result<Vec<Result<(), TransitionError>>> {
+    let changes: Vec<Change> = endings
+        .iter()
+        .map(|ending| Change {
+            task_id: ending.task_id,
+            epoch: Some(ending.epoch),
+            to: ending.to,
+            retry_in: ending.retry_in,
+            detail: json!({}),
+        })
+        .collect();
+    set_states(conn, &changes).await
+}
+
+/// One guarded state change: applied if the state machine allows it from the task's
+/// current state and, when `epoch` is given, the lease is still that epoch.
+struct Change {
+    task_id: i64,
+    epoch: Option<i64>,
+    to: TaskState,
+    retry_in: Option<std::time::Duration>,
+    /// Added to the from/to recorded in the audit trail.
+    detail: serde_json::Value,
+}
+
+impl Change {
+    fn unguarded(task_id: i64, to: TaskState, detail: serde_json::Value) -> Self {
+        Self {
+            task_id,
+            epoch: None,
+            to,
+            retry_in: None,
+            detail,
+        }
+    }
+}
+
+/// What a task was when a state change looked at it.
+#[derive(sqlx::FromRow)]
+struct Found {
+    id: i64,
+    state: TaskState,
+    lease_epoch: i64,
+    moved: bool,
+}
+
+/// Applies guarded state changes in one statement, keeping the repositories' running counts
+/// and the audit trail in step; a result per change, in order. The allowed transitions are
+/// passed in from [`TaskState::can_become`], the one place that rule lives.
+///
+/// Other processes' idle workers are woken (`NOTIFY`) only when queued work appears or a
+/// finished task had dependents. A slot freed by a finished task is not announced: the
+/// worker that freed it claims next, and wakes its own process's idle sessions if there is
+/// more. Announcing every completion would cost more than the claim itself: a notifying
+/// commit holds a cluster-wide lock through its WAL flush, so those commits cannot be
+/// grouped.
+async fn set_states(
+    conn: &mut PgConnection,
+    changes: &[Change],
+) -> sqlx::Result<Vec<Result<(), TransitionError>>> {
+    let (allowed_from, allowed_to): (Vec<TaskState>, Vec<TaskState>) = TaskState::ALL
+        .into_iter()
+        .flat_map(|to| to.sources().into_iter().map(move |from| (from, to)))
+        .unzip();
+    let found: Vec<Found> = sqlx::query_as(
+        "WITH change AS (
+             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::task_state[],
+                                  $4::FLOAT8[], $5::JSONB[])
+                 AS c(task_id, epoch, to_state, retry_in, detail)
+         ), allowed AS (
+             SELECT * FROM unnest($6::task_state[], $7::task_state[]) AS a(from_state, to_state)
+         ), old AS (
+             SELECT t.id, t.state, t.lease_epoch FROM tasks t
+             WHERE t.id IN (SELECT task_id FROM change)
+             ORDER BY t.id
+             FOR UPDATE
+         ), moved AS (
+             UPDATE tasks t
+             SET state = c.to_state, updated_at = now(),
+                 process_id = CASE WHEN c.to_state = 'running' THEN t.process_id END,
+                 run_after = CASE WHEN c.retry_in IS NOT NULL
+                                  THEN now() + make_interval(secs => c.retry_in)
+                                  ELSE t.run_after END
+             FROM old JOIN change c ON c.task_id = old.id
+             WHERE t.id = old.id
+               AND (old.state, c.to_state) IN (SELECT from_state, to_state FROM allowed)
+               AND (c.epoch IS NULL OR old.lease_epoch = c.epoch)
+             RETURNING t.id, old.state AS from_state, t.state AS to_state, c.detail,
+                       t.repo_owner, t.repo_name
+         ), slots AS (
+             UPDATE repositories r SET running = r.running - freed.n
+             FROM (SELECT repo_owner, repo_name, count(*) AS n FROM moved
+                   WHERE from_state = 'running' GROUP BY repo_owner, repo_name) freed
+             WHERE r.owner = freed.repo_owner AND r.name = freed.repo_name
+         ), audit AS (
+             INSERT INTO task_events (task_id, kind, detail)
+             SELECT id, 'state', jsonb_build_object('from', from_state, 'to', to_state) || detail
+             FROM moved
+         ), wake AS (
+             SELECT count(pg_notify('conveyor_tasks', '')) FROM moved
+             WHERE to_state = 'queued'
+                OR (to_state IN ('succeeded', 'failed', 'cancelled')
+                    AND EXISTS (SELECT 1 FROM task_blockers WHERE blocker_id = moved.id))
+         )
+         SELECT old.id, old.state, old.lease_epoch, moved.id IS NOT NULL AS moved
+         FROM old LEFT JOIN moved ON moved.id = old.id, wake",
+    )
+    .bind(changes.iter().map(|c| c.task_id).collect::<Vec<_>>())
+    .bind(changes.iter().map(|c| c.epoch).collect::<Vec<_>>())
+    .bind(changes.iter().map(|c| c.to).collect::<Vec<_>>())
+    .bind(
+        changes
+            .iter()
+            .map(|c| c.retry_in.map(|delay| delay.as_secs_f64()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(changes.iter().map(|c| c.detail.clone()).collect::<Vec<_>>())
+    .bind(allowed_from)
+    .bind(allowed_to)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(changes
+        .iter()
+        .map(
+            |change| match found.iter().find(|f| f.id == change.task_id) {
+                Some(found) if found.moved => Ok(()),
+                found => Err(refusal(
+                    change.task_id,
+                    found.map(|f| (f.state, f.lease_epoch)),
+                    change.epoch,
+                    change.to,
+                )),
+            },
+        )
+        .collect())
+}
+
+/// Applies one unguarded-by-lease change (the caller holds the task row).
+async fn set_state(conn: &mut PgConnection, change: Change) -> Result<(), EngineError> {
+    let mut results = set_states(conn, std::slice::from_ref(&change)).await?;
+    Ok(results.pop().expect("one result per change")?)
+}
+
+/// Why a change of task `task_id` to `to` under lease `epoch` was refused, given what the
+/// task was (`None`: no such task).
+fn refusal(
+    task_id: i64,
+    found: Option<(TaskState, i64)>,
+    epoch: Option<i64>,
+    to: TaskState,
+) -> TransitionError {
+    match (found, epoch) {
+        (None, _) => TransitionError::NotFound { task_id },
+        (Some((_, current)), Some(epoch)) if current != epoch => {
+            TransitionError::StaleLease { task_id, epoch }
+        }
+        (Some((from, _)), _) => TransitionError::NotAllowed { task_id, from, to },
+    }
+}
+
+/// Why a change of a task that had to be running was refused.
+async fn refused_unless_running(
     conn: &mut PgConnection,
     task_id: i64,
-    from: TaskState,
+    epoch: Option<i64>,
     to: TaskState,
-    detail: serde_json::Value,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE tasks SET state = $2, updated_at = now(),
-                process_id = CASE WHEN $2 = 'running' THEN process_id END
-         WHERE id = $1",
-    )
-    .bind(task_id)
-    .bind(to)
-    .execute(&mut *conn)
-    .await?;
-    if from == TaskState::Running {
-        sqlx::query(
-            "UPDATE repositories r SET running = r.running - 1
-             FROM tasks t WHERE t.id = $1 AND r.owner = t.repo_owner AND r.name = t.repo_name",
-        )
-        .bind(task_id)
-        .execute(&mut *conn)
-        .await?;
+) -> EngineError {
+    match get(&mut *conn, task_id).await {
+        Ok(task) => refusal(task_id, task.map(|t| (t.state, t.lease_epoch)), epoch, to).into(),
+        Err(err) => err.into(),
     }
-    // A freed repository slot or a finished blocker may let a queued task run.
-    if from == TaskState::Running || to.is_final() {
-        wake_workers(&mut *conn).await?;
-    }
-    events::record(&mut *conn, task_id, None, "state", detail).await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,31 +324,24 @@ pub enum Rescued {
 /// or failed when its attempts are used up. The lease epoch moves on, so a result the lost
 /// process still sends is refused.
 pub async fn rescue(conn: &mut PgConnection, task_id: i64) -> Result<Rescued, EngineError> {
-    let row: Option<(TaskState, i32, i32, Option<String>)> = sqlx::query_as(
+    let row: Option<(i32, i32, Option<String>)> = sqlx::query_as(
         "UPDATE tasks SET lease_epoch = lease_epoch + 1
-         WHERE id = $1
-         RETURNING state, attempts, max_attempts, process_id",
+         WHERE id = $1 AND state = 'running'
+         RETURNING attempts, max_attempts, process_id",
     )
     .bind(task_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let (state, attempts, max_attempts, process) =
-        row.ok_or(TransitionError::NotFound { task_id })?;
+    let Some((attempts, max_attempts, process)) = row else {
+        return Err(refused_unless_running(conn, task_id, None, TaskState::Queued).await);
+    };
     let (to, rescued) = if attempts < max_attempts {
         (TaskState::Queued, Rescued::Requeued)
     } else {
         (TaskState::Failed, Rescued::Failed)
     };
-    if state != TaskState::Running {
-        return Err(TransitionError::NotAllowed {
-            task_id,
-            from: state,
-            to,
-        }
-        .into());
-    }
-    let detail = json!({ "from": state, "to": to, "rescued_from": process, "attempts": attempts });
-    set_state(conn, task_id, state, to, detail).await?;
+    let detail = json!({ "rescued_from": process, "attempts": attempts });
+    set_state(conn, Change::unguarded(task_id, to, detail)).await?;
     Ok(rescued)
 }
 
@@ -201,53 +352,23 @@ pub async fn hand_back(
     task_id: i64,
     epoch: i64,
 ) -> Result<(), EngineError> {
-    let row: Option<TaskState> = sqlx::query_scalar(
+    let moved_on = sqlx::query(
         "UPDATE tasks SET lease_epoch = lease_epoch + 1, attempts = GREATEST(attempts - 1, 0)
-         WHERE id = $1 AND lease_epoch = $2
-         RETURNING state",
+         WHERE id = $1 AND lease_epoch = $2 AND state = 'running'",
     )
     .bind(task_id)
     .bind(epoch)
-    .fetch_optional(&mut *conn)
+    .execute(&mut *conn)
     .await?;
-    let from = row.ok_or(TransitionError::StaleLease { task_id, epoch })?;
-    if !from.can_become(TaskState::Queued) {
-        return Err(TransitionError::NotAllowed {
-            task_id,
-            from,
-            to: TaskState::Queued,
-        }
-        .into());
+    if moved_on.rows_affected() == 0 {
+        return Err(refused_unless_running(conn, task_id, Some(epoch), TaskState::Queued).await);
     }
-    set_state(
-        conn,
-        task_id,
-        from,
-        TaskState::Queued,
-        json!({ "from": from, "to": TaskState::Queued, "handed_back": true }),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Ends a failed attempt by scheduling the next one after `delay`, if the lease still holds.
-pub async fn schedule_retry(
-    conn: &mut PgConnection,
-    task_id: i64,
-    epoch: i64,
-    delay: std::time::Duration,
-) -> Result<(), EngineError> {
-    transition(conn, task_id, epoch, TaskState::Scheduled).await?;
-    sqlx::query("UPDATE tasks SET run_after = now() + make_interval(secs => $2) WHERE id = $1")
-        .bind(task_id)
-        .bind(delay.as_secs_f64())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    let detail = json!({ "handed_back": true });
+    set_state(conn, Change::unguarded(task_id, TaskState::Queued, detail)).await
 }
 
 /// Queues every scheduled task whose retry is due; returns how many.
-pub async fn queue_due_retries(conn: &mut PgConnection) -> sqlx::Result<usize> {
+pub async fn queue_due_retries(conn: &mut PgConnection) -> Result<usize, EngineError> {
     let due: Vec<i64> = sqlx::query_scalar(
         "SELECT id FROM tasks WHERE state = 'scheduled' AND run_after <= now()
          ORDER BY run_after
@@ -256,18 +377,11 @@ pub async fn queue_due_retries(conn: &mut PgConnection) -> sqlx::Result<usize> {
     .fetch_all(&mut *conn)
     .await?;
     for &task_id in &due {
-        let detail = json!({ "from": TaskState::Scheduled, "to": TaskState::Queued });
         set_state(
             conn,
-            task_id,
-            TaskState::Scheduled,
-            TaskState::Queued,
-            detail,
+            Change::unguarded(task_id, TaskState::Queued, json!({})),
         )
         .await?;
-    }
-    if !due.is_empty() {
-        wake_workers(&mut *conn).await?;
     }
     Ok(due.len())
 }
@@ -288,13 +402,10 @@ pub async fn cancel(conn: &mut PgConnection, task_id: i64) -> Result<Cancel, Eng
             .fetch_optional(&mut *conn)
             .await?;
     match state.ok_or(TransitionError::NotFound { task_id })? {
-        from @ (TaskState::Queued | TaskState::Scheduled) => {
+        TaskState::Queued | TaskState::Scheduled => {
             set_state(
                 conn,
-                task_id,
-                from,
-                TaskState::Cancelled,
-                json!({ "from": from, "to": TaskState::Cancelled }),
+                Change::unguarded(task_id, TaskState::Cancelled, json!({})),
             )
             .await?;
             Ok(Cancel::Cancelled)

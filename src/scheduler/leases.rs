@@ -69,7 +69,7 @@ pub async fn rescue(pool: &PgPool, timeout: Duration) -> anyhow::Result<Vec<(i64
 }
 
 /// Queues the tasks whose retry is due.
-pub async fn queue_due_retries(pool: &PgPool) -> sqlx::Result<usize> {
+pub async fn queue_due_retries(pool: &PgPool) -> Result<usize, tasks::EngineError> {
     let mut tx = pool.begin().await?;
     let queued = tasks::queue_due_retries(&mut tx).await?;
     tx.commit().await?;

@@ -2,6 +2,7 @@
 //! heartbeat, and the tasks of a process that went silent are rescued.
 
 mod claim;
+mod lease;
 pub mod leases;
 mod wakeup;
 
@@ -13,10 +14,14 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use claim::claim_next;
+pub use claim::{claim, claim_next};
+pub use lease::Lease;
 
 use crate::engine::TaskState;
 use crate::engine::tasks::{self, Task};
+use crate::housekeeping::vacuum;
+use claim::Claims;
+use lease::Endings;
 
 /// How often an idle worker looks for work when nothing woke it.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -24,9 +29,9 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// stopped well within five seconds.
 const CANCEL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Runs a claimed task to its end, recording the result under the task's lease epoch.
+/// Runs a claimed task to its end, which it records through the task's lease.
 pub trait Executor: Send + Sync + 'static {
-    fn execute(&self, task: Task) -> impl Future<Output = ()> + Send;
+    fn execute(&self, task: Task, lease: Lease) -> impl Future<Output = ()> + Send;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,11 +82,15 @@ pub async fn run_workers<E: Executor>(
         tasks_added.clone(),
         stopped.clone(),
     ));
+    background.spawn(vacuum::run(pool.clone(), stopped.clone()));
+    let (claims, claimer) = Claims::spawn(pool.clone(), process.clone());
+    let (endings, writer) = Endings::spawn(pool.clone());
     let mut sessions = tokio::task::JoinSet::new();
     for index in 0..settings.workers {
         let worker = Worker {
             id: format!("{process}/{index}"),
-            process: process.clone(),
+            claims: claims.clone(),
+            endings: endings.clone(),
             pool: pool.clone(),
             executor: executor.clone(),
             tasks_added: tasks_added.clone(),
@@ -90,7 +99,13 @@ pub async fn run_workers<E: Executor>(
         };
         sessions.spawn(worker.run());
     }
+    drop((claims, endings));
     sessions.join_all().await;
+    for helper in [claimer, writer] {
+        if let Err(err) = helper.await {
+            tracing::error!(error = %err, "the claimer or the lease writer failed");
+        }
+    }
     stopped.cancel();
     background.join_all().await;
     if let Err(err) = leases::deregister(&pool, &process).await {
@@ -100,7 +115,8 @@ pub async fn run_workers<E: Executor>(
 
 struct Worker<E> {
     id: String,
-    process: String,
+    claims: Claims,
+    endings: Endings,
     pool: PgPool,
     executor: Arc<E>,
     tasks_added: Arc<Notify>,
@@ -115,18 +131,12 @@ impl<E: Executor> Worker<E> {
             let woken = self.tasks_added.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            match claim_next(&self.pool, &self.process, &self.id).await {
-                Ok(Some(task)) => {
-                    // There may be more: hand the wake-up on to one more idle session, so
-                    // a burst fans out one session at a time instead of all at once.
-                    self.tasks_added.notify_one();
-                    self.execute(task).await;
-                    continue;
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::error!(worker = %self.id, error = %err, "claiming a task failed")
-                }
+            if let Some(task) = self.claims.next(&self.id).await {
+                // There may be more: hand the wake-up on to one more idle session, so a
+                // burst fans out one session at a time instead of all at once.
+                self.tasks_added.notify_one();
+                self.execute(task).await;
+                continue;
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => {}
@@ -140,24 +150,25 @@ impl<E: Executor> Worker<E> {
     /// passes. Stopping drops the task's future, which kills its steps' process groups.
     async fn execute(&self, task: Task) {
         let (task_id, epoch) = (task.id, task.lease_epoch);
+        let lease = self.endings.lease(task_id, epoch);
         let grace_over = async {
             self.shutdown.cancelled().await;
             tokio::time::sleep(self.grace).await;
         };
         let stop = tokio::select! {
-            _ = self.executor.execute(task) => return,
+            _ = self.executor.execute(task, lease.clone()) => return,
             _ = grace_over => Stop::HandBack,
             _ = self.cancelled(task_id) => Stop::Cancel,
         };
         let ended = async {
-            let mut tx = self.pool.begin().await?;
             match stop {
-                Stop::HandBack => tasks::hand_back(&mut tx, task_id, epoch).await?,
-                Stop::Cancel => {
-                    tasks::transition(&mut tx, task_id, epoch, TaskState::Cancelled).await?
+                Stop::HandBack => {
+                    let mut tx = self.pool.begin().await?;
+                    tasks::hand_back(&mut tx, task_id, epoch).await?;
+                    tx.commit().await?;
                 }
+                Stop::Cancel => lease.end(TaskState::Cancelled).await?,
             }
-            tx.commit().await?;
             anyhow::Ok(())
         };
         match ended.await {

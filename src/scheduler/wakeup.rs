@@ -1,5 +1,6 @@
-//! Wake-ups across processes: a task enqueued or a repository slot freed anywhere sends
-//! `NOTIFY conveyor_tasks`, and this listener wakes the idle workers of this process.
+//! Wake-ups across processes: work that becomes claimable anywhere (a task enqueued or
+//! requeued, a repository resumed, a blocker finished) sends `NOTIFY conveyor_tasks`, and
+//! this listener wakes the idle workers of this process.
 
 use std::sync::Arc;
 use std::time::Duration;

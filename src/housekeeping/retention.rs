@@ -1,5 +1,5 @@
-//! Keeping the hot tables small: old delivery payloads and long-finished tasks are deleted
-//! in batches, so no statement holds locks for long.
+//! Retention: old delivery payloads and long-finished tasks are deleted in batches, so no
+//! statement holds locks for long.
 
 use std::time::Duration;
 

@@ -1,0 +1,4 @@
+//! Keeping the hot tables small and cheap to scan.
+
+pub mod retention;
+pub mod vacuum;
