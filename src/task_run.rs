@@ -17,7 +17,7 @@ use crate::pipeline::definition::RetryPolicy;
 use crate::pipeline::git::{self, Git};
 use crate::pipeline::{self, PrepareError, StepResult, TaskContext};
 use crate::report::{Failure, Outcome, check_run, comment, pull_request};
-use crate::scheduler::{Executor, Lease};
+use crate::scheduler::{Executor, Lease, Stop};
 
 /// Failures of Conveyor's own (clone, push, GitHub) are retried whatever the pipeline says.
 const INFRASTRUCTURE_RETRY: RetryPolicy = RetryPolicy {
@@ -40,6 +40,27 @@ impl Executor for TaskRunner {
         async {
             if let Err(err) = self.run_task(&task, &lease).await {
                 tracing::error!(error = %format!("{err:#}"), "task run could not be recorded");
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn stopped(&self, task: Task, stop: Stop) {
+        let span = tracing::info_span!("task", task = task.id);
+        async {
+            let Ok(Some(comment_id)) = runs::latest_comment(&self.pool, task.id).await else {
+                return;
+            };
+            let repo = Repo {
+                owner: &task.repo_owner,
+                name: &task.repo_name,
+            };
+            let body =
+                comment::stopped(task.id, &task.pipeline, task.attempts, stop == Stop::Cancel);
+            let client = self.github.installation(task.installation_id);
+            if let Err(err) = client.update_comment(repo, comment_id, &body).await {
+                tracing::warn!(error = %err, "could not update the status comment");
             }
         }
         .instrument(span)

@@ -3,8 +3,10 @@
 
 mod support;
 
+use axum::http::StatusCode;
 use conveyor::engine::TaskState;
 use conveyor::engine::{events, runs};
+use sqlx::PgPool;
 use support::{Harness, INSTALLATION_ID, OWNER, REPO, labeled_issue};
 
 /// REST calls (git traffic aside) as `METHOD path`, in order.
@@ -318,5 +320,56 @@ async fn a_failed_step_is_retried_by_the_pipelines_policy_in_one_comment(pool: s
         comment.edits.iter().any(|e| e.contains("will try again")),
         "{:?}",
         comment.edits
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn cancelling_a_running_task_says_so_in_its_status_comment(pool: PgPool) {
+    let harness = Harness::start(pool).await;
+    harness.add_repo(&[(
+        ".github/conveyor.yml",
+        "pipelines:\n  default:\n    steps:\n      - name: slow\n        run: sleep 60\n",
+    )]);
+    let (status, reply) = harness
+        .post_signed(
+            "issues",
+            "cancel-1",
+            &labeled_issue(7, "Slow work", "conveyor"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    let task_id = support::wait_until("the task", || async {
+        harness.task_ids().await.first().copied()
+    })
+    .await;
+    harness.reach(task_id, TaskState::Running).await;
+    support::wait_until("the running comment", || async {
+        let comments = harness.github.comments(OWNER, REPO, 7);
+        comments
+            .iter()
+            .any(|c| c.body.contains("is running pipeline"))
+            .then_some(())
+    })
+    .await;
+
+    let (status, reply) = harness
+        .api(
+            "POST",
+            &format!("/api/v2/tasks/{task_id}/cancel"),
+            Some(support::API_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    assert_eq!(harness.final_state(task_id).await, TaskState::Cancelled);
+    let comment = harness.final_comment(7).await;
+    assert!(
+        comment.body.contains("the task was cancelled"),
+        "{}",
+        comment.body
+    );
+    assert_eq!(
+        harness.github.comments(OWNER, REPO, 7).len(),
+        1,
+        "the one status comment is edited"
     );
 }

@@ -1,5 +1,6 @@
 //! `conveyor bench scheduler`: no-op tasks through the real scheduler on a real database,
-//! measuring claimed-and-completed tasks per second and enqueue-to-start latency.
+//! measuring claimed-and-completed tasks per second, the dead rows in `tasks` while a
+//! backlog is kept up, and enqueue-to-start latency at a fraction of that load.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{millis, percentile};
 use crate::engine::TaskState;
-use crate::engine::tasks::{self, Task};
+use crate::engine::tasks::Task;
 use crate::scheduler::{self, Executor, Lease, SchedulerSettings};
 
 #[derive(Debug, clap::Args)]
@@ -28,14 +29,22 @@ pub struct SchedulerBench {
     #[arg(long, default_value_t = 2)]
     pub processes: usize,
     /// Worker sessions per scheduler instance.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 32)]
     pub workers: u16,
-    /// Tasks per second offered in the latency phase.
-    #[arg(long, default_value_t = 200.0)]
-    pub offered_rate: f64,
+    /// After the backlog: keep at least half of `--tasks` queued for this long, sampling
+    /// throughput and dead rows in `tasks` every 5 s (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub sustain_secs: u64,
+    /// Tasks per second offered in the latency phase [default: 20 % of the measured
+    /// throughput].
+    #[arg(long)]
+    pub offered_rate: Option<f64>,
     #[arg(long, default_value_t = 2_000)]
     pub latency_tasks: usize,
 }
+
+/// How often the sustained phase samples.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// Completes each task as soon as it is claimed, noting how long after enqueue it started.
 struct NoOp {
@@ -84,12 +93,83 @@ impl Executor for NoOp {
 pub struct SchedulerReport {
     pub throughput_tasks: usize,
     pub throughput_elapsed: Duration,
+    pub sustained: Vec<Sample>,
+    pub offered_rate: f64,
     pub latency_p50: Duration,
     pub latency_p99: Duration,
     pub latency_tasks: usize,
     pub dead_tuples: i64,
 }
 
+/// One interval of the sustained phase.
+pub struct Sample {
+    pub at: Duration,
+    pub tasks_per_sec: f64,
+    pub dead_tuples: i64,
+    pub live_tuples: i64,
+}
+
+async fn table_tuples(pool: &PgPool) -> sqlx::Result<(i64, i64)> {
+    sqlx::query_as("SELECT n_dead_tup, n_live_tup FROM pg_stat_user_tables WHERE relname = 'tasks'")
+        .fetch_one(pool)
+        .await
+}
+
+/// Keeps at least `backlog / 2` bench tasks queued for `length`, sampling as it goes;
+/// returns the samples and the next unused issue number.
+async fn sustain(
+    pool: &PgPool,
+    executor: &NoOp,
+    backlog: usize,
+    repositories: usize,
+    mut next_issue: i64,
+    length: Duration,
+) -> anyhow::Result<(Vec<Sample>, i64)> {
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut last = (Instant::now(), executor.done.load(Ordering::SeqCst));
+    let mut refill = tokio::time::interval(Duration::from_millis(50));
+    while started.elapsed() < length {
+        refill.tick().await;
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tasks WHERE state = 'queued' AND repo_owner = 'bench'",
+        )
+        .fetch_one(pool)
+        .await?;
+        if (queued as usize) < backlog / 2 {
+            enqueue_batch(pool, next_issue, backlog / 2, repositories).await?;
+            next_issue += (backlog / 2) as i64;
+        }
+        if last.0.elapsed() >= SAMPLE_EVERY {
+            let done = executor.done.load(Ordering::SeqCst);
+            let (dead_tuples, live_tuples) = table_tuples(pool).await?;
+            samples.push(Sample {
+                at: started.elapsed(),
+                tasks_per_sec: (done - last.1) as f64 / last.0.elapsed().as_secs_f64(),
+                dead_tuples,
+                live_tuples,
+            });
+            last = (Instant::now(), done);
+        }
+    }
+    // What is still queued is finished before the latency phase starts from an idle system.
+    let target = executor.done.load(Ordering::SeqCst)
+        + sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM tasks WHERE state IN ('queued', 'running') AND repo_owner = 'bench'",
+        )
+        .fetch_one(pool)
+        .await? as usize;
+    executor.expected.store(target, Ordering::SeqCst);
+    while executor.done.load(Ordering::SeqCst) < target {
+        tokio::time::timeout(Duration::from_millis(100), executor.all_done.notified())
+            .await
+            .ok();
+    }
+    Ok((samples, next_issue))
+}
+
+/// Queues `count` no-op tasks spread over the repositories and wakes the workers, in one
+/// statement, as intake does in one transaction.
 async fn enqueue_batch(
     pool: &PgPool,
     first_issue: i64,
@@ -97,16 +177,21 @@ async fn enqueue_batch(
     repositories: usize,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO tasks (installation_id, repo_owner, repo_name, default_branch, issue_number, title)
-         SELECT 1, 'bench', 'repo-' || (n % $3), 'main', n, 'no-op'
-         FROM generate_series($1::BIGINT, $1 + $2 - 1) AS n",
+        "WITH queued AS (
+             INSERT INTO tasks (installation_id, repo_owner, repo_name, default_branch,
+                                issue_number, title)
+             SELECT 1, 'bench', 'repo-' || (n % $3), 'main', n, 'no-op'
+             FROM generate_series($1::BIGINT, $1 + $2 - 1) AS n
+             RETURNING 1
+         )
+         SELECT pg_notify('conveyor_tasks', '') WHERE EXISTS (SELECT 1 FROM queued)",
     )
     .bind(first_issue)
     .bind(count as i64)
     .bind(repositories as i64)
     .execute(pool)
     .await?;
-    tasks::wake_workers(pool).await
+    Ok(())
 }
 
 pub async fn run(bench: SchedulerBench, pool: PgPool) -> anyhow::Result<SchedulerReport> {
@@ -161,26 +246,36 @@ pub async fn run(bench: SchedulerBench, pool: PgPool) -> anyhow::Result<Schedule
         executor.all_done.notified().await;
     }
     let throughput_elapsed = started.elapsed();
+    let throughput = bench.tasks as f64 / throughput_elapsed.as_secs_f64();
+
+    executor.expected.store(usize::MAX, Ordering::SeqCst);
+    let (sustained, next_issue) = sustain(
+        &pool,
+        &executor,
+        bench.tasks,
+        bench.repositories,
+        bench.tasks as i64,
+        Duration::from_secs(bench.sustain_secs),
+    )
+    .await?;
 
     // Latency: tasks offered one by one at a fixed rate well below saturation.
+    let offered_rate = bench.offered_rate.unwrap_or(throughput / 5.0);
     executor.measure_latency.store(true, Ordering::SeqCst);
     executor.done.store(0, Ordering::SeqCst);
     executor
         .expected
         .store(bench.latency_tasks, Ordering::SeqCst);
-    let interval = Duration::from_secs_f64(1.0 / bench.offered_rate);
+    let interval = Duration::from_secs_f64(1.0 / offered_rate);
     let mut ticker = tokio::time::interval(interval);
     for n in 0..bench.latency_tasks {
         ticker.tick().await;
-        enqueue_batch(&pool, (bench.tasks + n) as i64, 1, bench.repositories).await?;
+        enqueue_batch(&pool, next_issue + n as i64, 1, bench.repositories).await?;
     }
     while executor.done.load(Ordering::SeqCst) < bench.latency_tasks {
         executor.all_done.notified().await;
     }
-    let dead_tuples: i64 =
-        sqlx::query_scalar("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'tasks'")
-            .fetch_one(&pool)
-            .await?;
+    let (dead_tuples, _) = table_tuples(&pool).await?;
     shutdown.cancel();
     for process in processes {
         process.await?;
@@ -193,6 +288,8 @@ pub async fn run(bench: SchedulerBench, pool: PgPool) -> anyhow::Result<Schedule
     Ok(SchedulerReport {
         throughput_tasks: bench.tasks,
         throughput_elapsed,
+        sustained,
+        offered_rate,
         latency_p50: percentile(&latencies, 50.0),
         latency_p99: percentile(&latencies, 99.0),
         latency_tasks: latencies.len(),
@@ -202,11 +299,24 @@ pub async fn run(bench: SchedulerBench, pool: PgPool) -> anyhow::Result<Schedule
 
 pub fn print(report: &SchedulerReport) {
     println!(
-        "scheduler: {} tasks in {:.2}s: {:.0} tasks/s; enqueue-to-start over {} offered tasks: p50 {:.2} ms, p99 {:.2} ms; dead tuples in tasks: {}",
+        "scheduler: {} tasks in {:.2}s: {:.0} tasks/s",
         report.throughput_tasks,
         report.throughput_elapsed.as_secs_f64(),
         report.throughput_tasks as f64 / report.throughput_elapsed.as_secs_f64(),
+    );
+    for sample in &report.sustained {
+        println!(
+            "  sustained at {:>4.0}s: {:>5.0} tasks/s, dead tuples in tasks {:>7} (live {})",
+            sample.at.as_secs_f64(),
+            sample.tasks_per_sec,
+            sample.dead_tuples,
+            sample.live_tuples,
+        );
+    }
+    println!(
+        "enqueue-to-start over {} tasks offered at {:.0}/s: p50 {:.2} ms, p99 {:.2} ms; dead tuples in tasks at the end: {}",
         report.latency_tasks,
+        report.offered_rate,
         millis(report.latency_p50),
         millis(report.latency_p99),
         report.dead_tuples,

@@ -22,10 +22,33 @@ pub struct Upkeep {
     pub analyzed: Vec<String>,
 }
 
+/// Only one process vacuums at a time; the others skip that round.
+const VACUUM_LOCK: i64 = 0x636f_6e76_7661_6375;
+
 /// Vacuums every churn table with more dead rows than 1,000 plus a tenth of its live ones,
 /// and analyses every one changed that much since its last analysis (a queue filled in one
-/// statement is otherwise planned as if empty). A table another vacuum holds is skipped.
+/// statement is otherwise planned as if empty). A table another vacuum (autovacuum) holds
+/// is skipped.
 pub async fn vacuum_churn_tables(pool: &PgPool) -> sqlx::Result<Upkeep> {
+    // VACUUM cannot run in a transaction, so the election is a session lock, released on
+    // this connection before it goes back to the pool.
+    let mut conn = pool.acquire().await?;
+    let elected: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(VACUUM_LOCK)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !elected {
+        return Ok(Upkeep::default());
+    }
+    let upkeep = vacuum_due(&mut conn).await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(VACUUM_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    upkeep
+}
+
+async fn vacuum_due(conn: &mut sqlx::PgConnection) -> sqlx::Result<Upkeep> {
     let due: Vec<(String, bool, bool)> = sqlx::query_as(
         "SELECT relname::TEXT,
                 n_dead_tup > 1000 + n_live_tup / 10,
@@ -34,7 +57,7 @@ pub async fn vacuum_churn_tables(pool: &PgPool) -> sqlx::Result<Upkeep> {
          WHERE schemaname = current_schema() AND relname = ANY($1)",
     )
     .bind(CHURN_TABLES)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let mut upkeep = Upkeep::default();
     for (table, vacuum, analyze) in due {
@@ -46,7 +69,7 @@ pub async fn vacuum_churn_tables(pool: &PgPool) -> sqlx::Result<Upkeep> {
         };
         // The name is one of CHURN_TABLES, never input.
         sqlx::query(&format!("{options} {table}"))
-            .execute(pool)
+            .execute(&mut *conn)
             .await?;
         if vacuum {
             upkeep.vacuumed.push(table.clone());

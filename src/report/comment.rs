@@ -20,6 +20,23 @@ pub fn started(task_id: i64, pipeline: &str, attempt: i32) -> String {
     )
 }
 
+/// The run was stopped before it ended: cancelled, or its worker shut down and handed the
+/// task back to the queue.
+pub fn stopped(task_id: i64, pipeline: &str, attempt: i32, cancelled: bool) -> String {
+    let what = if cancelled {
+        "⏹️ **Conveyor** stopped pipeline `{pipeline}`: the task was cancelled"
+    } else {
+        "⏸️ **Conveyor** paused pipeline `{pipeline}`: its worker shut down, and the task is back in the queue for another worker to run again"
+    };
+    format!(
+        "{}
+{} (task {task_id}, attempt {attempt}).
+",
+        marker(task_id),
+        what.replace("{pipeline}", pipeline)
+    )
+}
+
 pub fn finished(
     task_id: i64,
     pipeline: &str,

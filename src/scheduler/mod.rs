@@ -32,6 +32,12 @@ const CANCEL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Runs a claimed task to its end, which it records through the task's lease.
 pub trait Executor: Send + Sync + 'static {
     fn execute(&self, task: Task, lease: Lease) -> impl Future<Output = ()> + Send;
+
+    /// Told after the scheduler stopped a run (and recorded the stop), so that what the
+    /// run reported while going can be brought up to date.
+    fn stopped(&self, _task: Task, _stop: Stop) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -156,7 +162,7 @@ impl<E: Executor> Worker<E> {
             tokio::time::sleep(self.grace).await;
         };
         let stop = tokio::select! {
-            _ = self.executor.execute(task, lease.clone()) => return,
+            _ = self.executor.execute(task.clone(), lease.clone()) => return,
             _ = grace_over => Stop::HandBack,
             _ = self.cancelled(task_id) => Stop::Cancel,
         };
@@ -172,7 +178,10 @@ impl<E: Executor> Worker<E> {
             anyhow::Ok(())
         };
         match ended.await {
-            Ok(()) => tracing::info!(task = task_id, ?stop, "task stopped"),
+            Ok(()) => {
+                tracing::info!(task = task_id, ?stop, "task stopped");
+                self.executor.stopped(task, stop).await;
+            }
             Err(err) => {
                 tracing::warn!(task = task_id, ?stop, error = %format!("{err:#}"), "could not record the stop; the task will be rescued")
             }
@@ -194,8 +203,10 @@ impl<E: Executor> Worker<E> {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Stop {
+/// Why the scheduler stopped a running task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The process shut down and gave the task back to the queue.
     HandBack,
     Cancel,
 }
