@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{millis, percentile};
 use crate::engine::TaskState;
-use crate::engine::tasks::Task;
+use crate::engine::tasks::{self, Task};
 use crate::scheduler::{self, Executor, Lease, SchedulerSettings};
 
 #[derive(Debug, clap::Args)]
@@ -184,11 +184,12 @@ async fn enqueue_batch(
              FROM generate_series($1::BIGINT, $1 + $2 - 1) AS n
              RETURNING 1
          )
-         SELECT pg_notify('conveyor_tasks', '') WHERE EXISTS (SELECT 1 FROM queued)",
+         SELECT pg_notify($4, '') WHERE EXISTS (SELECT 1 FROM queued)",
     )
     .bind(first_issue)
     .bind(count as i64)
     .bind(repositories as i64)
+    .bind(tasks::WAKE_CHANNEL)
     .execute(pool)
     .await?;
     Ok(())

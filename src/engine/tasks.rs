@@ -130,8 +130,7 @@ impl Ending {
 
 /// Ends one lease; see [`end_leases`].
 pub async fn end_lease(conn: &mut PgConnection, ending: &Ending) -> Result<(), EngineError> {
-    let mut results = end_leases(conn, std::slice::from_ref(ending)).await?;
-    Ok(results.pop().expect("one result per ending")?)
+    set_state(conn, Change::from(ending)).await
 }
 
 /// Ends many leases in one statement (each one checked on its own); a result per ending, in
@@ -140,16 +139,7 @@ pub async fn end_leases(
     conn: &mut PgConnection,
     endings: &[Ending],
 ) -> sqlx::Result<Vec<Result<(), TransitionError>>> {
-    let changes: Vec<Change> = endings
-        .iter()
-        .map(|ending| Change {
-            task_id: ending.task_id,
-            epoch: Some(ending.epoch),
-            to: ending.to,
-            retry_in: ending.retry_in,
-            detail: json!({}),
-        })
-        .collect();
+    let changes: Vec<Change> = endings.iter().map(Change::from).collect();
     set_states(conn, &changes).await
 }
 
@@ -162,6 +152,18 @@ struct Change {
     retry_in: Option<std::time::Duration>,
     /// Added to the from/to recorded in the audit trail.
     detail: serde_json::Value,
+}
+
+impl From<&Ending> for Change {
+    fn from(ending: &Ending) -> Self {
+        Self {
+            task_id: ending.task_id,
+            epoch: Some(ending.epoch),
+            to: ending.to,
+            retry_in: ending.retry_in,
+            detail: json!({}),
+        }
+    }
 }
 
 impl Change {
@@ -238,7 +240,7 @@ async fn set_states(
              SELECT id, 'state', jsonb_build_object('from', from_state, 'to', to_state) || detail
              FROM moved
          ), wake AS (
-             SELECT count(pg_notify('conveyor_tasks', '')) FROM moved
+             SELECT count(pg_notify($8, '')) FROM moved
              WHERE to_state = 'queued'
                 OR (to_state IN ('succeeded', 'failed', 'cancelled')
                     AND EXISTS (SELECT 1 FROM task_blockers WHERE blocker_id = moved.id))
@@ -258,6 +260,7 @@ async fn set_states(
     .bind(changes.iter().map(|c| c.detail.clone()).collect::<Vec<_>>())
     .bind(allowed_from)
     .bind(allowed_to)
+    .bind(WAKE_CHANNEL)
     .fetch_all(&mut *conn)
     .await?;
     Ok(changes
@@ -436,10 +439,14 @@ pub async fn cancel_requested(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Re
         .map(|flag| flag.unwrap_or(false))
 }
 
-/// Tells every process's idle workers (`LISTEN conveyor_tasks`) to look for work; delivered
-/// when the caller's transaction commits.
+/// The `LISTEN`/`NOTIFY` channel on which idle workers are told to look for work.
+pub const WAKE_CHANNEL: &str = "conveyor_tasks";
+
+/// Tells every process's idle workers to look for work; delivered when the caller's
+/// transaction commits.
 pub async fn wake_workers(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_notify('conveyor_tasks', '')")
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(WAKE_CHANNEL)
         .execute(db)
         .await?;
     Ok(())

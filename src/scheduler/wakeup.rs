@@ -10,7 +10,8 @@ use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-const CHANNEL: &str = "conveyor_tasks";
+use crate::engine::tasks;
+
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 pub async fn listen(pool: PgPool, tasks_added: Arc<Notify>, shutdown: CancellationToken) {
@@ -41,6 +42,6 @@ pub async fn listen(pool: PgPool, tasks_added: Arc<Notify>, shutdown: Cancellati
 
 async fn subscribe(pool: &PgPool) -> sqlx::Result<PgListener> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
+    listener.listen(tasks::WAKE_CHANNEL).await?;
     Ok(listener)
 }
