@@ -207,9 +207,18 @@ mod tests {
             .parse()
             .unwrap();
         // A killed process may linger as a zombie until it is reaped; that is not running.
-        let running = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| !stat.contains(") Z "));
-        assert!(!running, "the background sleep survived its step");
+        // SIGKILL is delivered asynchronously, so the kernel gets a moment to carry it out.
+        let running = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| !stat.contains(") Z "))
+        };
+        for _ in 0..50 {
+            if !running() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!running(), "the background sleep survived its step");
     }
 
     #[test]
