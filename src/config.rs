@@ -92,6 +92,16 @@ pub struct Config {
     )]
     pub shutdown_grace_secs: u64,
 
+    /// Seconds a queued task waits before its issue's status comment says why (0: at once).
+    #[arg(
+        long,
+        env = "CONVEYOR_REPORT_WAITING_AFTER_SECS",
+        value_name = "CONVEYOR_REPORT_WAITING_AFTER_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub report_waiting_after_secs: u64,
+
     /// Days a finished task (with its runs, steps and audit trail) is kept.
     #[arg(long, env = "CONVEYOR_TASK_RETENTION_DAYS", value_name = "CONVEYOR_TASK_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub task_retention_days: u32,

@@ -15,4 +15,5 @@ pub mod report;
 pub mod scheduler;
 pub mod service;
 pub mod task_run;
+pub mod waiting_report;
 pub mod webhook;

@@ -16,13 +16,14 @@ use crate::http::{self, AppState};
 use crate::scheduler::SchedulerSettings;
 use crate::task_run::TaskRunner;
 use crate::webhook::writer::InboxWriter;
-use crate::{scheduler, webhook};
+use crate::{scheduler, waiting_report, webhook};
 
 pub struct Service {
     state: AppState,
     tasks_added: Arc<Notify>,
     scheduler: SchedulerSettings,
     redelivery_interval: Duration,
+    report_waiting_after: Duration,
     retention: Retention,
     github: Option<Arc<GitHubApp>>,
     /// `None` without a configured GitHub App: tasks then wait in the queue.
@@ -72,6 +73,7 @@ impl Service {
                 shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
             },
             redelivery_interval: Duration::from_secs(config.redelivery_interval_secs),
+            report_waiting_after: Duration::from_secs(config.report_waiting_after_secs),
             retention: Retention {
                 delivery_payloads: days(config.delivery_retention_days),
                 finished_tasks: days(config.task_retention_days),
@@ -115,9 +117,16 @@ impl Service {
         jobs
     }
 
-    /// Starts only the worker sessions (`conveyor worker`).
+    /// Starts only the worker sessions (`conveyor worker`), and the reports on tasks that
+    /// wait for them.
     pub fn spawn_workers(&self, jobs: &mut tokio::task::JoinSet<()>, shutdown: CancellationToken) {
         if let Some(runner) = &self.runner {
+            jobs.spawn(waiting_report::run(
+                self.state.pool.clone(),
+                runner.github.clone(),
+                self.report_waiting_after,
+                shutdown.clone(),
+            ));
             jobs.spawn(scheduler::run_workers(
                 self.scheduler,
                 self.state.pool.clone(),

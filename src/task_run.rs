@@ -9,15 +9,17 @@ use sqlx::PgPool;
 use tracing::Instrument;
 
 use crate::engine::runs::{self, Published, StepRecord};
+use crate::engine::status_comments::{self, StatusComment};
 use crate::engine::tasks::{EngineError, Task};
 use crate::engine::{RunState, TaskState};
 use crate::github::client::Repo;
 use crate::github::{GitHubApp, GitHubError, InstallationClient};
 use crate::pipeline::definition::RetryPolicy;
 use crate::pipeline::git::{self, Git};
+use crate::pipeline::workspace::Workspace;
 use crate::pipeline::{self, PrepareError, StepResult, TaskContext};
 use crate::report::{Failure, Outcome, check_run, comment, pull_request};
-use crate::scheduler::{Executor, Lease, Stop};
+use crate::scheduler::{Executor, Lease, SessionFault, Stop};
 
 /// Failures of Conveyor's own (clone, push, GitHub) are retried whatever the pipeline says.
 const INFRASTRUCTURE_RETRY: RetryPolicy = RetryPolicy {
@@ -35,31 +37,42 @@ pub struct TaskRunner {
 }
 
 impl Executor for TaskRunner {
-    async fn execute(&self, task: Task, lease: Lease) {
+    async fn execute(&self, task: Task, lease: Lease) -> Result<(), SessionFault> {
         let span = tracing::info_span!("task", task = task.id, run = tracing::field::Empty);
         async {
-            if let Err(err) = self.run_task(&task, &lease).await {
-                tracing::error!(error = %format!("{err:#}"), "task run could not be recorded");
+            match self.run_task(&task, &lease).await {
+                Ok(None) => Ok(()),
+                Ok(Some(fault)) => Err(fault),
+                Err(err) => {
+                    tracing::error!(error = %format!("{err:#}"), "task run could not be recorded");
+                    Ok(())
+                }
             }
         }
         .instrument(span)
         .await
     }
 
+    /// A session is healthy when it can create a workspace.
+    async fn check(&self, _session: &str) -> Result<(), SessionFault> {
+        Workspace::create(&self.data_dir)
+            .map(drop)
+            .map_err(|err| SessionFault(PrepareError::Workspace(err).to_string()))
+    }
+
     async fn stopped(&self, task: Task, stop: Stop) {
         let span = tracing::info_span!("task", task = task.id);
         async {
-            let Ok(Some(comment_id)) = runs::latest_comment(&self.pool, task.id).await else {
+            let Ok(Some(status)) = status_comments::get(&self.pool, task.id).await else {
                 return;
             };
             let repo = Repo {
                 owner: &task.repo_owner,
                 name: &task.repo_name,
             };
-            let body =
-                comment::stopped(task.id, &task.pipeline, task.attempts, stop == Stop::Cancel);
+            let body = comment::stopped(task.id, &task.pipeline, task.attempts, stop);
             let client = self.github.installation(task.installation_id);
-            if let Err(err) = client.update_comment(repo, comment_id, &body).await {
+            if let Err(err) = client.update_comment(repo, status.comment_id, &body).await {
                 tracing::warn!(error = %err, "could not update the status comment");
             }
         }
@@ -68,8 +81,32 @@ impl Executor for TaskRunner {
     }
 }
 
+/// How one attempt went.
+struct Attempt {
+    outcome: Outcome,
+    steps: Vec<StepResult>,
+    published: Published,
+    /// The pipeline's retry policy, when a step failed.
+    step_retry: Option<RetryPolicy>,
+    /// Set when the attempt failed because the session cannot work.
+    fault: Option<SessionFault>,
+}
+
+impl Attempt {
+    fn failed(failure: Failure) -> Self {
+        Self {
+            outcome: Outcome::Failed(failure),
+            steps: Vec::new(),
+            published: Published::default(),
+            step_retry: None,
+            fault: None,
+        }
+    }
+}
+
 impl TaskRunner {
-    async fn run_task(&self, task: &Task, lease: &Lease) -> anyhow::Result<()> {
+    /// Runs the attempt and reports it; a fault found in the session is passed on.
+    async fn run_task(&self, task: &Task, lease: &Lease) -> anyhow::Result<Option<SessionFault>> {
         let run = runs::start(&mut *self.pool.acquire().await?, task.id, &task.pipeline).await?;
         tracing::Span::current().record("run", run.id);
         tracing::info!(attempt = run.attempt, pipeline = %task.pipeline, "run started");
@@ -80,9 +117,14 @@ impl TaskRunner {
 
         let client = self.github.installation(task.installation_id);
         let started = comment::started(task.id, &task.pipeline, run.attempt);
-        // One status comment per task: a later attempt takes over the earlier attempt's.
-        let posted = match runs::latest_comment(&self.pool, task.id).await? {
-            Some(id) => client.update_comment(repo, id, &started).await,
+        // One status comment per task: a run takes over the one posted while the task
+        // waited, or by an earlier attempt.
+        let posted = match status_comments::get(&self.pool, task.id).await? {
+            Some(status) => {
+                client
+                    .update_comment(repo, status.comment_id, &started)
+                    .await
+            }
             None => {
                 client
                     .create_comment(repo, task.issue_number, &started)
@@ -91,7 +133,11 @@ impl TaskRunner {
         };
         let comment_id = match posted {
             Ok(posted) => {
-                runs::set_comment(&self.pool, run.id, posted.id).await?;
+                let status = StatusComment {
+                    comment_id: posted.id,
+                    waiting: None,
+                };
+                status_comments::set(&self.pool, task.id, &status).await?;
                 Some(posted.id)
             }
             Err(err) => {
@@ -100,7 +146,13 @@ impl TaskRunner {
             }
         };
 
-        let (outcome, steps, published, step_retry) = self.execute(task, run.id, &client).await;
+        let Attempt {
+            outcome,
+            steps,
+            published,
+            step_retry,
+            fault,
+        } = self.execute(task, run.id, &client).await;
         let attempt = task.attempts.max(1) as u32;
         let retry_in = match &outcome {
             Outcome::Failed(Failure::Step { .. }) => {
@@ -117,7 +169,7 @@ impl TaskRunner {
             .await?
         {
             // The task moved on without us (rescued or cancelled): its report is not ours.
-            return Ok(());
+            return Ok(fault);
         }
 
         let body = comment::finished(task.id, &task.pipeline, &outcome, &steps, retry_in);
@@ -128,7 +180,7 @@ impl TaskRunner {
         if let Err(err) = reported {
             tracing::warn!(error = %err, "could not update the status comment");
         }
-        Ok(())
+        Ok(fault)
     }
 
     /// Writes the run's end, then the task's end under its lease; `false` when the lease
@@ -169,22 +221,12 @@ impl TaskRunner {
         Ok(true)
     }
 
-    async fn execute(
-        &self,
-        task: &Task,
-        run_id: i64,
-        client: &InstallationClient,
-    ) -> (Outcome, Vec<StepResult>, Published, Option<RetryPolicy>) {
+    async fn execute(&self, task: &Task, run_id: i64, client: &InstallationClient) -> Attempt {
         let git = match client.token().await {
             Ok(token) => Git::with_token(&token),
             Err(err) => {
                 let failure = Failure::Infrastructure(format!("no installation token: {err}"));
-                return (
-                    Outcome::Failed(failure),
-                    Vec::new(),
-                    Published::default(),
-                    None,
-                );
+                return Attempt::failed(failure);
             }
         };
         let url = format!(
@@ -223,31 +265,25 @@ impl TaskRunner {
             {
                 Ok(execution) => execution,
                 Err(PrepareError::Definition(err)) => {
-                    return (
-                        Outcome::Failed(Failure::Definition(err.to_string())),
-                        Vec::new(),
-                        Published::default(),
-                        None,
-                    );
+                    return Attempt::failed(Failure::Definition(err.to_string()));
                 }
-                Err(err) => {
-                    return (
-                        Outcome::Failed(Failure::Infrastructure(err.to_string())),
-                        Vec::new(),
-                        Published::default(),
-                        None,
-                    );
+                Err(err @ PrepareError::Workspace(_)) => {
+                    let message = err.to_string();
+                    return Attempt {
+                        fault: Some(SessionFault(message.clone())),
+                        ..Attempt::failed(Failure::Infrastructure(message))
+                    };
                 }
+                Err(err) => return Attempt::failed(Failure::Infrastructure(err.to_string())),
             };
         if let Some(step) = execution.failed_step() {
-            let failure = Failure::from_step(step);
-            let retry = execution.retry;
-            return (
-                Outcome::Failed(failure),
-                execution.steps,
-                Published::default(),
-                Some(retry),
-            );
+            return Attempt {
+                outcome: Outcome::Failed(Failure::from_step(step)),
+                step_retry: Some(execution.retry),
+                steps: execution.steps,
+                published: Published::default(),
+                fault: None,
+            };
         }
         let outcome = self.publish(task, client, &git, &execution).await;
         let (outcome, published) = match outcome {
@@ -264,7 +300,13 @@ impl TaskRunner {
                 Published::default(),
             ),
         };
-        (outcome, execution.steps, published, None)
+        Attempt {
+            outcome,
+            steps: execution.steps,
+            published,
+            step_retry: None,
+            fault: None,
+        }
     }
 
     /// Commits and pushes the steps' changes, opens (or reuses) the pull request and marks the

@@ -4,7 +4,7 @@
 mod support;
 
 use axum::http::StatusCode;
-use conveyor::engine::TaskState;
+use conveyor::engine::{RunState, TaskState};
 use conveyor::engine::{events, runs};
 use sqlx::PgPool;
 use support::{Harness, INSTALLATION_ID, OWNER, REPO, labeled_issue};
@@ -371,5 +371,86 @@ async fn cancelling_a_running_task_says_so_in_its_status_comment(pool: PgPool) {
         harness.github.comments(OWNER, REPO, 7).len(),
         1,
         "the one status comment is edited"
+    );
+    let runs = runs::for_task(&harness.pool, task_id).await.unwrap();
+    assert_eq!(
+        runs.iter().map(|run| run.state).collect::<Vec<_>>(),
+        [RunState::Cancelled]
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_session_that_cannot_make_a_workspace_is_unhealthy_and_the_waiting_issue_hears_why(
+    pool: PgPool,
+) {
+    // The data directory is a file: no workspace can be made under it.
+    let blocked = tempfile::tempdir().unwrap();
+    let data_dir = blocked.path().join("data");
+    std::fs::write(&data_dir, "not a directory").unwrap();
+    let harness = Harness::start_configured(pool, |config| {
+        config.workers = 1;
+        config.data_dir = data_dir.clone();
+        config.report_waiting_after_secs = 0;
+    })
+    .await;
+    harness.add_repo_with_pipeline();
+
+    harness
+        .post_signed("issues", "h-1", &labeled_issue(7, "First", "conveyor"))
+        .await;
+    let first = support::wait_until("the first task", || async {
+        harness.task_ids().await.first().copied()
+    })
+    .await;
+    harness.reach(first, TaskState::Scheduled).await;
+    let failed = harness.final_comment(7).await;
+    assert!(
+        failed.body.contains("could not create a workspace"),
+        "{}",
+        failed.body
+    );
+
+    harness
+        .post_signed("issues", "h-2", &labeled_issue(8, "Second", "conveyor"))
+        .await;
+    let second = support::wait_until("the second task", || async {
+        harness.task_ids().await.get(1).copied()
+    })
+    .await;
+    let reason = "waiting: no healthy worker session";
+    support::wait_until("the waiting issue to hear why", || async {
+        let comments = harness.github.comments(OWNER, REPO, 8);
+        comments
+            .iter()
+            .any(|c| c.body.contains(reason))
+            .then_some(())
+    })
+    .await;
+    let (status, task) = harness
+        .api(
+            "GET",
+            &format!("/api/v2/tasks/{second}"),
+            Some(support::API_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(task["waiting"], reason, "{task}");
+    assert_eq!(harness.state(second).await, TaskState::Queued);
+
+    // Mended: the session's next check passes and it runs the waiting task.
+    std::fs::remove_file(&data_dir).unwrap();
+    std::fs::create_dir(&data_dir).unwrap();
+    assert_eq!(harness.final_state(second).await, TaskState::Succeeded);
+    let comments = harness.github.comments(OWNER, REPO, 8);
+    assert_eq!(comments.len(), 1, "the run took over the waiting comment");
+    assert!(
+        comments[0].body.contains("finished pipeline"),
+        "{}",
+        comments[0].body
+    );
+    assert!(
+        comments[0].edits.iter().any(|body| body.contains(reason)),
+        "{:?}",
+        comments[0].edits
     );
 }

@@ -7,12 +7,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use conveyor::engine::TaskState;
+use conveyor::engine::deferral;
 use conveyor::engine::runs::{self, StepRecord};
 use conveyor::engine::state::TransitionError;
 use conveyor::engine::tasks::{self, Ending, EngineError, NewTask, Rescued, Task};
+use conveyor::engine::{RunState, TaskState};
 use conveyor::housekeeping::vacuum;
-use conveyor::scheduler::{self, Executor, Lease, SchedulerSettings, claim_next, leases};
+use conveyor::scheduler::{
+    self, Executor, Lease, SchedulerSettings, SessionFault, SessionPool, claim_next, leases,
+};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +55,7 @@ struct NoOp {
 }
 
 impl Executor for NoOp {
-    async fn execute(&self, task: Task, lease: Lease) {
+    async fn execute(&self, task: Task, lease: Lease) -> Result<(), SessionFault> {
         let repo = task.repo_name.clone();
         {
             let mut running = self.running.lock().unwrap();
@@ -66,6 +69,7 @@ impl Executor for NoOp {
         *self.running.lock().unwrap().get_mut(&repo).unwrap() -= 1;
         lease.end(TaskState::Succeeded).await.unwrap();
         self.executed.lock().unwrap().push(task.id);
+        Ok(())
     }
 }
 
@@ -296,7 +300,9 @@ async fn churned_queue_tables_are_vacuumed_without_autovacuum(pool: PgPool) {
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn a_silent_processes_task_is_rescued_and_its_late_results_refused(pool: PgPool) {
     let task_id = enqueue(&pool, "a", 1).await;
-    leases::heartbeat(&pool, "ghost").await.unwrap();
+    leases::heartbeat(&pool, "ghost", &SessionPool::new(1))
+        .await
+        .unwrap();
     let held = claim_next(&pool, "ghost", "ghost/0")
         .await
         .unwrap()
@@ -322,6 +328,12 @@ async fn a_silent_processes_task_is_rescued_and_its_late_results_refused(pool: P
         [(task_id, Rescued::Requeued)]
     );
     assert_eq!(state(&pool, task_id).await, TaskState::Queued);
+    let runs = runs::for_task(&pool, task_id).await.unwrap();
+    assert_eq!(
+        runs.iter().map(|run| run.state).collect::<Vec<_>>(),
+        [RunState::Interrupted],
+        "the lost attempt's run is closed"
+    );
 
     // The lost process wakes up and reports: its step result and completion are refused.
     let step = StepRecord {
@@ -399,7 +411,7 @@ struct LongStep {
 }
 
 impl Executor for LongStep {
-    async fn execute(&self, _task: Task, lease: Lease) {
+    async fn execute(&self, _task: Task, lease: Lease) -> Result<(), SessionFault> {
         let step = conveyor::pipeline::definition::Step {
             name: "long".into(),
             run: format!("echo $$ > {}; sleep 30", self.marker.display()),
@@ -408,6 +420,7 @@ impl Executor for LongStep {
         let dir = tempfile::tempdir().unwrap();
         conveyor::pipeline::step::run(0, &step, dir.path(), &[]).await;
         lease.end(TaskState::Succeeded).await.unwrap();
+        Ok(())
     }
 }
 
@@ -749,4 +762,138 @@ async fn a_blocked_task_becomes_ready_exactly_once_when_its_blockers_finish_toge
         .map(|t| t.id)
         .collect();
     assert_eq!(claimed, [blocked], "ready exactly once");
+}
+
+/// Crashes (panics) on the tasks it is told to, and says the session is broken while
+/// `broken` is set; otherwise completes tasks. Records what it was told about stops.
+struct Crashing {
+    crash_on: Mutex<Vec<i64>>,
+    broken: std::sync::atomic::AtomicBool,
+    checks: std::sync::atomic::AtomicUsize,
+    executed: Mutex<Vec<i64>>,
+    stops: Mutex<Vec<(i64, scheduler::Stop)>>,
+}
+
+impl Executor for Crashing {
+    async fn execute(&self, task: Task, lease: Lease) -> Result<(), SessionFault> {
+        let crash = {
+            let mut crash_on = self.crash_on.lock().unwrap();
+            let at = crash_on.iter().position(|&id| id == task.id);
+            at.map(|at| crash_on.remove(at)).is_some()
+        };
+        if crash {
+            panic!("executor bug on task {}", task.id);
+        }
+        lease.end(TaskState::Succeeded).await.unwrap();
+        self.executed.lock().unwrap().push(task.id);
+        Ok(())
+    }
+
+    async fn check(&self, _session: &str) -> Result<(), SessionFault> {
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(SessionFault("disk on fire".into()));
+        }
+        Ok(())
+    }
+
+    async fn stopped(&self, task: Task, stop: scheduler::Stop) {
+        self.stops.lock().unwrap().push((task.id, stop));
+    }
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_crashed_session_takes_no_work_until_its_check_passes_and_the_process_lives_on(
+    pool: PgPool,
+) {
+    let crashing = enqueue(&pool, "a", 1).await;
+    let executor = Arc::new(Crashing {
+        crash_on: Mutex::new(vec![crashing]),
+        broken: true.into(),
+        checks: 0.into(),
+        executed: Mutex::default(),
+        stops: Mutex::default(),
+    });
+    let settings = SchedulerSettings {
+        workers: 1,
+        // Heartbeats, and checks of an unhealthy session, every 200 ms.
+        lease_timeout: Duration::from_millis(1200),
+        shutdown_grace: Duration::from_secs(30),
+    };
+    let shutdown = CancellationToken::new();
+    let process = tokio::spawn(scheduler::run_workers(
+        settings,
+        pool.clone(),
+        executor.clone(),
+        Arc::new(Notify::new()),
+        shutdown.clone(),
+    ));
+
+    support::wait_until("the crash to be recorded", || async {
+        (!executor.stops.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        *executor.stops.lock().unwrap(),
+        [(crashing, scheduler::Stop::Crash(Rescued::Requeued))]
+    );
+    let task = tasks::get(&pool, crashing).await.unwrap().unwrap();
+    assert_eq!((task.state, task.attempts), (TaskState::Queued, 1));
+    let crashed: String = sqlx::query_scalar(
+        "SELECT detail->>'crashed' FROM task_events WHERE task_id = $1 AND detail ? 'crashed'",
+    )
+    .bind(crashing)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(crashed.contains("executor bug on task"), "{crashed}");
+
+    // The only session is unhealthy: the requeued task and a new one wait, and say why.
+    let waiting = enqueue(&pool, "b", 2).await;
+    for task_id in [crashing, waiting] {
+        support::wait_until(
+            "the deferral reason to name the unhealthy session",
+            || async {
+                let reason = deferral::reason(&pool, task_id).await.unwrap();
+                (reason.as_deref() == Some("waiting: no healthy worker session")).then_some(())
+            },
+        )
+        .await;
+    }
+    support::wait_until("a few failed checks", || async {
+        (executor.checks.load(std::sync::atomic::Ordering::SeqCst) >= 3).then_some(())
+    })
+    .await;
+    assert!(executor.executed.lock().unwrap().is_empty());
+    assert_eq!(state(&pool, waiting).await, TaskState::Queued);
+
+    executor
+        .broken
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    for task_id in [crashing, waiting] {
+        support::wait_until("the healthy session to run the task", || async {
+            (state(&pool, task_id).await == TaskState::Succeeded).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        tasks::get(&pool, crashing).await.unwrap().unwrap().attempts,
+        2,
+        "the crashed attempt counts"
+    );
+    support::wait_until("the heartbeat to count the session healthy", || async {
+        let healthy: i32 = sqlx::query_scalar("SELECT healthy_sessions FROM worker_processes")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (healthy == 1).then_some(())
+    })
+    .await;
+    assert!(
+        !process.is_finished(),
+        "the crash did not take the process down"
+    );
+    shutdown.cancel();
+    process.await.unwrap();
 }

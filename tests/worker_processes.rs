@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use conveyor::engine::TaskState;
 use conveyor::engine::tasks::{self, Task};
-use conveyor::scheduler::{self, Executor, Lease, SchedulerSettings};
+use conveyor::scheduler::{self, Executor, Lease, SchedulerSettings, SessionFault};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::io::AsyncReadExt;
@@ -91,7 +91,7 @@ struct LoggedNoOp {
 }
 
 impl Executor for LoggedNoOp {
-    async fn execute(&self, task: Task, lease: Lease) {
+    async fn execute(&self, task: Task, lease: Lease) -> Result<(), SessionFault> {
         let execution: i64 = sqlx::query_scalar(
             "INSERT INTO executions (task_id, repo, pid, started)
              VALUES ($1, $2, $3, clock_timestamp())
@@ -130,6 +130,7 @@ impl Executor for LoggedNoOp {
                 .await
                 .unwrap();
         }
+        Ok(())
     }
 }
 

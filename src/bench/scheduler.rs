@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{millis, percentile};
 use crate::engine::TaskState;
 use crate::engine::tasks::{self, Task};
-use crate::scheduler::{self, Executor, Lease, SchedulerSettings};
+use crate::scheduler::{self, Executor, Lease, SchedulerSettings, SessionFault};
 
 #[derive(Debug, clap::Args)]
 pub struct SchedulerBench {
@@ -77,7 +77,7 @@ impl NoOp {
 }
 
 impl Executor for NoOp {
-    async fn execute(&self, task: Task, lease: Lease) {
+    async fn execute(&self, task: Task, lease: Lease) -> Result<(), SessionFault> {
         if self.measure_latency.load(Ordering::SeqCst) {
             self.note_start_latency(task.id).await;
         }
@@ -87,6 +87,7 @@ impl Executor for NoOp {
         if self.done.fetch_add(1, Ordering::SeqCst) + 1 >= self.expected.load(Ordering::SeqCst) {
             self.all_done.notify_one();
         }
+        Ok(())
     }
 }
 

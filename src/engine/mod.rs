@@ -2,10 +2,12 @@
 //! Every entry point (webhook, API, CLI, workers) changes tasks through these functions.
 
 pub mod blockers;
+pub mod deferral;
 pub mod events;
 pub mod repositories;
 pub mod runs;
 pub mod state;
+pub mod status_comments;
 pub mod tasks;
 
 pub use state::{RunState, TaskState, TransitionError};

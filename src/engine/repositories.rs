@@ -1,8 +1,7 @@
-//! Per-repository scheduling controls: pausing, resuming, stopping, and why a task waits.
+//! Per-repository scheduling controls: pausing, resuming and stopping.
 
 use sqlx::{PgConnection, PgExecutor};
 
-use super::blockers::UNFINISHED_BLOCKERS;
 use super::tasks::{self, wake_workers};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,25 +82,4 @@ pub async fn stop(
             .map_err(|err| RepositoryError::Db(err.to_string()))?;
     }
     Ok(live.len())
-}
-
-/// Why a queued task is still waiting, in words a person can act on.
-pub async fn deferral_reason(
-    db: impl PgExecutor<'_>,
-    task_id: i64,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(&format!(
-        "SELECT CASE
-                    WHEN {UNFINISHED_BLOCKERS} THEN 'waiting: blocked by unfinished tasks'
-                    WHEN r.paused THEN 'waiting: repository paused'
-                    WHEN r.running >= r.max_running
-                        THEN format('waiting: repository limit %s/%s', r.running, r.max_running)
-                    ELSE 'waiting: no free worker session'
-                END
-         FROM tasks t JOIN repositories r ON r.owner = t.repo_owner AND r.name = t.repo_name
-         WHERE t.id = $1 AND t.state = 'queued'"
-    ))
-    .bind(task_id)
-    .fetch_optional(db)
-    .await
 }

@@ -11,7 +11,6 @@ pub struct Run {
     pub attempt: i32,
     pub state: RunState,
     pub pipeline: String,
-    pub comment_id: Option<i64>,
     pub branch: Option<String>,
     pub head_sha: Option<String>,
     pub pull_request_number: Option<i64>,
@@ -30,7 +29,7 @@ pub struct StepRecord {
     pub output: String,
 }
 
-const RUN_COLUMNS: &str = "id, task_id, attempt, state, pipeline, comment_id, branch, head_sha, \
+const RUN_COLUMNS: &str = "id, task_id, attempt, state, pipeline, branch, head_sha, \
      pull_request_number, pull_request_url, check_run_id, failure";
 
 /// Starts the next attempt of a task.
@@ -53,32 +52,6 @@ pub async fn for_task(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<Vec
     .bind(task_id)
     .fetch_all(db)
     .await
-}
-
-/// The status comment an earlier attempt of the task posted, if any.
-pub async fn latest_comment(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar(
-        "SELECT comment_id FROM runs
-         WHERE task_id = $1 AND comment_id IS NOT NULL
-         ORDER BY attempt DESC
-         LIMIT 1",
-    )
-    .bind(task_id)
-    .fetch_optional(db)
-    .await
-}
-
-pub async fn set_comment(
-    db: impl PgExecutor<'_>,
-    run_id: i64,
-    comment_id: i64,
-) -> sqlx::Result<()> {
-    sqlx::query("UPDATE runs SET comment_id = $2 WHERE id = $1")
-        .bind(run_id)
-        .bind(comment_id)
-        .execute(db)
-        .await?;
-    Ok(())
 }
 
 /// Records a step's result if the run's task is still held under lease `epoch`; `false` when

@@ -22,6 +22,11 @@ pub enum RunState {
     Running,
     Succeeded,
     Failed,
+    /// Stopped because its task was cancelled.
+    Cancelled,
+    /// Ended without a result from its worker: the process died or shut down, or the
+    /// session crashed.
+    Interrupted,
 }
 
 impl TaskState {

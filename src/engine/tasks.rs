@@ -188,7 +188,8 @@ struct Found {
 }
 
 /// Applies guarded state changes in one statement, keeping the repositories' running counts
-/// and the audit trail in step; a result per change, in order. The allowed transitions are
+/// and the audit trail in step, and closing the open run of a task taken away from its
+/// worker (its worker closes it with its result otherwise); a result per change, in order. The allowed transitions are
 /// passed in from [`TaskState::can_become`], the one place that rule lives.
 ///
 /// Other processes' idle workers are woken (`NOTIFY`) only when queued work appears or a
@@ -235,6 +236,13 @@ async fn set_states(
              FROM (SELECT repo_owner, repo_name, count(*) AS n FROM moved
                    WHERE from_state = 'running' GROUP BY repo_owner, repo_name) freed
              WHERE r.owner = freed.repo_owner AND r.name = freed.repo_name
+         ), interrupted AS (
+             UPDATE runs SET finished_at = now(),
+                 state = CASE WHEN moved.to_state = 'cancelled' THEN 'cancelled'::run_state
+                              ELSE 'interrupted' END
+             FROM moved
+             WHERE runs.task_id = moved.id AND moved.from_state = 'running'
+               AND runs.state = 'running'
          ), audit AS (
              INSERT INTO task_events (task_id, kind, detail)
              SELECT id, 'state', jsonb_build_object('from', from_state, 'to', to_state) || detail
@@ -327,23 +335,48 @@ pub enum Rescued {
 /// or failed when its attempts are used up. The lease epoch moves on, so a result the lost
 /// process still sends is refused.
 pub async fn rescue(conn: &mut PgConnection, task_id: i64) -> Result<Rescued, EngineError> {
+    take_back(conn, task_id, None, None).await
+}
+
+/// Takes a running task back from a worker session that crashed while holding lease
+/// `epoch`: like a rescue, but refused if the lease already moved on.
+pub async fn crashed(
+    conn: &mut PgConnection,
+    task_id: i64,
+    epoch: i64,
+    message: &str,
+) -> Result<Rescued, EngineError> {
+    take_back(conn, task_id, Some(epoch), Some(message)).await
+}
+
+/// Requeues a running task with its attempt counted, or fails it when attempts are used up.
+async fn take_back(
+    conn: &mut PgConnection,
+    task_id: i64,
+    epoch: Option<i64>,
+    crash: Option<&str>,
+) -> Result<Rescued, EngineError> {
     let row: Option<(i32, i32, Option<String>)> = sqlx::query_as(
         "UPDATE tasks SET lease_epoch = lease_epoch + 1
-         WHERE id = $1 AND state = 'running'
+         WHERE id = $1 AND state = 'running' AND ($2::BIGINT IS NULL OR lease_epoch = $2)
          RETURNING attempts, max_attempts, process_id",
     )
     .bind(task_id)
+    .bind(epoch)
     .fetch_optional(&mut *conn)
     .await?;
     let Some((attempts, max_attempts, process)) = row else {
-        return Err(refused_unless_running(conn, task_id, None, TaskState::Queued).await);
+        return Err(refused_unless_running(conn, task_id, epoch, TaskState::Queued).await);
     };
     let (to, rescued) = if attempts < max_attempts {
         (TaskState::Queued, Rescued::Requeued)
     } else {
         (TaskState::Failed, Rescued::Failed)
     };
-    let detail = json!({ "rescued_from": process, "attempts": attempts });
+    let mut detail = json!({ "rescued_from": process, "attempts": attempts });
+    if let Some(message) = crash {
+        detail["crashed"] = json!(message);
+    }
     set_state(conn, Change::unguarded(task_id, to, detail)).await?;
     Ok(rescued)
 }
@@ -428,6 +461,18 @@ pub async fn cancel(conn: &mut PgConnection, task_id: i64) -> Result<Cancel, Eng
         }
         .into()),
     }
+}
+
+/// Locks the task if it is queued and no one else holds it; `false` otherwise. Claims skip a
+/// held task until the caller's transaction ends.
+pub async fn hold_if_queued(conn: &mut PgConnection, task_id: i64) -> sqlx::Result<bool> {
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM tasks WHERE id = $1 AND state = 'queued' FOR UPDATE SKIP LOCKED",
+    )
+    .bind(task_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(held.is_some())
 }
 
 /// Whether someone asked for the running task to stop.

@@ -13,9 +13,9 @@ use subtle::ConstantTimeEq;
 use super::{AppState, Refusal};
 use crate::engine::blockers::{self, BlockerError};
 use crate::engine::repositories::{self, RepositoryError};
-use crate::engine::runs;
 use crate::engine::state::TransitionError;
 use crate::engine::tasks::{self, Cancel, EngineError};
+use crate::engine::{deferral, runs};
 use crate::webhook::inbox::{self, Replay};
 
 const MAX_PAGE: i64 = 500;
@@ -214,9 +214,7 @@ pub async fn get_task(
         .await
         .map_err(database)?
         .ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no task {id}")))?;
-    let waiting = repositories::deferral_reason(&state.pool, id)
-        .await
-        .map_err(database)?;
+    let waiting = deferral::reason(&state.pool, id).await.map_err(database)?;
     let runs = runs::for_task(&state.pool, id).await.map_err(database)?;
     let runs: Vec<_> = runs
         .iter()

@@ -1,9 +1,12 @@
-//! The one status comment on the issue, posted when a run starts and edited as it ends.
+//! The one status comment on the issue: posted when the task has waited a while or when
+//! its run starts, and edited as the task goes on.
 
 use std::time::Duration;
 
 use super::{Failure, Outcome, steps_table};
+use crate::engine::tasks::Rescued;
 use crate::pipeline::StepResult;
+use crate::scheduler::Stop;
 
 /// Lines of a failed step's output quoted in the comment.
 pub const TAIL_LINES: usize = 30;
@@ -20,20 +23,34 @@ pub fn started(task_id: i64, pipeline: &str, attempt: i32) -> String {
     )
 }
 
-/// The run was stopped before it ended: cancelled, or its worker shut down and handed the
-/// task back to the queue.
-pub fn stopped(task_id: i64, pipeline: &str, attempt: i32, cancelled: bool) -> String {
-    let what = if cancelled {
-        "⏹️ **Conveyor** stopped pipeline `{pipeline}`: the task was cancelled"
-    } else {
-        "⏸️ **Conveyor** paused pipeline `{pipeline}`: its worker shut down, and the task is back in the queue for another worker to run again"
+/// The task is queued and has not run yet; `reason` says why it waits.
+pub fn waiting(task_id: i64, pipeline: &str, reason: &str) -> String {
+    format!(
+        "{}\n⏳ **Conveyor** has queued pipeline `{pipeline}` for this issue (task {task_id}), {reason}.\n\nThis comment will be updated when the run starts.\n",
+        marker(task_id)
+    )
+}
+
+/// The run was stopped before it ended: cancelled, handed back by a worker shutting down,
+/// or its session crashed.
+pub fn stopped(task_id: i64, pipeline: &str, attempt: i32, stop: Stop) -> String {
+    let what = match stop {
+        Stop::Cancel => {
+            format!("⏹️ **Conveyor** stopped pipeline `{pipeline}`: the task was cancelled")
+        }
+        Stop::HandBack => format!(
+            "⏸️ **Conveyor** paused pipeline `{pipeline}`: its worker shut down, and the task is back in the queue for another worker to run again"
+        ),
+        Stop::Crash(Rescued::Requeued) => format!(
+            "⚠️ **Conveyor**'s worker crashed running pipeline `{pipeline}`; the task is back in the queue for another attempt"
+        ),
+        Stop::Crash(Rescued::Failed) => format!(
+            "❌ **Conveyor**'s worker crashed running pipeline `{pipeline}`, and the task has no attempts left"
+        ),
     };
     format!(
-        "{}
-{} (task {task_id}, attempt {attempt}).
-",
-        marker(task_id),
-        what.replace("{pipeline}", pipeline)
+        "{}\n{what} (task {task_id}, attempt {attempt}).\n",
+        marker(task_id)
     )
 }
 

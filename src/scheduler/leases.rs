@@ -1,22 +1,28 @@
 //! Process heartbeats and the rescue of tasks whose process went silent.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::SchedulerSettings;
+use super::sessions::SessionPool;
 use crate::engine::tasks::{self, Rescued};
 
 /// Only one process rescues at a time; the others skip that round.
 const RESCUE_LOCK: i64 = 0x636f_6e76_7265_7363;
 
-pub async fn heartbeat(pool: &PgPool, process: &str) -> sqlx::Result<()> {
+/// Says `process` is alive, and how many of its sessions are healthy.
+pub async fn heartbeat(pool: &PgPool, process: &str, sessions: &SessionPool) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO worker_processes (id) VALUES ($1)
-         ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+        "INSERT INTO worker_processes (id, sessions, healthy_sessions) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO UPDATE
+         SET heartbeat_at = now(), sessions = $2, healthy_sessions = $3",
     )
     .bind(process)
+    .bind(sessions.size() as i32)
+    .bind(sessions.healthy() as i32)
     .execute(pool)
     .await?;
     Ok(())
@@ -80,11 +86,12 @@ pub async fn queue_due_retries(pool: &PgPool) -> Result<usize, tasks::EngineErro
 pub async fn run(
     pool: PgPool,
     process: String,
+    sessions: Arc<SessionPool>,
     settings: SchedulerSettings,
     shutdown: CancellationToken,
 ) {
     loop {
-        if let Err(err) = heartbeat(&pool, &process).await {
+        if let Err(err) = heartbeat(&pool, &process, &sessions).await {
             tracing::warn!(error = %err, "heartbeat failed");
         }
         if let Err(err) = rescue(&pool, settings.lease_timeout).await {

@@ -4,6 +4,7 @@
 mod claim;
 mod lease;
 pub mod leases;
+mod sessions;
 mod wakeup;
 
 use std::future::Future;
@@ -16,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use claim::{claim, claim_next};
 pub use lease::Lease;
+pub use sessions::{SessionFault, SessionPool};
 
 use crate::engine::TaskState;
-use crate::engine::tasks::{self, Task};
+use crate::engine::tasks::{self, Rescued, Task};
 use crate::housekeeping::vacuum;
 use claim::Claims;
 use lease::Endings;
@@ -31,7 +33,18 @@ const CANCEL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs a claimed task to its end, which it records through the task's lease.
 pub trait Executor: Send + Sync + 'static {
-    fn execute(&self, task: Task, lease: Lease) -> impl Future<Output = ()> + Send;
+    /// An error says the session itself cannot work (the task is still ended through its
+    /// lease): the session takes no more work until [`Executor::check`] passes.
+    fn execute(
+        &self,
+        task: Task,
+        lease: Lease,
+    ) -> impl Future<Output = Result<(), SessionFault>> + Send;
+
+    /// Whether the unhealthy session `session` can work again.
+    fn check(&self, _session: &str) -> impl Future<Output = Result<(), SessionFault>> + Send {
+        async { Ok(()) }
+    }
 
     /// Told after the scheduler stopped a run (and recorded the stop), so that what the
     /// run reported while going can be brought up to date.
@@ -76,10 +89,12 @@ pub async fn run_workers<E: Executor>(
     // Heartbeats go on until the last session has stopped: a process still finishing tasks
     // in its grace period must not look dead to the others.
     let stopped = CancellationToken::new();
+    let health = Arc::new(SessionPool::new(settings.workers.into()));
     let mut background = tokio::task::JoinSet::new();
     background.spawn(leases::run(
         pool.clone(),
         process.clone(),
+        health.clone(),
         settings,
         stopped.clone(),
     ));
@@ -95,6 +110,9 @@ pub async fn run_workers<E: Executor>(
     for index in 0..settings.workers {
         let worker = Worker {
             id: format!("{process}/{index}"),
+            index: index.into(),
+            health: health.clone(),
+            check_interval: settings.heartbeat_interval(),
             claims: claims.clone(),
             endings: endings.clone(),
             pool: pool.clone(),
@@ -121,6 +139,11 @@ pub async fn run_workers<E: Executor>(
 
 struct Worker<E> {
     id: String,
+    /// This session's place in `health`.
+    index: usize,
+    health: Arc<SessionPool>,
+    /// How often an unhealthy session checks whether it can work again.
+    check_interval: Duration,
     claims: Claims,
     endings: Endings,
     pool: PgPool,
@@ -133,6 +156,10 @@ struct Worker<E> {
 impl<E: Executor> Worker<E> {
     async fn run(self) {
         while !self.shutdown.is_cancelled() {
+            if !self.health.is_healthy(self.index) {
+                self.recover().await;
+                continue;
+            }
             // Registered before looking, so an enqueue between the look and the wait still wakes us.
             let woken = self.tasks_added.notified();
             tokio::pin!(woken);
@@ -152,38 +179,87 @@ impl<E: Executor> Worker<E> {
         }
     }
 
+    /// Waits a check interval, then asks the executor whether this session can work again.
+    async fn recover(&self) {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(self.check_interval) => {}
+        }
+        match self.executor.check(&self.id).await {
+            Ok(()) => {
+                self.health.set_healthy(self.index, true);
+                tracing::info!(session = %self.id, "worker session is healthy again");
+            }
+            Err(fault) => {
+                tracing::warn!(session = %self.id, %fault, "worker session still unhealthy")
+            }
+        }
+    }
+
+    fn fault(&self, fault: &SessionFault) {
+        self.health.set_healthy(self.index, false);
+        tracing::warn!(session = %self.id, %fault, "worker session unhealthy: it takes no work until a check passes");
+    }
+
     /// Runs the task until it ends, is cancelled, or shutdown comes and the grace period
-    /// passes. Stopping drops the task's future, which kills its steps' process groups.
+    /// passes. Stopping drops the task's future, which kills its steps' process groups. The
+    /// executor runs as a task of its own, so that a panic in it is this session's crash
+    /// and not the whole process's.
     async fn execute(&self, task: Task) {
         let (task_id, epoch) = (task.id, task.lease_epoch);
         let lease = self.endings.lease(task_id, epoch);
+        let mut run = tokio::spawn({
+            let (executor, task, lease) = (self.executor.clone(), task.clone(), lease.clone());
+            async move { executor.execute(task, lease).await }
+        });
         let grace_over = async {
             self.shutdown.cancelled().await;
             tokio::time::sleep(self.grace).await;
         };
-        let stop = tokio::select! {
-            _ = self.executor.execute(task.clone(), lease.clone()) => return,
-            _ = grace_over => Stop::HandBack,
-            _ = self.cancelled(task_id) => Stop::Cancel,
+        let interruption = tokio::select! {
+            ran = &mut run => match ran {
+                Ok(Ok(())) => return,
+                Ok(Err(fault)) => return self.fault(&fault),
+                Err(err) => {
+                    let message = panic_message(err);
+                    self.fault(&SessionFault(format!("crashed: {message}")));
+                    Interruption::Crash(message)
+                }
+            },
+            _ = grace_over => Interruption::HandBack,
+            _ = self.cancelled(task_id) => Interruption::Cancel,
         };
-        let ended = async {
-            match stop {
-                Stop::HandBack => {
+        if !matches!(interruption, Interruption::Crash(_)) {
+            run.abort();
+            // Only once the run's future is gone are its steps' processes gone too.
+            let _ = run.await;
+        }
+        let recorded = async {
+            let stop = match interruption {
+                Interruption::HandBack => {
                     let mut tx = self.pool.begin().await?;
                     tasks::hand_back(&mut tx, task_id, epoch).await?;
                     tx.commit().await?;
+                    Stop::HandBack
                 }
-                Stop::Cancel => lease.end(TaskState::Cancelled).await?,
-            }
-            anyhow::Ok(())
+                Interruption::Cancel => {
+                    lease.end(TaskState::Cancelled).await?;
+                    Stop::Cancel
+                }
+                Interruption::Crash(message) => {
+                    let mut conn = self.pool.acquire().await?;
+                    Stop::Crash(tasks::crashed(&mut conn, task_id, epoch, &message).await?)
+                }
+            };
+            anyhow::Ok(stop)
         };
-        match ended.await {
-            Ok(()) => {
+        match recorded.await {
+            Ok(stop) => {
                 tracing::info!(task = task_id, ?stop, "task stopped");
                 self.executor.stopped(task, stop).await;
             }
             Err(err) => {
-                tracing::warn!(task = task_id, ?stop, error = %format!("{err:#}"), "could not record the stop; the task will be rescued")
+                tracing::warn!(task = task_id, error = %format!("{err:#}"), "could not record the stop; the task will be rescued")
             }
         }
     }
@@ -203,12 +279,33 @@ impl<E: Executor> Worker<E> {
     }
 }
 
-/// Why the scheduler stopped a running task.
+/// Why the scheduler stopped a running task, as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
     /// The process shut down and gave the task back to the queue.
     HandBack,
     Cancel,
+    /// The session crashed running it; the task was requeued or, out of attempts, failed.
+    Crash(Rescued),
+}
+
+/// What interrupted a run, before it is recorded.
+enum Interruption {
+    HandBack,
+    Cancel,
+    /// The executor panicked, with this message.
+    Crash(String),
+}
+
+fn panic_message(err: tokio::task::JoinError) -> String {
+    match err.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned()),
+        Err(err) => err.to_string(),
+    }
 }
 
 fn hostname() -> String {

@@ -65,6 +65,7 @@ pub fn config(github: &FakeGitHub, data_dir: &Path, webhook_secret: Option<&str>
         workers: 2,
         api_token: Some(API_TOKEN.to_owned().into()),
         redelivery_interval_secs: 0,
+        report_waiting_after_secs: 10,
         delivery_retention_days: 14,
         task_retention_days: 90,
         // Short, so heartbeats (and the due-retry check riding on them) come every second.
@@ -101,16 +102,25 @@ impl Harness {
     }
 
     async fn start_with(pool: PgPool, secret: Option<&str>, app: bool, api_token: bool) -> Harness {
+        Self::start_configured(pool, |config| {
+            config.github.webhook_secret = secret.map(|s| s.to_owned().into());
+            if !app {
+                config.github.app_id = None;
+            }
+            if !api_token {
+                config.api_token = None;
+            }
+        })
+        .await
+    }
+
+    /// The service with the test settings as `adjust` changes them.
+    pub async fn start_configured(pool: PgPool, adjust: impl FnOnce(&mut Config)) -> Harness {
         let github = FakeGitHub::start().await;
         github.add_installation(INSTALLATION_ID, OWNER);
         let data_dir = tempfile::tempdir().unwrap();
-        let mut config = config(&github, data_dir.path(), secret);
-        if !app {
-            config.github.app_id = None;
-        }
-        if !api_token {
-            config.api_token = None;
-        }
+        let mut config = config(&github, data_dir.path(), Some(WEBHOOK_SECRET));
+        adjust(&mut config);
         let service = Service::new(&config, pool.clone()).unwrap();
         let jobs = service.spawn_background(CancellationToken::new());
         Harness {
