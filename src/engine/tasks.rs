@@ -188,9 +188,10 @@ struct Found {
 }
 
 /// Applies guarded state changes in one statement, keeping the repositories' running counts
-/// and the audit trail in step, and closing the open run of a task taken away from its
-/// worker (its worker closes it with its result otherwise); a result per change, in order. The allowed transitions are
-/// passed in from [`TaskState::can_become`], the one place that rule lives.
+/// and the audit trail in step, and closing the open run of a task taken from its worker
+/// (a worker closes its own run with its result); a result per change, in order. The
+/// allowed transitions are passed in from [`TaskState::can_become`], the one place that
+/// rule lives.
 ///
 /// Other processes' idle workers are woken (`NOTIFY`) only when queued work appears or a
 /// finished task had dependents. A slot freed by a finished task is not announced: the

@@ -25,10 +25,15 @@ pub struct Upkeep {
 /// Only one process vacuums at a time; the others skip that round.
 const VACUUM_LOCK: i64 = 0x636f_6e76_7661_6375;
 
-/// Vacuums every churn table with more dead rows than 1,000 plus a tenth of its live ones,
-/// and analyses every one changed that much since its last analysis (a queue filled in one
-/// statement is otherwise planned as if empty). A table another vacuum (autovacuum) holds
-/// is skipped.
+/// Dead rows a churn table may hold before it is vacuumed, however large it is: finished
+/// tasks stay for the retention period, and a threshold relative to them would let dead
+/// rows grow with the history.
+const MAX_DEAD_ROWS: i64 = 20_000;
+
+/// Vacuums every churn table with more dead rows than 1,000 plus a tenth of its live ones
+/// (at most [`MAX_DEAD_ROWS`]), and analyses every one changed by 1,000 plus a tenth since
+/// its last analysis (a queue filled in one statement is otherwise planned as if empty). A
+/// table another vacuum (autovacuum) holds is skipped.
 pub async fn vacuum_churn_tables(pool: &PgPool) -> sqlx::Result<Upkeep> {
     // VACUUM cannot run in a transaction, so the election is a session lock, released on
     // this connection before it goes back to the pool.
@@ -51,12 +56,13 @@ pub async fn vacuum_churn_tables(pool: &PgPool) -> sqlx::Result<Upkeep> {
 async fn vacuum_due(conn: &mut sqlx::PgConnection) -> sqlx::Result<Upkeep> {
     let due: Vec<(String, bool, bool)> = sqlx::query_as(
         "SELECT relname::TEXT,
-                n_dead_tup > 1000 + n_live_tup / 10,
+                n_dead_tup > LEAST(1000 + n_live_tup / 10, $2),
                 n_mod_since_analyze > 1000 + n_live_tup / 10
          FROM pg_stat_user_tables
          WHERE schemaname = current_schema() AND relname = ANY($1)",
     )
     .bind(CHURN_TABLES)
+    .bind(MAX_DEAD_ROWS)
     .fetch_all(&mut *conn)
     .await?;
     let mut upkeep = Upkeep::default();
