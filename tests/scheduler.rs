@@ -298,6 +298,44 @@ async fn churned_queue_tables_are_vacuumed_without_autovacuum(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_large_churn_table_is_vacuumed_at_the_dead_row_cap(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query(
+        "INSERT INTO worker_processes (id) SELECT 'p' || n FROM generate_series(1, 300000) n",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    // 25,000 dead of 275,000 live rows: under a tenth of the table, over the cap.
+    sqlx::query("DELETE FROM worker_processes WHERE substr(id, 2)::INTEGER <= 25000")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1").execute(&mut *conn).await.unwrap();
+    let (live, dead): (i64, i64) = sqlx::query_as(
+        "SELECT n_live_tup, n_dead_tup FROM pg_stat_user_tables WHERE relname = 'worker_processes'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    drop(conn);
+    assert!(
+        dead > 20_000 && dead < 1_000 + live / 10,
+        "live {live}, dead {dead}"
+    );
+
+    let upkeep = vacuum::vacuum_churn_tables(&pool).await.unwrap();
+    assert!(
+        upkeep.vacuumed.contains(&"worker_processes".to_owned()),
+        "{upkeep:?}"
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn a_silent_processes_task_is_rescued_and_its_late_results_refused(pool: PgPool) {
     let task_id = enqueue(&pool, "a", 1).await;
     leases::heartbeat(&pool, "ghost", &SessionPool::new(1))

@@ -150,6 +150,18 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_task_says_why_and_a_crash_says_whether_it_runs_again() {
+        let body = waiting(4, "default", "waiting: repository limit 1/1");
+        assert!(body.starts_with("<!-- conveyor:task:4 -->"));
+        assert!(body.contains("waiting: repository limit 1/1"), "{body}");
+        let requeued = stopped(4, "default", 1, Stop::Crash(Rescued::Requeued));
+        assert!(requeued.contains("back in the queue"), "{requeued}");
+        let failed = stopped(4, "default", 3, Stop::Crash(Rescued::Failed));
+        assert!(failed.contains("no attempts left"), "{failed}");
+        assert!(failed.contains("attempt 3"), "{failed}");
+    }
+
+    #[test]
     fn success_links_the_pull_request() {
         let outcome = Outcome::Proposed {
             pull_request_url: "https://github.com/o/r/pull/9".into(),
