@@ -72,7 +72,11 @@ impl Executor for TaskRunner {
             };
             let body = comment::stopped(task.id, &task.pipeline, task.attempts, stop);
             let client = self.github.installation(task.installation_id);
-            if let Err(err) = client.update_comment(repo, status.comment_id, &body).await {
+            let existing = Some(status.comment_id);
+            let reported = client
+                .upsert_comment(repo, task.issue_number, existing, &body)
+                .await;
+            if let Err(err) = reported {
                 tracing::warn!(error = %err, "could not update the status comment");
             }
         }
@@ -119,18 +123,15 @@ impl TaskRunner {
         let started = comment::started(task.id, &task.pipeline, run.attempt);
         // One status comment per task: a run takes over the one posted while the task
         // waited, or by an earlier attempt.
-        let posted = match status_comments::get(&self.pool, task.id).await? {
-            Some(status) => {
-                client
-                    .update_comment(repo, status.comment_id, &started)
-                    .await
-            }
-            None => {
-                client
-                    .create_comment(repo, task.issue_number, &started)
-                    .await
-            }
-        };
+        let existing = status_comments::get(&self.pool, task.id).await?;
+        let posted = client
+            .upsert_comment(
+                repo,
+                task.issue_number,
+                existing.map(|status| status.comment_id),
+                &started,
+            )
+            .await;
         let comment_id = match posted {
             Ok(posted) => {
                 let status = StatusComment {
@@ -173,10 +174,9 @@ impl TaskRunner {
         }
 
         let body = comment::finished(task.id, &task.pipeline, &outcome, &steps, retry_in);
-        let reported = match comment_id {
-            Some(id) => client.update_comment(repo, id, &body).await,
-            None => client.create_comment(repo, task.issue_number, &body).await,
-        };
+        let reported = client
+            .upsert_comment(repo, task.issue_number, comment_id, &body)
+            .await;
         if let Err(err) = reported {
             tracing::warn!(error = %err, "could not update the status comment");
         }

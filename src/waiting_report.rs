@@ -77,18 +77,15 @@ async fn report_one(
     };
     let client = github.installation(task.installation_id);
     let body = comment::waiting(task.id, &task.pipeline, &reason);
-    let posted = match status_comments::get(&mut *tx, task.id).await? {
-        Some(status) => {
-            client
-                .update_comment(repo, status.comment_id, &body)
-                .await?
-        }
-        None => {
-            client
-                .create_comment(repo, task.issue_number, &body)
-                .await?
-        }
-    };
+    let existing = status_comments::get(&mut *tx, task.id).await?;
+    let posted = client
+        .upsert_comment(
+            repo,
+            task.issue_number,
+            existing.map(|status| status.comment_id),
+            &body,
+        )
+        .await?;
     let status = StatusComment {
         comment_id: posted.id,
         waiting: Some(reason),

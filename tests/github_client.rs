@@ -84,6 +84,32 @@ async fn a_429_waits_for_retry_after() {
 }
 
 #[tokio::test]
+async fn an_upserted_comment_is_edited_or_posted_again_once_deleted() {
+    let (app, github) = app_and_fake().await;
+    let client = app.installation(INSTALLATION_ID);
+    let first = client
+        .upsert_comment(REPO_REF, 1, None, "one")
+        .await
+        .unwrap();
+    let edited = client
+        .upsert_comment(REPO_REF, 1, Some(first.id), "two")
+        .await
+        .unwrap();
+    assert_eq!(edited.id, first.id);
+    github.delete_comment(OWNER, REPO, first.id as u64);
+    let again = client
+        .upsert_comment(REPO_REF, 1, Some(first.id), "three")
+        .await
+        .unwrap();
+    assert_ne!(again.id, first.id);
+    let comments = github.comments(OWNER, REPO, 1);
+    assert_eq!(
+        comments.iter().map(|c| c.body.as_str()).collect::<Vec<_>>(),
+        ["three"]
+    );
+}
+
+#[tokio::test]
 async fn an_exhausted_quota_waits_for_the_reset() {
     let (app, github) = app_and_fake().await;
     let reset = (chrono::Utc::now().timestamp() + 1).to_string();

@@ -186,6 +186,24 @@ impl InstallationClient {
         .await
     }
 
+    /// Edits comment `existing` on `issue`, or posts the body as a new comment when there is
+    /// none or someone deleted it.
+    pub async fn upsert_comment(
+        &self,
+        repo: Repo<'_>,
+        issue: i64,
+        existing: Option<i64>,
+        body: &str,
+    ) -> Result<Comment, GitHubError> {
+        if let Some(id) = existing {
+            match self.update_comment(repo, id, body).await {
+                Err(GitHubError::NotFound { .. }) => {}
+                edited => return edited,
+            }
+        }
+        self.create_comment(repo, issue, body).await
+    }
+
     pub async fn create_pull_request(
         &self,
         repo: Repo<'_>,

@@ -587,6 +587,13 @@ impl FakeGitHub {
             .collect()
     }
 
+    /// Deletes a comment, as a person can on github.com.
+    pub fn delete_comment(&self, owner: &str, repo: &str, id: u64) {
+        let mut inner = lock(&self.shared);
+        let idx = inner.repo_index(owner, repo).expect("known repository");
+        inner.repos[idx].comments.retain(|c| c.id != id);
+    }
+
     /// Pull requests of the repo, in creation order.
     pub fn pull_requests(&self, owner: &str, repo: &str) -> Vec<PullRequest> {
         let inner = lock(&self.shared);
