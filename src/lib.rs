@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod report;
 pub mod scheduler;
 pub mod service;
+pub mod status_comment;
 pub mod task_run;
 pub mod waiting_report;
 pub mod webhook;

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use tracing::Instrument;
 
 use crate::engine::runs::{self, Published, StepRecord};
-use crate::engine::status_comments::{self, StatusComment};
+use crate::engine::status_comments;
 use crate::engine::tasks::{EngineError, Task};
 use crate::engine::{RunState, TaskState};
 use crate::github::client::Repo;
@@ -20,6 +20,7 @@ use crate::pipeline::workspace::Workspace;
 use crate::pipeline::{self, PrepareError, StepResult, TaskContext};
 use crate::report::{Failure, Outcome, check_run, comment, pull_request};
 use crate::scheduler::{Executor, Lease, SessionFault, Stop};
+use crate::status_comment::{self, PublishError};
 
 /// Failures of Conveyor's own (clone, push, GitHub) are retried whatever the pipeline says.
 const INFRASTRUCTURE_RETRY: RetryPolicy = RetryPolicy {
@@ -63,20 +64,12 @@ impl Executor for TaskRunner {
     async fn stopped(&self, task: Task, stop: Stop) {
         let span = tracing::info_span!("task", task = task.id);
         async {
-            let Ok(Some(status)) = status_comments::get(&self.pool, task.id).await else {
+            // A stop brings an existing status comment up to date; it never starts one.
+            if !matches!(status_comments::get(&self.pool, task.id).await, Ok(Some(_))) {
                 return;
-            };
-            let repo = Repo {
-                owner: &task.repo_owner,
-                name: &task.repo_name,
-            };
+            }
             let body = comment::stopped(task.id, &task.pipeline, task.attempts, stop);
-            let client = self.github.installation(task.installation_id);
-            let existing = Some(status.comment_id);
-            let reported = client
-                .upsert_comment(repo, task.issue_number, existing, &body)
-                .await;
-            if let Err(err) = reported {
+            if let Err(err) = self.show_status(&task, &body).await {
                 tracing::warn!(error = %err, "could not update the status comment");
             }
         }
@@ -114,38 +107,18 @@ impl TaskRunner {
         let run = runs::start(&mut *self.pool.acquire().await?, task.id, &task.pipeline).await?;
         tracing::Span::current().record("run", run.id);
         tracing::info!(attempt = run.attempt, pipeline = %task.pipeline, "run started");
-        let repo = Repo {
-            owner: &task.repo_owner,
-            name: &task.repo_name,
-        };
 
         let client = self.github.installation(task.installation_id);
         let started = comment::started(task.id, &task.pipeline, run.attempt);
         // One status comment per task: a run takes over the one posted while the task
         // waited, or by an earlier attempt.
-        let existing = status_comments::get(&self.pool, task.id).await?;
-        let posted = client
-            .upsert_comment(
-                repo,
-                task.issue_number,
-                existing.map(|status| status.comment_id),
-                &started,
-            )
-            .await;
-        let comment_id = match posted {
-            Ok(posted) => {
-                let status = StatusComment {
-                    comment_id: posted.id,
-                    waiting: None,
-                };
-                status_comments::set(&self.pool, task.id, &status).await?;
-                Some(posted.id)
+        match self.show_status(task, &started).await {
+            Ok(()) => {}
+            Err(PublishError::GitHub(err)) => {
+                tracing::warn!(error = %err, "could not post the status comment; will post at the end")
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "could not post the status comment; will post at the end");
-                None
-            }
-        };
+            Err(err) => return Err(err.into()),
+        }
 
         let Attempt {
             outcome,
@@ -174,13 +147,17 @@ impl TaskRunner {
         }
 
         let body = comment::finished(task.id, &task.pipeline, &outcome, &steps, retry_in);
-        let reported = client
-            .upsert_comment(repo, task.issue_number, comment_id, &body)
-            .await;
-        if let Err(err) = reported {
+        if let Err(err) = self.show_status(task, &body).await {
             tracing::warn!(error = %err, "could not update the status comment");
         }
         Ok(fault)
+    }
+
+    /// Shows `body` in the task's status comment, which no longer says the task waits.
+    async fn show_status(&self, task: &Task, body: &str) -> Result<(), PublishError> {
+        let client = self.github.installation(task.installation_id);
+        let mut conn = self.pool.acquire().await?;
+        status_comment::publish(&mut conn, &client, task, body, None).await
     }
 
     /// Writes the run's end, then the task's end under its lease; `false` when the lease

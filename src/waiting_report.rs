@@ -9,11 +9,10 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::deferral::{self, Waiting};
-use crate::engine::status_comments::{self, StatusComment};
 use crate::engine::tasks;
 use crate::github::GitHubApp;
-use crate::github::client::Repo;
 use crate::report::comment;
+use crate::status_comment;
 
 /// Comments written per pass at most: GitHub limits how fast content may be created.
 const PER_PASS: i64 = 10;
@@ -71,27 +70,10 @@ async fn report_one(
     if !tasks::hold_if_queued(&mut tx, task.id).await? {
         return Ok(false);
     }
-    let repo = Repo {
-        owner: &task.repo_owner,
-        name: &task.repo_name,
-    };
     let client = github.installation(task.installation_id);
     let body = comment::waiting(task.id, &task.pipeline, &reason);
-    let existing = status_comments::get(&mut *tx, task.id).await?;
-    let posted = client
-        .upsert_comment(
-            repo,
-            task.issue_number,
-            existing.map(|status| status.comment_id),
-            &body,
-        )
-        .await?;
-    let status = StatusComment {
-        comment_id: posted.id,
-        waiting: Some(reason),
-    };
-    status_comments::set(&mut *tx, task.id, &status).await?;
+    status_comment::publish(&mut tx, &client, &task, &body, Some(reason.clone())).await?;
     tx.commit().await?;
-    tracing::info!(task = task.id, waiting = ?status.waiting, "status comment says why the task waits");
+    tracing::info!(task = task.id, waiting = %reason, "status comment says why the task waits");
     Ok(true)
 }
