@@ -10,18 +10,18 @@ use super::tasks::{TASK_COLUMNS, Task};
 
 /// SQL expression for the deferral reason of the queued task `t` of repository `r`. The
 /// first cause that holds is named: the one a person would have to act on first.
-const REASON: &str = "CASE
-        WHEN {UNFINISHED_BLOCKERS} THEN 'waiting: blocked by unfinished tasks'
-        WHEN r.paused THEN 'waiting: repository paused'
-        WHEN r.running >= r.max_running
-            THEN format('waiting: repository limit %s/%s', r.running, r.max_running)
-        WHEN NOT EXISTS (SELECT 1 FROM worker_processes WHERE healthy_sessions > 0)
-            THEN 'waiting: no healthy worker session'
-        ELSE 'waiting: no free worker session'
-    END";
-
 fn reason_sql() -> String {
-    REASON.replace("{UNFINISHED_BLOCKERS}", UNFINISHED_BLOCKERS)
+    format!(
+        "CASE
+             WHEN {UNFINISHED_BLOCKERS} THEN 'waiting: blocked by unfinished tasks'
+             WHEN r.paused THEN 'waiting: repository paused'
+             WHEN r.running >= r.max_running
+                 THEN format('waiting: repository limit %s/%s', r.running, r.max_running)
+             WHEN NOT EXISTS (SELECT 1 FROM worker_processes WHERE healthy_sessions > 0)
+                 THEN 'waiting: no healthy worker session'
+             ELSE 'waiting: no free worker session'
+         END"
+    )
 }
 
 /// Why the task waits; `None` unless it is queued.
