@@ -259,14 +259,31 @@ async fn endings_written_together_are_each_checked_against_their_own_lease(pool:
     );
 }
 
+/// Flushes the connection's table statistics at once rather than within the second.
+async fn flush_stats(conn: &mut sqlx::PgConnection) {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1").execute(&mut *conn).await.unwrap();
+}
+
+/// Live and dead rows of `table`, as the statistics count them.
+async fn row_stats(pool: &PgPool, table: &str) -> (i64, i64) {
+    sqlx::query_as("SELECT n_live_tup, n_dead_tup FROM pg_stat_user_tables WHERE relname = $1")
+        .bind(table)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn churned_queue_tables_are_vacuumed_without_autovacuum(pool: PgPool) {
     for issue in 0..1500 {
         enqueue(&pool, "a", issue).await;
     }
     let mut conn = pool.acquire().await.unwrap();
-    // Two updates of every task leave 3,000 dead rows; the statistics are flushed at once
-    // rather than within the second.
+    // Two updates of every task leave 3,000 dead rows.
     for to in ["cancelled", "cancelled"] {
         sqlx::query("UPDATE tasks SET state = $1::task_state, updated_at = now()")
             .bind(to)
@@ -274,20 +291,9 @@ async fn churned_queue_tables_are_vacuumed_without_autovacuum(pool: PgPool) {
             .await
             .unwrap();
     }
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query("SELECT 1").execute(&mut *conn).await.unwrap();
+    flush_stats(&mut conn).await;
     drop(conn);
-    let dead = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'tasks'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-    };
+    let dead = || async { row_stats(&pool, "tasks").await.1 };
     assert!(dead().await >= 3000, "dead rows: {}", dead().await);
 
     let upkeep = vacuum::vacuum_churn_tables(&pool).await.unwrap();
@@ -311,18 +317,9 @@ async fn a_large_churn_table_is_vacuumed_at_the_dead_row_cap(pool: PgPool) {
         .execute(&mut *conn)
         .await
         .unwrap();
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query("SELECT 1").execute(&mut *conn).await.unwrap();
-    let (live, dead): (i64, i64) = sqlx::query_as(
-        "SELECT n_live_tup, n_dead_tup FROM pg_stat_user_tables WHERE relname = 'worker_processes'",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .unwrap();
+    flush_stats(&mut conn).await;
     drop(conn);
+    let (live, dead) = row_stats(&pool, "worker_processes").await;
     assert!(
         dead > 20_000 && dead < 1_000 + live / 10,
         "live {live}, dead {dead}"
