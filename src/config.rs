@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::pipeline::sandbox::{Sandbox, SandboxMode};
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -50,11 +52,24 @@ pub struct Config {
     )]
     pub data_dir: PathBuf,
 
+    /// `on`: every pipeline step runs in a bubblewrap sandbox. `off`: steps run unconfined,
+    /// as Conveyor's own user (a loud warning says so at start).
+    #[arg(
+        long,
+        env = "CONVEYOR_SANDBOX",
+        value_name = "CONVEYOR_SANDBOX",
+        value_enum,
+        default_value = "on",
+        global = true
+    )]
+    pub sandbox: SandboxMode,
+
     /// Worker sessions in this process.
     #[arg(long, env = "CONVEYOR_WORKERS", value_name = "CONVEYOR_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..), global = true)]
     pub workers: u16,
 
-    /// Bearer token for writes to `/api/v2`; unset means the API refuses writes.
+    /// Bearer token for `/api/v2`, reads and writes; unset or empty, the API is off.
+    /// Read it through [`Config::api_token`].
     #[arg(
         long,
         env = "CONVEYOR_API_TOKEN",
@@ -63,6 +78,15 @@ pub struct Config {
         global = true
     )]
     pub api_token: Option<SecretString>,
+
+    /// Megabytes of webhook bodies buffered at once, across all requests; a request that
+    /// does not fit is refused with 503 and Retry-After.
+    #[arg(long, env = "CONVEYOR_WEBHOOK_BUFFER_MB", value_name = "CONVEYOR_WEBHOOK_BUFFER_MB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536), global = true)]
+    pub webhook_buffer_mb: u32,
+
+    /// Seconds a webhook body may take to arrive before the request is refused with 408.
+    #[arg(long, env = "CONVEYOR_WEBHOOK_BODY_TIMEOUT_SECS", value_name = "CONVEYOR_WEBHOOK_BODY_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub webhook_body_timeout_secs: u64,
 
     /// Seconds between sweeps that ask GitHub to redeliver webhooks that never arrived (0: off).
     #[arg(
@@ -140,7 +164,8 @@ pub struct GitHubConfig {
     )]
     pub private_key_path: Option<PathBuf>,
 
-    /// Secret GitHub signs webhooks with; without it every webhook is refused.
+    /// Secret GitHub signs webhooks with; unset or empty, every webhook is refused.
+    /// Read it through [`GitHubConfig::webhook_secret`].
     #[arg(
         long = "github-webhook-secret",
         env = "GITHUB_WEBHOOK_SECRET",
@@ -172,10 +197,45 @@ pub struct GitHubConfig {
 }
 
 impl Config {
+    /// The steps' sandbox. Conveyor's own secret files are covered in it, should they lie in
+    /// a directory it mounts (`/etc`, `/usr`).
+    pub fn sandbox(&self) -> Sandbox {
+        if self.sandbox == SandboxMode::Off {
+            tracing::warn!(
+                "CONVEYOR_SANDBOX=off: pipeline steps run UNCONFINED as Conveyor's own user and can read its files, its key and every workspace, and reach its database. Use this only for repositories you trust completely."
+            );
+        }
+        let secret_files = [self.github.private_key_path.clone(), Some(".env".into())];
+        let hidden = secret_files
+            .into_iter()
+            .flatten()
+            .filter_map(|path| std::fs::canonicalize(path).ok())
+            .collect();
+        Sandbox::new(self.sandbox, hidden)
+    }
+
+    /// `CONVEYOR_API_TOKEN`, unless unset or empty.
+    pub fn api_token(&self) -> Option<&SecretString> {
+        non_empty(self.api_token.as_ref())
+    }
+
     pub fn public_url(&self) -> String {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!("http://{}", self.listen),
         }
     }
+}
+
+impl GitHubConfig {
+    /// `GITHUB_WEBHOOK_SECRET`, unless unset or empty.
+    pub fn webhook_secret(&self) -> Option<&SecretString> {
+        non_empty(self.webhook_secret.as_ref())
+    }
+}
+
+/// An empty secret is an unset one: `VAR=` in a `.env` file or a deployment template must
+/// not turn into a secret that anyone matches by sending nothing.
+fn non_empty(secret: Option<&SecretString>) -> Option<&SecretString> {
+    secret.filter(|secret| !secret.expose_secret().is_empty())
 }

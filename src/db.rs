@@ -3,6 +3,7 @@
 use anyhow::Context;
 use sqlx::Postgres;
 use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// Every migration under `migrations/`, embedded at build time so the binary carries them.
@@ -31,12 +32,59 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 /// Takes a transaction-scoped advisory lock if it is free: how one process is elected for a
-/// job every process runs (rescue, redelivery sweeps). The lock goes with the transaction.
+/// job every process runs inside one transaction (rescue). The lock goes with the transaction.
 pub async fn try_lock(conn: &mut sqlx::PgConnection, key: i64) -> sqlx::Result<bool> {
     sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
         .bind(key)
         .fetch_one(conn)
         .await
+}
+
+/// A process elected for a job that must not hold a transaction open (VACUUM, calls to
+/// GitHub): a session advisory lock on a connection of its own, which dies with the process.
+pub struct Elected {
+    conn: PoolConnection<Postgres>,
+    key: i64,
+    released: bool,
+}
+
+/// Takes the session advisory lock `key` if it is free.
+pub async fn elect(pool: &PgPool, key: i64) -> sqlx::Result<Option<Elected>> {
+    let mut conn = pool.acquire().await?;
+    let elected: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(elected.then_some(Elected {
+        conn,
+        key,
+        released: false,
+    }))
+}
+
+impl Elected {
+    pub fn conn(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.conn
+    }
+
+    pub async fn release(mut self) -> sqlx::Result<()> {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .execute(&mut *self.conn)
+            .await?;
+        self.released = true;
+        Ok(())
+    }
+}
+
+impl Drop for Elected {
+    /// A lock not released (an error on the way) must not go back to the pool with its
+    /// connection, where it would keep every process from being elected: the connection closes.
+    fn drop(&mut self) {
+        if !self.released {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 /// The URL without its password, for messages and logs.

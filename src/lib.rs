@@ -16,5 +16,6 @@ pub mod scheduler;
 pub mod service;
 pub mod status_comment;
 pub mod task_run;
+pub mod text_bounds;
 pub mod waiting_report;
 pub mod webhook;

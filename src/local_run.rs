@@ -1,4 +1,5 @@
 //! `conveyor run`: one pipeline on a local path or URL, no GitHub App, printed to the terminal.
+//! Steps run in the same sandbox as the service's.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -6,7 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::pipeline::git::{self, Git};
-use crate::pipeline::{self, StepResult, TaskContext};
+use crate::pipeline::protected::Protected;
+use crate::pipeline::sandbox::Sandbox;
+use crate::pipeline::workspace::Workspaces;
+use crate::pipeline::{self, Checkout, StepResult, TaskContext};
 use crate::report::comment::TAIL_LINES;
 
 pub struct LocalRun {
@@ -15,6 +19,7 @@ pub struct LocalRun {
     pub body: String,
     pub pipeline: String,
     pub data_dir: PathBuf,
+    pub sandbox: Sandbox,
 }
 
 /// Runs the pipeline and prints the timeline, the branch and the diff. A local repository
@@ -42,14 +47,23 @@ pub async fn run(args: LocalRun, out: &mut impl Write) -> anyhow::Result<()> {
         args.pipeline
     )?;
     let git = Git::default();
+    let workspaces = Workspaces::open(&args.data_dir);
+    let checkout = Checkout::clone(&git, &url, &workspaces).await?;
+    let pipeline = checkout.pipeline(&git, &args.pipeline).await?;
+    let branch = git::branch_name("local", &args.title);
+    // A branch an earlier local run left is replaced, but only as it was when cloned.
+    let remote = checkout.branch_head(&git, &branch).await?;
+    let base = checkout.default_head.clone();
+    checkout.check_out(&git, &base, &url, &args.sandbox).await?;
     let print = |step: StepResult| {
         // The timeline is best effort: a closed stdout must not fail the run.
         let _ = print_step(&step, out);
         std::future::ready(())
     };
-    let execution =
-        pipeline::clone_and_execute(&git, &url, &args.data_dir, &context, print).await?;
-    if let Some(step) = execution.failed_step() {
+    let steps = checkout
+        .run_steps(&pipeline, &context.env(), &args.sandbox, print)
+        .await?;
+    if let Some(step) = pipeline::failed_step(&steps) {
         writeln!(
             out,
             "\n--- last lines of `{}` ---\n{}",
@@ -58,15 +72,23 @@ pub async fn run(args: LocalRun, out: &mut impl Write) -> anyhow::Result<()> {
         )?;
         bail!("step `{}` failed; nothing was committed", step.name);
     }
-    let dir = execution.workspace.repo_dir();
-    if !git.has_changes(&dir).await? {
+    let changed = checkout.changes(&git, &base).await?;
+    if changed.is_empty() {
         writeln!(out, "\nThe steps changed no files: no branch was made.")?;
         return Ok(());
     }
-    let branch = git::branch_name("local", &args.title);
-    let head = git.commit_all(&dir, &branch, args.title.trim()).await?;
+    let touched = Protected::new(&pipeline.protected_paths)?.touched(&changed);
+    if !touched.is_empty() {
+        bail!(
+            "the steps changed protected paths ({}); nothing was committed. A pipeline may list what it may change in `protected_paths:`",
+            touched.join(", ")
+        );
+    }
+    let head = checkout.commit(&git, &base, args.title.trim()).await?;
     if local {
-        git.push(&dir, "origin", &branch).await?;
+        let git_dir = checkout.workspace.git_dir();
+        git.push(&git_dir, &url, &head, &branch, remote.as_deref())
+            .await?;
         writeln!(out, "\nbranch: {branch} (pushed to {url})")?;
     } else {
         writeln!(
@@ -75,7 +97,12 @@ pub async fn run(args: LocalRun, out: &mut impl Write) -> anyhow::Result<()> {
         )?;
     }
     writeln!(out, "commit: {head}\n")?;
-    write!(out, "{}", git.diff(&dir, &execution.base_sha, &head).await?)?;
+    write!(
+        out,
+        "{}",
+        git.diff(&checkout.workspace.git_dir(), &base, &head)
+            .await?
+    )?;
     Ok(())
 }
 

@@ -2,9 +2,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use conveyor::bench::{self, intake::IntakeBench, scheduler::SchedulerBench};
+use conveyor::bench::{
+    self, intake::IntakeBench, sandbox::SandboxBench, scheduler::SchedulerBench,
+};
 use conveyor::config::Config;
 use conveyor::local_run::{self, LocalRun};
+use conveyor::pipeline::sandbox::SandboxMode;
 use conveyor::{db, service};
 use secrecy::ExposeSecret;
 
@@ -65,9 +68,14 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
-    /// Run no-op tasks through the scheduler on DATABASE_URL (use a scratch database):
-    /// tasks/s with a backlog, then enqueue-to-start latency at a fixed offered rate.
+    /// Run no-op tasks through the scheduler on a scratch database created on the server of
+    /// DATABASE_URL and dropped afterwards: tasks/s with a backlog, then enqueue-to-start
+    /// latency at a fixed offered rate.
     Scheduler(SchedulerBench),
+    /// Time a no-op step unconfined, sandboxed without network and sandboxed with network
+    /// (interleaved), in a workspace under CONVEYOR_DATA_DIR; print what the sandbox adds
+    /// per step. Needs no database.
+    Sandbox(SandboxBench),
 }
 
 #[tokio::main]
@@ -111,6 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 body,
                 pipeline,
                 data_dir: config.data_dir.clone(),
+                sandbox: config.sandbox(),
             };
             local_run::run(args, &mut std::io::stdout()).await
         }
@@ -121,7 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             payloads,
             runs,
         }) => {
-            let secret = config.github.webhook_secret.as_ref().context(
+            let secret = config.github.webhook_secret().context(
                 "GITHUB_WEBHOOK_SECRET: set it to the secret of the server being measured",
             )?;
             let pool = db::connect(&config.database_url, 2).await?;
@@ -144,10 +153,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(Bench::Scheduler(bench)) => {
-            let connections = (bench.processes * usize::from(bench.workers) + 4) as u32;
-            let pool = db::connect(&config.database_url, connections).await?;
-            db::migrate(&pool).await?;
-            bench::scheduler::print(&bench::scheduler::run(bench, pool).await?);
+            let report = bench::scheduler::run(bench, &config.database_url).await?;
+            bench::scheduler::print(&report);
+            Ok(())
+        }
+        Command::Bench(Bench::Sandbox(bench)) => {
+            // Measured whatever CONVEYOR_SANDBOX says, with the service's hidden files.
+            let sandboxed = Config {
+                sandbox: SandboxMode::On,
+                ..config.clone()
+            }
+            .sandbox();
+            let report = bench::sandbox::run(&bench, &config.data_dir, sandboxed).await?;
+            bench::sandbox::print(&report);
             Ok(())
         }
         Command::Migrate => {

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::github::{AppCredentials, GitHubApp};
 use crate::housekeeping::retention::{self, Retention};
-use crate::http::{self, AppState};
-use crate::scheduler::SchedulerSettings;
+use crate::http::{self, AppState, BodyBudget};
+use crate::pipeline::workspace::Workspaces;
+use crate::scheduler::{Executor, SchedulerSettings};
 use crate::task_run::TaskRunner;
 use crate::webhook::writer::InboxWriter;
 use crate::{scheduler, waiting_report, webhook};
@@ -48,19 +49,27 @@ impl Service {
             Arc::new(TaskRunner {
                 pool: pool.clone(),
                 github: github.clone(),
-                data_dir: config.data_dir.clone(),
+                workspaces: Workspaces::open(&config.data_dir),
+                sandbox: config.sandbox(),
                 git_url: config.github.git_url.clone(),
             })
         });
-        if config.github.webhook_secret.is_none() {
+        if config.github.webhook_secret().is_none() {
             tracing::warn!("GITHUB_WEBHOOK_SECRET is not set: every webhook will be refused");
+        }
+        if config.api_token().is_none() {
+            tracing::warn!("CONVEYOR_API_TOKEN is not set: the operator API /api/v2 is off");
         }
         let deliveries_added = Arc::new(Notify::new());
         let inbox = InboxWriter::spawn(pool.clone(), deliveries_added.clone());
         let state = AppState {
             pool,
-            webhook_secret: config.github.webhook_secret.clone().map(Arc::new),
-            api_token: config.api_token.clone().map(Arc::new),
+            webhook_secret: config.github.webhook_secret().cloned().map(Arc::new),
+            api_token: config.api_token().cloned().map(Arc::new),
+            webhook_bodies: BodyBudget::new(
+                config.webhook_buffer_mb,
+                Duration::from_secs(config.webhook_body_timeout_secs),
+            ),
             inbox,
             deliveries_added,
         };
@@ -121,6 +130,14 @@ impl Service {
     /// wait for them.
     pub fn spawn_workers(&self, jobs: &mut tokio::task::JoinSet<()>, shutdown: CancellationToken) {
         if let Some(runner) = &self.runner {
+            // Said once at start, so an operator need not wait for the first task to learn
+            // that steps cannot run on this host.
+            let trial = runner.clone();
+            jobs.spawn(async move {
+                if let Err(fault) = trial.check("start").await {
+                    tracing::error!(error = %fault, "pipeline steps cannot run on this host");
+                }
+            });
             jobs.spawn(waiting_report::run(
                 self.state.pool.clone(),
                 runner.github.clone(),

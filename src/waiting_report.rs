@@ -1,6 +1,7 @@
 //! Telling an issue why its task waits. A task queued for a while that has never run gets
 //! its status comment early, naming what holds it (`waiting: repository limit 1/1`); the
-//! comment is edited when the reason changes, and the run takes it over once it starts.
+//! comment is edited when the reason changes, and the run takes it over once it starts
+//! (see [`crate::status_comment`] for how the two share it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +10,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::deferral::{self, Waiting};
-use crate::engine::tasks;
 use crate::github::GitHubApp;
 use crate::report::comment;
-use crate::status_comment;
+use crate::status_comment::{self, PublishError};
 
 /// Comments written per pass at most: GitHub limits how fast content may be created.
 const PER_PASS: i64 = 10;
@@ -57,23 +57,22 @@ pub async fn report(
     Ok(written)
 }
 
-/// `false` when the task was claimed meanwhile: its run reports from here on.
+/// `false` when the task was claimed since it was read, or another process reports on it:
+/// its run, or that process, reports from here on.
 async fn report_one(
     pool: &PgPool,
     github: &Arc<GitHubApp>,
     waiting: Waiting,
 ) -> anyhow::Result<bool> {
     let Waiting { task, reason } = waiting;
-    let mut tx = pool.begin().await?;
-    // Holding the task keeps it from being claimed until the comment is written, so a run
-    // that starts afterwards finds the comment and takes it over, never the other way round.
-    if !tasks::hold_if_queued(&mut tx, task.id).await? {
-        return Ok(false);
-    }
-    let client = github.installation(task.installation_id);
+    let client = github.installation(task.installation_id, &task.repo_name);
     let body = comment::waiting(task.id, &task.pipeline, &reason);
-    status_comment::publish(&mut tx, &client, &task, &body, Some(reason.clone())).await?;
-    tx.commit().await?;
+    let mut conn = pool.acquire().await?;
+    match status_comment::publish(&mut conn, &client, &task, &body, Some(reason.clone())).await {
+        Ok(()) => {}
+        Err(PublishError::NotWaiting) => return Ok(false),
+        Err(err) => return Err(err.into()),
+    }
     tracing::info!(task = task.id, waiting = %reason, "status comment says why the task waits");
     Ok(true)
 }

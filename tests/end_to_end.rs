@@ -256,7 +256,7 @@ async fn steps_that_change_nothing_succeed_without_a_pull_request(pool: sqlx::Pg
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn a_repository_the_installation_cannot_reach_fails_and_is_retried(pool: sqlx::PgPool) {
     let harness = Harness::start(pool).await;
-    // No repository is added: clone and calls answer 404, a failure of Conveyor's side.
+    // No repository is added: GitHub refuses a token for it, a failure of Conveyor's side.
     harness
         .post_signed("issues", "d-6", &labeled_issue(12, "Nowhere", "conveyor"))
         .await;
@@ -265,7 +265,10 @@ async fn a_repository_the_installation_cannot_reach_fails_and_is_retried(pool: s
     harness.reach(task_id, TaskState::Scheduled).await;
     let run = &runs::for_task(&harness.pool, task_id).await.unwrap()[0];
     assert!(
-        run.failure.as_deref().unwrap().contains("not found"),
+        run.failure
+            .as_deref()
+            .unwrap()
+            .contains("not accessible to the parent installation"),
         "{:?}",
         run.failure
     );
@@ -285,14 +288,18 @@ async fn a_repository_the_installation_cannot_reach_fails_and_is_retried(pool: s
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn a_failed_step_is_retried_by_the_pipelines_policy_in_one_comment(pool: sqlx::PgPool) {
     let harness = Harness::start(pool).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let mark = scratch.path().join("failed-once");
-    let pipeline = format!(
-        "pipelines:\n  default:\n    retry: {{attempts: 2, backoff_seconds: 1}}\n    steps:\n      - name: flaky\n        run: \"if [ -f {m} ]; then echo fine; else touch {m}; echo flake >&2; exit 3; fi\"\n",
-        m = mark.display()
-    );
-    harness.add_repo(&[(".github/conveyor.yml", &pipeline)]);
-    let (task_id, state) = harness.label_and_finish("d-7", 13, "Flaky").await;
+    let pipeline = "pipelines:\n  default:\n    retry: {attempts: 2, backoff_seconds: 1}\n    steps:\n      - name: flaky\n        run: sh check.sh\n";
+    harness.add_repo(&[
+        (".github/conveyor.yml", pipeline),
+        ("check.sh", "echo flake >&2; exit 3\n"),
+    ]);
+    let task_id = harness.label("d-7", 13, "Flaky").await;
+    // The steps cannot keep anything between attempts; the repository is mended meanwhile.
+    harness.reach(task_id, TaskState::Scheduled).await;
+    harness
+        .github
+        .push_files(OWNER, REPO, "main", &[("check.sh", "echo fine\n")], &[]);
+    let state = harness.final_state(task_id).await;
     assert_eq!(state, TaskState::Succeeded);
     let runs = runs::for_task(&harness.pool, task_id).await.unwrap();
     let states: Vec<_> = runs.iter().map(|r| r.state).collect();
@@ -454,4 +461,59 @@ async fn a_session_that_cannot_make_a_workspace_is_unhealthy_and_the_waiting_iss
         "{:?}",
         comments[0].edits
     );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn huge_output_and_a_long_title_still_fit_githubs_limits(pool: PgPool) {
+    let harness = Harness::start(pool).await;
+    // 5,000 short lines, then one of 300 KB; a title starting "Fail" fails the step after it.
+    let script = "#!/bin/sh
+seq 1 5000
+head -c 300000 /dev/zero | tr '\\0' x
+echo
+printf '%s\\n' \"$CONVEYOR_TASK_TITLE\" > NOTES.md
+case \"$CONVEYOR_TASK_TITLE\" in Fail*) exit 1;; esac
+";
+    let pipeline = "pipelines:\n  default:\n    steps:\n      - name: implement\n        run: ./scripts/work.sh\n";
+    harness.add_repo(&[
+        (".github/conveyor.yml", pipeline),
+        ("scripts/work.sh", script),
+    ]);
+
+    let title = "Ship it ".repeat(50);
+    let (_, state) = harness.label_and_finish("d-long-1", 21, &title).await;
+    assert_eq!(state, TaskState::Succeeded);
+    let pulls = harness.github.pull_requests(OWNER, REPO);
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(pulls[0].title.chars().count(), 256);
+    assert!(pulls[0].title.starts_with("Ship it Ship it") && pulls[0].title.ends_with('…'));
+    let checks = harness.github.check_runs(OWNER, REPO);
+    assert_eq!(checks.len(), 1);
+
+    let (_, state) = harness
+        .label_and_finish("d-long-2", 22, "Fail loudly")
+        .await;
+    assert_eq!(state, TaskState::Failed);
+    let body = harness.final_comment(22).await.body;
+    assert!(body.chars().count() <= 65_535);
+    assert!(
+        body.contains("step `implement` exited with code 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("4999\n5000\nxxx"),
+        "the last lines are quoted: {body}"
+    );
+    assert!(
+        body.contains("characters cut]"),
+        "the long line is cut: {body}"
+    );
+
+    let refused: Vec<_> = harness
+        .github
+        .requests()
+        .into_iter()
+        .filter(|r| r.status >= 400)
+        .collect();
+    assert!(refused.is_empty(), "GitHub refused: {refused:?}");
 }

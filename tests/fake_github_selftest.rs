@@ -67,6 +67,29 @@ async fn exchange(fake: &FakeGitHub, installation: i64, jwt: &str) -> reqwest::R
         .expect("request")
 }
 
+/// `POST /app/installations/{installation}/access_tokens` with `body`.
+async fn exchange_for(fake: &FakeGitHub, installation: i64, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!(
+            "{}/app/installations/{installation}/access_tokens",
+            fake.url
+        ))
+        .bearer_auth(app_jwt())
+        .header("accept", "application/vnd.github+json")
+        .json(body)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// A token narrowed as `body` asks.
+async fn scoped_token(fake: &FakeGitHub, body: Value) -> String {
+    let resp = exchange_for(fake, INSTALLATION, &body).await;
+    assert_eq!(resp.status(), 201, "{body}");
+    let token: Value = resp.json().await.unwrap();
+    token["token"].as_str().unwrap().to_string()
+}
+
 async fn token(fake: &FakeGitHub, installation: i64) -> String {
     let resp = exchange(fake, installation, &app_jwt()).await;
     assert_eq!(resp.status(), 201);
@@ -196,7 +219,8 @@ async fn valid_jwt_is_exchanged_for_an_installation_token() {
     assert!(body["expires_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(body["permissions"]["contents"], "write");
     assert_eq!(body["permissions"]["metadata"], "read");
-    assert_eq!(body["repository_selection"], "selected");
+    assert_eq!(body["repository_selection"], "all");
+    assert!(body.get("repositories").is_none(), "not narrowed: {body}");
     let parsed: octocrab::models::InstallationToken = serde_json::from_value(body.clone()).unwrap();
     assert_eq!(parsed.token, tok);
     assert_eq!(fake.issued_tokens(), vec![tok.to_string()]);
@@ -1432,4 +1456,317 @@ async fn redelivering_an_unknown_delivery_is_not_found() {
     assert_eq!(fake.redelivery_requests(), vec![999, id]);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(fake.hook_deliveries().len(), 1);
+}
+
+/// The permissions Conveyor asks for a run's token.
+fn run_permissions() -> Value {
+    json!({"contents": "write", "pull_requests": "write", "issues": "write", "checks": "write"})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_requests_are_narrowed_to_what_the_installation_holds() {
+    let fake = setup().await;
+    fake.add_repo(INSTALLATION, "acme", "gadgets", &[("a.txt", "a\n")]);
+
+    let resp = exchange_for(
+        &fake,
+        INSTALLATION,
+        &json!({"repositories": ["widgets"], "permissions": run_permissions()}),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["permissions"],
+        json!({
+            "contents": "write", "pull_requests": "write", "issues": "write",
+            "checks": "write", "metadata": "read",
+        })
+    );
+    assert_eq!(body["repository_selection"], "selected");
+    let repos = body["repositories"].as_array().unwrap();
+    assert_eq!(repos.len(), 1);
+    assert_eq!(repos[0]["full_name"], "acme/widgets");
+    let parsed: octocrab::models::InstallationToken = serde_json::from_value(body.clone()).unwrap();
+    assert_eq!(parsed.repositories.unwrap().len(), 1);
+
+    // By id, and fewer permissions than the installation holds.
+    let both = exchange_for(
+        &fake,
+        INSTALLATION,
+        &json!({"repositories": ["widgets", "gadgets"]}),
+    )
+    .await;
+    let both: Value = both.json().await.unwrap();
+    let gadgets_id = both["repositories"][1]["id"].as_u64().unwrap();
+    assert_eq!(both["repositories"][1]["name"], "gadgets");
+    assert_eq!(both["permissions"]["checks"], "write", "all granted ones");
+    let resp = exchange_for(
+        &fake,
+        INSTALLATION,
+        &json!({"repository_ids": [gadgets_id], "permissions": {"contents": "read"}}),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["repositories"][0]["name"], "gadgets");
+    assert_eq!(
+        body["permissions"],
+        json!({"contents": "read", "metadata": "read"})
+    );
+    let issued = fake.issued_tokens().len();
+
+    // A repository outside the installation, or named with its owner.
+    for repositories in [json!(["nope"]), json!(["secret"]), json!(["acme/widgets"])] {
+        let resp = exchange_for(&fake, INSTALLATION, &json!({"repositories": repositories})).await;
+        assert_eq!(resp.status(), 422, "{repositories}");
+        assert_eq!(
+            message(resp).await,
+            "There is at least one repository that does not exist or is not accessible to the parent installation."
+        );
+    }
+    let resp = exchange_for(&fake, INSTALLATION, &json!({"repository_ids": [999_999]})).await;
+    assert_eq!(resp.status(), 422);
+
+    // A permission the installation was not granted, or not at that level.
+    for permissions in [
+        json!({"workflows": "write"}),
+        json!({"administration": "write"}),
+        json!({"metadata": "write"}),
+        json!({"contents": "write", "administration": "read"}),
+    ] {
+        let resp = exchange_for(
+            &fake,
+            INSTALLATION,
+            &json!({"repositories": ["widgets"], "permissions": permissions}),
+        )
+        .await;
+        assert_eq!(resp.status(), 422, "{permissions}");
+        assert_eq!(
+            message(resp).await,
+            "The permissions requested are not granted to this installation."
+        );
+    }
+    fake.set_installation_permissions(INSTALLATION, &[("contents", "read"), ("metadata", "read")]);
+    let resp = exchange_for(
+        &fake,
+        INSTALLATION,
+        &json!({"permissions": run_permissions()}),
+    )
+    .await;
+    assert_eq!(resp.status(), 422, "write asked, read granted");
+    let resp = exchange_for(
+        &fake,
+        INSTALLATION,
+        &json!({"permissions": {"contents": "execute"}}),
+    )
+    .await;
+    assert_eq!(resp.status(), 422);
+    assert_eq!(fake.issued_tokens().len(), issued, "refusals issue nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scoped_token_reaches_its_repository_with_its_permissions_only() {
+    let fake = setup().await;
+    fake.add_repo(INSTALLATION, "acme", "gadgets", &[("a.txt", "a\n")]);
+    let main_sha = fake.branch_sha("acme", "widgets", "main").unwrap();
+    let run = scoped_token(
+        &fake,
+        json!({"repositories": ["widgets"], "permissions": run_permissions()}),
+    )
+    .await;
+    let comment = |repo: &str, tok: &str| {
+        api(
+            &fake,
+            reqwest::Method::POST,
+            &format!("/repos/acme/{repo}/issues/1/comments"),
+            tok,
+        )
+        .json(&json!({"body": "hi"}))
+        .send()
+    };
+    assert_eq!(comment("widgets", &run).await.unwrap().status(), 201);
+    let resp = comment("gadgets", &run).await.unwrap();
+    assert_eq!(resp.status(), 404, "another repository of the installation");
+    assert_eq!(message(resp).await, "Not Found");
+
+    // REST calls needing a permission the token lacks.
+    let issues_only = scoped_token(
+        &fake,
+        json!({"repositories": ["widgets"], "permissions": {"issues": "write"}}),
+    )
+    .await;
+    assert_eq!(
+        comment("widgets", &issues_only).await.unwrap().status(),
+        201
+    );
+    let resp = api(
+        &fake,
+        reqwest::Method::POST,
+        "/repos/acme/widgets/check-runs",
+        &issues_only,
+    )
+    .json(&json!({"name": "conveyor", "head_sha": main_sha}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        message(resp).await,
+        "Resource not accessible by integration"
+    );
+    let resp = api(
+        &fake,
+        reqwest::Method::GET,
+        "/repos/acme/widgets/pulls",
+        &issues_only,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 403);
+    let read_only = scoped_token(&fake, json!({"permissions": {"issues": "read"}})).await;
+    assert_eq!(comment("widgets", &read_only).await.unwrap().status(), 403);
+    let resp = api(
+        &fake,
+        reqwest::Method::GET,
+        "/repos/acme/widgets/issues/1/comments",
+        &read_only,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(fake.comments("acme", "widgets", 1).len(), 2);
+
+    // git: the token's repository only, and pushing needs contents:write.
+    let work = tempfile::tempdir().unwrap();
+    let url = |repo: &str| format!("{}/acme/{repo}.git", fake.url);
+    let out = git(
+        work.path(),
+        &["clone", "--quiet", &url("gadgets"), "other"],
+        Some(&basic(&run)),
+    )
+    .await;
+    assert!(!out.status.success());
+    assert_eq!(fake.requests().last().unwrap().status, 404);
+    let out = git(
+        work.path(),
+        &["clone", "--quiet", &url("widgets"), "wt"],
+        Some(&basic(&issues_only)),
+    )
+    .await;
+    assert!(!out.status.success(), "cloning needs contents:read");
+    assert_eq!(fake.requests().last().unwrap().status, 403);
+
+    let contents_read = scoped_token(
+        &fake,
+        json!({"repositories": ["widgets"], "permissions": {"contents": "read"}}),
+    )
+    .await;
+    let out = git(
+        work.path(),
+        &["clone", "--quiet", &url("widgets"), "wt"],
+        Some(&basic(&contents_read)),
+    )
+    .await;
+    assert_ok(&out, "clone with contents:read");
+    let wt = work.path().join("wt");
+    std::fs::write(wt.join("out.txt"), "result\n").unwrap();
+    assert_ok(&git(&wt, &["add", "out.txt"], None).await, "add");
+    assert_ok(
+        &git(&wt, &["commit", "--quiet", "-m", "result"], None).await,
+        "commit",
+    );
+    let push = |tok: String| {
+        let wt = wt.clone();
+        async move {
+            git(
+                &wt,
+                &["push", "--quiet", "origin", "HEAD:refs/heads/feature"],
+                Some(&basic(&tok)),
+            )
+            .await
+        }
+    };
+    let out = push(contents_read).await;
+    assert!(!out.status.success(), "pushing needs contents:write");
+    assert_eq!(fake.requests().last().unwrap().status, 403);
+    assert_eq!(fake.branch_sha("acme", "widgets", "feature"), None);
+    assert_ok(&push(run).await, "push with contents:write");
+    assert!(fake.branch_sha("acme", "widgets", "feature").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_and_titles_over_githubs_limits_are_refused() {
+    let fake = setup().await;
+    let tok = token(&fake, INSTALLATION).await;
+    let main_sha = fake.branch_sha("acme", "widgets", "main").unwrap();
+    push_branch_locally(&fake, "conveyor/long").await;
+    let post = |path: &str, body: Value| {
+        api(
+            &fake,
+            reqwest::Method::POST,
+            &format!("/repos/acme/widgets/{path}"),
+            &tok,
+        )
+        .json(&body)
+        .send()
+    };
+
+    // Comment bodies: 65,536 characters, counted as characters, not bytes.
+    let resp = post("issues/1/comments", json!({"body": "é".repeat(65_536)}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let resp = post("issues/1/comments", json!({"body": "x".repeat(65_537)}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["message"], "Validation Failed");
+    assert_eq!(body["errors"][0]["field"], "body");
+
+    // Pull request titles: 256 characters.
+    let pull = |title: String| {
+        post(
+            "pulls",
+            json!({"title": title, "head": "conveyor/long", "base": "main"}),
+        )
+    };
+    let resp = pull("t".repeat(257)).await.unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["message"], "Validation Failed");
+    assert_eq!(
+        body["errors"][0]["message"],
+        "title is too long (maximum is 256 characters)"
+    );
+    assert!(fake.pull_requests("acme", "widgets").is_empty());
+    assert_eq!(pull("é".repeat(256)).await.unwrap().status(), 201);
+
+    // Check run output: summary and text 65,535 characters, title 256.
+    let check = |title: String, summary: String, text: Option<String>| {
+        post(
+            "check-runs",
+            json!({
+                "name": "conveyor", "head_sha": main_sha,
+                "output": {"title": title, "summary": summary, "text": text},
+            }),
+        )
+    };
+    let ok = |n: usize| "s".repeat(n);
+    for (title, summary, text) in [
+        (ok(256), ok(65_536), None),
+        (ok(256), ok(1), Some(ok(65_536))),
+        (ok(257), ok(1), None),
+    ] {
+        let resp = check(title, summary, text).await.unwrap();
+        assert_eq!(resp.status(), 422);
+    }
+    assert!(fake.check_runs("acme", "widgets").is_empty());
+    let resp = check(ok(256), ok(65_535), Some("é".repeat(65_535)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
 }

@@ -3,35 +3,22 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use conveyor::github::client::Repo;
 use conveyor::github::{AppCredentials, GitHubApp, GitHubError};
 use conveyor::webhook::redelivery;
 use fake_github::Injected;
-use support::{FakeGitHub, Harness, INSTALLATION_ID, OWNER, REPO, fake_github, labeled_issue};
+use secrecy::ExposeSecret;
+use support::{
+    Captured, FakeGitHub, Harness, INSTALLATION_ID, OWNER, REPO, fake_github, labeled_issue,
+};
 
 const REPO_REF: Repo<'static> = Repo {
     owner: OWNER,
     name: REPO,
 };
 const COMMENTS: &str = "/repos/acme/widgets/issues/1/comments";
-
-async fn app_and_fake() -> (Arc<GitHubApp>, FakeGitHub) {
-    let github = FakeGitHub::start().await;
-    github.add_installation(INSTALLATION_ID, OWNER);
-    github.add_repo(INSTALLATION_ID, OWNER, REPO, &[("README.md", "x\n")]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = support::config(&github, dir.path(), None);
-    let credentials = AppCredentials::from_config(&config.github)
-        .unwrap()
-        .unwrap();
-    (
-        Arc::new(GitHubApp::new(&github.url, credentials).unwrap()),
-        github,
-    )
-}
 
 fn statuses(github: &FakeGitHub, path: &str) -> Vec<u16> {
     github
@@ -44,14 +31,14 @@ fn statuses(github: &FakeGitHub, path: &str) -> Vec<u16> {
 
 #[tokio::test]
 async fn server_errors_are_retried_until_one_effect() {
-    let (app, github) = app_and_fake().await;
+    let (app, github) = support::app_and_fake().await;
     github.inject(
         "POST",
         COMMENTS,
         vec![Injected::status(502), Injected::status(502)],
     );
     let comment = app
-        .installation(INSTALLATION_ID)
+        .installation(INSTALLATION_ID, REPO)
         .create_comment(REPO_REF, 1, "hello")
         .await
         .unwrap();
@@ -63,14 +50,14 @@ async fn server_errors_are_retried_until_one_effect() {
 
 #[tokio::test]
 async fn a_429_waits_for_retry_after() {
-    let (app, github) = app_and_fake().await;
+    let (app, github) = support::app_and_fake().await;
     github.inject(
         "POST",
         COMMENTS,
         vec![Injected::status(429).with_header("retry-after", "1")],
     );
     let started = Instant::now();
-    app.installation(INSTALLATION_ID)
+    app.installation(INSTALLATION_ID, REPO)
         .create_comment(REPO_REF, 1, "hello")
         .await
         .unwrap();
@@ -85,8 +72,8 @@ async fn a_429_waits_for_retry_after() {
 
 #[tokio::test]
 async fn an_upserted_comment_is_edited_or_posted_again_once_deleted() {
-    let (app, github) = app_and_fake().await;
-    let client = app.installation(INSTALLATION_ID);
+    let (app, github) = support::app_and_fake().await;
+    let client = app.installation(INSTALLATION_ID, REPO);
     let first = client
         .upsert_comment(REPO_REF, 1, None, "one")
         .await
@@ -111,7 +98,7 @@ async fn an_upserted_comment_is_edited_or_posted_again_once_deleted() {
 
 #[tokio::test]
 async fn an_exhausted_quota_waits_for_the_reset() {
-    let (app, github) = app_and_fake().await;
+    let (app, github) = support::app_and_fake().await;
     let reset = (chrono::Utc::now().timestamp() + 1).to_string();
     github.inject(
         "POST",
@@ -124,7 +111,7 @@ async fn an_exhausted_quota_waits_for_the_reset() {
         ],
     );
     let started = Instant::now();
-    app.installation(INSTALLATION_ID)
+    app.installation(INSTALLATION_ID, REPO)
         .create_comment(REPO_REF, 1, "hello")
         .await
         .unwrap();
@@ -139,8 +126,8 @@ async fn an_exhausted_quota_waits_for_the_reset() {
 
 #[tokio::test]
 async fn not_found_and_validation_errors_are_typed_and_not_retried() {
-    let (app, github) = app_and_fake().await;
-    let client = app.installation(INSTALLATION_ID);
+    let (app, github) = support::app_and_fake().await;
+    let client = app.installation(INSTALLATION_ID, REPO);
     let missing = Repo {
         owner: OWNER,
         name: "missing",
@@ -162,9 +149,66 @@ async fn not_found_and_validation_errors_are_typed_and_not_retried() {
 }
 
 #[tokio::test]
+async fn each_repository_gets_its_own_token_with_only_the_permissions_conveyor_needs() {
+    let (app, github) = support::app_and_fake().await;
+    github.add_repo(INSTALLATION_ID, OWNER, "gadgets", &[("README.md", "y\n")]);
+    let gadgets = Repo {
+        owner: OWNER,
+        name: "gadgets",
+    };
+    app.installation(INSTALLATION_ID, REPO)
+        .create_comment(REPO_REF, 1, "widgets")
+        .await
+        .unwrap();
+    let client = app.installation(INSTALLATION_ID, "gadgets");
+    client.create_comment(gadgets, 1, "gadgets").await.unwrap();
+    // Same repository (spelt otherwise): the cached token.
+    app.installation(INSTALLATION_ID, "Gadgets")
+        .create_comment(gadgets, 2, "again")
+        .await
+        .unwrap();
+
+    let minted: Vec<serde_json::Value> = github
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/access_tokens"))
+        .map(|r| r.body.expect("a JSON body"))
+        .collect();
+    let permissions = serde_json::json!({
+        "contents": "write", "pull_requests": "write", "issues": "write", "checks": "write",
+    });
+    assert_eq!(
+        minted,
+        [
+            serde_json::json!({"repositories": ["widgets"], "permissions": permissions}),
+            serde_json::json!({"repositories": ["gadgets"], "permissions": permissions}),
+        ]
+    );
+    assert_eq!(github.issued_tokens().len(), 2, "one token per repository");
+
+    // A token for one repository is refused by the other.
+    let err = client
+        .create_comment(REPO_REF, 1, "elsewhere")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GitHubError::NotFound { .. }), "{err:?}");
+    let token = client.token().await.unwrap();
+    assert_eq!(github.issued_tokens()[1], token.expose_secret());
+
+    // A repository outside the installation gets no token at all.
+    let err = app
+        .installation(INSTALLATION_ID, "missing")
+        .token()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GitHubError::Unprocessable { .. }), "{err:?}");
+    assert_eq!(github.issued_tokens().len(), 2);
+}
+
+#[tokio::test]
 async fn tokens_are_shared_refreshed_before_expiry_and_after_a_401() {
-    let (app, github) = app_and_fake().await;
-    let client = app.installation(INSTALLATION_ID);
+    let (app, github) = support::app_and_fake().await;
+    let client = app.installation(INSTALLATION_ID, REPO);
     let calls =
         (0..10).map(|i| client.create_comment(REPO_REF, 1, if i % 2 == 0 { "a" } else { "b" }));
     for result in futures_util::future::join_all(calls).await {
@@ -251,29 +295,9 @@ async fn the_sweep_redelivers_failed_deliveries_that_are_not_stored(pool: sqlx::
     assert!(again.redelivered.is_empty(), "now stored: {again:?}");
 }
 
-/// A `MakeWriter` that keeps everything written to it.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn logs_of_a_full_run_hold_no_token_key_or_secret(pool: sqlx::PgPool) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::logs();
 
     let harness = Harness::start(pool).await;
     harness.add_repo_with_pipeline();
@@ -290,7 +314,7 @@ async fn logs_of_a_full_run_hold_no_token_key_or_secret(pool: sqlx::PgPool) {
     harness.final_state(task_id).await;
     harness.final_comment(5).await;
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("run started") && logs.contains("branch pushed"),
         "the run was logged"

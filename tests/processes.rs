@@ -36,14 +36,13 @@ fn worker(
 }
 
 /// A database URL for the test's database, a fake GitHub with a repository whose step is
-/// slow on its first attempt only, one task for it, and the file the first attempt writes
-/// its process group to.
+/// slow until the test mends it, one task for it, and the argument by which the slow step's
+/// processes are found on the host.
 struct Scenario {
     database_url: String,
     github: FakeGitHub,
     task_id: i64,
-    marker: std::path::PathBuf,
-    _scratch: tempfile::TempDir,
+    marker: String,
     data: tempfile::TempDir,
 }
 
@@ -55,17 +54,17 @@ async fn scenario(pool: &PgPool) -> Scenario {
     );
     let github = FakeGitHub::start().await;
     github.add_installation(INSTALLATION_ID, OWNER);
-    let scratch = tempfile::tempdir().unwrap();
-    let marker = scratch.path().join("first-attempt");
-    let pipeline = format!(
-        "pipelines:\n  default:\n    steps:\n      - name: slow-once\n        run: \"if [ -f {m} ]; then echo again; else echo $$ > {m}; sleep 60; fi\"\n",
-        m = marker.display()
-    );
+    let marker = format!("{}.{}", 60 + fastrand::u32(..1000), fastrand::u32(..1000));
+    let pipeline =
+        "pipelines:\n  default:\n    steps:\n      - name: slow-once\n        run: sh step.sh\n";
     github.add_repo(
         INSTALLATION_ID,
         OWNER,
         REPO,
-        &[(".github/conveyor.yml", &pipeline)],
+        &[
+            (".github/conveyor.yml", pipeline),
+            ("step.sh", &format!("sleep {marker}\n")),
+        ],
     );
     let task = NewTask {
         installation_id: INSTALLATION_ID,
@@ -87,7 +86,6 @@ async fn scenario(pool: &PgPool) -> Scenario {
         github,
         task_id,
         marker,
-        _scratch: scratch,
         data: tempfile::tempdir().unwrap(),
     }
 }
@@ -97,14 +95,25 @@ impl Scenario {
         worker(&self.github, &self.database_url, self.data.path())
     }
 
-    /// The process group of the first attempt's step, once it runs.
-    async fn first_step(&self) -> i32 {
+    /// Waits for the first attempt's step to run, then mends the repository so that the
+    /// next attempt passes: the steps themselves can keep nothing between attempts.
+    async fn first_step(&self) {
         support::wait_until("the first attempt's step to start", || async {
-            std::fs::read_to_string(&self.marker)
-                .ok()
-                .and_then(|pid| pid.trim().parse().ok())
+            (!support::processes_with(&self.marker).is_empty()).then_some(())
         })
-        .await
+        .await;
+        self.github
+            .push_files(OWNER, REPO, "main", &[("step.sh", "echo again\n")], &[]);
+    }
+
+    /// Waits for every process of the slow step to be gone.
+    async fn step_gone(&self) {
+        support::wait_until("the slow step's processes to end", || async {
+            support::processes_with(&self.marker)
+                .is_empty()
+                .then_some(())
+        })
+        .await;
     }
 
     async fn succeeded(&self, pool: &PgPool) {
@@ -121,17 +130,16 @@ async fn a_killed_workers_task_runs_again_elsewhere_within_40_seconds(pool: PgPo
     let scenario = scenario(&pool).await;
     let task_id = scenario.task_id;
     let mut first = scenario.worker();
-    let group = scenario.first_step().await;
+    scenario.first_step().await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     let killed_at = Instant::now();
+    // The sandbox dies with the worker that started it: no orphaned step.
+    scenario.step_gone().await;
 
     let mut second = scenario.worker();
     scenario.succeeded(&pool).await;
     let elapsed = killed_at.elapsed();
-    // SAFETY: killpg only sends a signal, to the orphaned step left by the killed worker.
-    unsafe { libc::killpg(group, libc::SIGKILL) };
-    second.start_kill().unwrap();
     assert!(
         elapsed < Duration::from_secs(40),
         "running again after {elapsed:?}"
@@ -151,6 +159,8 @@ async fn a_killed_workers_task_runs_again_elsewhere_within_40_seconds(pool: PgPo
             .find(|c| c.body.contains("finished pipeline"))
     })
     .await;
+    // Only now: the task's end is written before its comment is edited.
+    second.start_kill().unwrap();
     assert_eq!(
         scenario.github.comments(OWNER, REPO, 1).len(),
         1,
@@ -175,7 +185,7 @@ async fn a_killed_workers_task_runs_again_elsewhere_within_40_seconds(pool: PgPo
 async fn sigterm_hands_a_running_task_to_another_worker(pool: PgPool) {
     let scenario = scenario(&pool).await;
     let mut first = scenario.worker();
-    let group = scenario.first_step().await;
+    scenario.first_step().await;
     // SAFETY: kill only sends SIGTERM to the worker we spawned.
     unsafe { libc::kill(first.id().unwrap() as i32, libc::SIGTERM) };
     let status = tokio::time::timeout(Duration::from_secs(10), first.wait())
@@ -183,8 +193,11 @@ async fn sigterm_hands_a_running_task_to_another_worker(pool: PgPool) {
         .expect("the worker exits after its grace period")
         .unwrap();
     assert!(status.success(), "{status:?}");
-    let running = support::process_running(group);
-    assert!(!running, "the step was stopped with its worker");
+    assert_eq!(
+        support::processes_with(&scenario.marker),
+        Vec::<i32>::new(),
+        "the step was stopped with its worker"
+    );
     let task = tasks::get(&pool, scenario.task_id).await.unwrap().unwrap();
     assert_eq!(task.state, TaskState::Queued, "handed back");
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+use conveyor::pipeline::sandbox::{Sandbox, SandboxMode};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -447,13 +448,12 @@ struct LongStep {
 
 impl Executor for LongStep {
     async fn execute(&self, _task: Task, lease: Lease) -> Result<(), SessionFault> {
-        let step = conveyor::pipeline::definition::Step {
-            name: "long".into(),
-            run: format!("echo $$ > {}; sleep 30", self.marker.display()),
-            timeout_minutes: 1,
-        };
+        let script = format!("echo $$ > {}; sleep 30", self.marker.display());
+        let step = conveyor::pipeline::definition::Step::new("long", &script);
         let dir = tempfile::tempdir().unwrap();
-        conveyor::pipeline::step::run(0, &step, dir.path(), &[]).await;
+        // Unconfined, so that the test sees the step's process group from the host.
+        let sandbox = Sandbox::new(SandboxMode::Off, Vec::new());
+        let _ = conveyor::pipeline::step::run(0, &step, dir.path(), &[], &sandbox).await;
         lease.end(TaskState::Succeeded).await.unwrap();
         Ok(())
     }
@@ -480,14 +480,7 @@ async fn run_long_step(pool: &PgPool, shutdown_grace: Duration) -> LongRunning {
         lease_timeout: Duration::from_secs(30),
         shutdown_grace,
     };
-    let shutdown = CancellationToken::new();
-    let process = tokio::spawn(scheduler::run_workers(
-        settings,
-        pool.clone(),
-        executor,
-        Arc::new(Notify::new()),
-        shutdown.clone(),
-    ));
+    let (process, shutdown) = start_process(settings, pool, executor);
     let group = support::wait_until("the step to start", || async {
         std::fs::read_to_string(&marker)
             .ok()
@@ -856,14 +849,7 @@ async fn a_crashed_session_takes_no_work_until_its_check_passes_and_the_process_
         lease_timeout: Duration::from_millis(1200),
         shutdown_grace: Duration::from_secs(30),
     };
-    let shutdown = CancellationToken::new();
-    let process = tokio::spawn(scheduler::run_workers(
-        settings,
-        pool.clone(),
-        executor.clone(),
-        Arc::new(Notify::new()),
-        shutdown.clone(),
-    ));
+    let (process, shutdown) = start_process(settings, &pool, executor.clone());
 
     support::wait_until("the crash to be recorded", || async {
         (!executor.stops.lock().unwrap().is_empty()).then_some(())
@@ -931,4 +917,276 @@ async fn a_crashed_session_takes_no_work_until_its_check_passes_and_the_process_
     );
     shutdown.cancel();
     process.await.unwrap();
+}
+
+/// Hands each lease it gets to the test (while the test listens) and keeps its task until
+/// the scheduler stops it.
+struct Holding {
+    leases: tokio::sync::mpsc::UnboundedSender<(Task, Lease)>,
+}
+
+impl Executor for Holding {
+    async fn execute(&self, task: Task, lease: Lease) -> Result<(), SessionFault> {
+        let _ = self.leases.send((task, lease));
+        std::future::pending().await
+    }
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_lease_is_held_only_while_its_task_runs_under_it_and_nobody_asked_it_to_stop(
+    pool: PgPool,
+) {
+    for (repo, issue) in [("a", 1), ("b", 2), ("c", 3)] {
+        enqueue(&pool, repo, issue).await;
+    }
+    let (leases, mut handed) = tokio::sync::mpsc::unbounded_channel();
+    let settings = SchedulerSettings {
+        workers: 3,
+        lease_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_millis(100),
+    };
+    let (process, shutdown) = start_process(settings, &pool, Arc::new(Holding { leases }));
+    let mut held = Vec::new();
+    while held.len() < 3 {
+        held.push(handed.recv().await.unwrap());
+    }
+    held.sort_by_key(|(task, _)| task.id);
+    for (_, lease) in &held {
+        assert!(lease.is_held().await.unwrap());
+    }
+    let [
+        (rescued, rescued_lease),
+        (cancelled, cancelled_lease),
+        (handed_back, handed_back_lease),
+    ] = &held[..]
+    else {
+        unreachable!()
+    };
+
+    let mut tx = pool.begin().await.unwrap();
+    tasks::rescue(&mut tx, rescued.id).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(!rescued_lease.is_held().await.unwrap(), "rescued");
+
+    let mut tx = pool.begin().await.unwrap();
+    tasks::cancel(&mut tx, cancelled.id).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        !cancelled_lease.is_held().await.unwrap(),
+        "asked to stop, before its worker has stopped it"
+    );
+
+    let mut tx = pool.begin().await.unwrap();
+    tasks::hand_back(&mut tx, handed_back.id, handed_back.lease_epoch)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(!handed_back_lease.is_held().await.unwrap(), "handed back");
+
+    // The process ends once no lease of it is left.
+    drop((held, handed));
+    shutdown.cancel();
+    process.await.unwrap();
+}
+
+/// Returns without ending its lease: first with a session fault, then without one.
+#[derive(Default)]
+struct Forgetful {
+    calls: std::sync::atomic::AtomicUsize,
+    stops: Mutex<Vec<scheduler::Stop>>,
+}
+
+impl Executor for Forgetful {
+    async fn execute(&self, _task: Task, _lease: Lease) -> Result<(), SessionFault> {
+        match self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => Err(SessionFault("out of disk".into())),
+            _ => Ok(()),
+        }
+    }
+
+    async fn stopped(&self, _task: Task, stop: scheduler::Stop) {
+        self.stops.lock().unwrap().push(stop);
+    }
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn an_executor_that_returns_without_ending_its_lease_has_its_task_taken_back(pool: PgPool) {
+    let task_id = enqueue(&pool, "a", 1).await;
+    sqlx::query("UPDATE tasks SET max_attempts = 2 WHERE id = $1")
+        .bind(task_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let executor = Arc::new(Forgetful::default());
+    let settings = SchedulerSettings {
+        workers: 1,
+        // The unhealthy session's check comes every 200 ms.
+        lease_timeout: Duration::from_millis(1200),
+        shutdown_grace: Duration::from_secs(30),
+    };
+    let (process, shutdown) = start_process(settings, &pool, executor.clone());
+
+    // The executor hears of a stop after it is recorded.
+    support::wait_until("both attempts to be stopped", || async {
+        (executor.stops.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    let task = tasks::get(&pool, task_id).await.unwrap().unwrap();
+    assert_eq!(
+        (task.state, task.attempts),
+        (TaskState::Failed, 2),
+        "each attempt counts"
+    );
+    assert_eq!(
+        *executor.stops.lock().unwrap(),
+        [
+            scheduler::Stop::Crash(Rescued::Requeued),
+            scheduler::Stop::Crash(Rescued::Failed)
+        ]
+    );
+    let reasons: Vec<String> = sqlx::query_scalar(
+        "SELECT detail->>'crashed' FROM task_events
+         WHERE task_id = $1 AND detail ? 'crashed' ORDER BY id",
+    )
+    .bind(task_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        reasons,
+        ["the executor returned without ending the task's lease"; 2]
+    );
+    let running: i32 = sqlx::query_scalar("SELECT running FROM repositories WHERE name = 'a'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(running, 0, "the repository's slot is free");
+    shutdown.cancel();
+    process.await.unwrap();
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_run_taken_from_its_worker_cannot_be_finished_afterwards(pool: PgPool) {
+    let task_id = enqueue(&pool, "a", 1).await;
+    claim_next(&pool, "ghost", "ghost/0")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let lost = runs::start(&mut conn, task_id, "default").await.unwrap();
+    leases::rescue(&pool, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    let published = runs::Published::default();
+    assert!(
+        !runs::finish(&pool, lost.id, RunState::Succeeded, &published, None)
+            .await
+            .unwrap(),
+        "the late result is refused"
+    );
+    claim_next(&pool, "alive", "alive/0")
+        .await
+        .unwrap()
+        .unwrap();
+    let current = runs::start(&mut conn, task_id, "default").await.unwrap();
+    assert!(
+        runs::finish(&pool, current.id, RunState::Succeeded, &published, None)
+            .await
+            .unwrap()
+    );
+    let states: Vec<RunState> = runs::for_task(&pool, task_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|run| run.state)
+        .collect();
+    assert_eq!(states, [RunState::Interrupted, RunState::Succeeded]);
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn the_audit_trail_is_found_by_run_without_a_scan(pool: PgPool) {
+    // How deleting a run finds its events through the foreign key.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let plan: Vec<String> =
+        sqlx::query_scalar("EXPLAIN SELECT 1 FROM ONLY task_events WHERE run_id = 1")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    assert!(
+        plan.iter().any(|line| line.contains("task_events_by_run")),
+        "{plan:#?}"
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn the_scheduler_bench_runs_on_a_scratch_database_it_drops(pool: PgPool) {
+    let real = enqueue(&pool, "a", 1).await;
+    sqlx::query("UPDATE tasks SET repo_owner = 'bench' WHERE id = $1")
+        .bind(real)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&std::env::var("DATABASE_URL").unwrap()).unwrap();
+    url.set_path(&database);
+
+    let bench = conveyor::bench::scheduler::SchedulerBench {
+        tasks: 200,
+        repositories: 10,
+        limit: 2,
+        processes: 1,
+        workers: 4,
+        sustain_secs: 0,
+        offered_rate: Some(200.0),
+        latency_tasks: 10,
+    };
+    let report = conveyor::bench::scheduler::run(bench, url.as_str())
+        .await
+        .unwrap();
+
+    assert_eq!(report.throughput_tasks, 200);
+    assert!(report.database.starts_with("conveyor_bench_"));
+    let left: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&report.database)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!left, "the scratch database is dropped");
+    let (owner, task_state): (String, TaskState) =
+        sqlx::query_as("SELECT repo_owner, state FROM tasks WHERE id = $1")
+            .bind(real)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (owner.as_str(), task_state),
+        ("bench", TaskState::Queued),
+        "the real database's tasks are untouched"
+    );
+}
+
+/// One scheduler "process" running `executor`'s sessions until its token is cancelled.
+fn start_process<E: Executor>(
+    settings: SchedulerSettings,
+    pool: &PgPool,
+    executor: Arc<E>,
+) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let process = tokio::spawn(scheduler::run_workers(
+        settings,
+        pool.clone(),
+        executor,
+        Arc::new(Notify::new()),
+        shutdown.clone(),
+    ));
+    (process, shutdown)
 }

@@ -2,10 +2,20 @@
 
 mod support;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{Request, StatusCode, header};
+use conveyor::github::{AppCredentials, GitHubApp};
+use conveyor::webhook::{redelivery, signature};
 use serde_json::json;
-use support::{Harness, fixture, labeled_issue, send};
+use support::{Harness, WEBHOOK_SECRET, fixture, labeled_issue, send};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tower::ServiceExt;
 
 async fn delivery_count(harness: &Harness) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM deliveries")
@@ -69,8 +79,13 @@ async fn labelling_again_while_a_task_is_live_does_not_queue_a_twin(pool: sqlx::
         .post_signed("issues", "d-a", &labeled_issue(3, "Twice", "conveyor"))
         .await;
     assert_eq!(harness.outcome("d-a").await, "task_created");
+    // Labelled again: GitHub's second event differs from the first, in its timestamps at
+    // least (the same bytes again would be a duplicate).
+    let mut again: serde_json::Value =
+        serde_json::from_slice(&labeled_issue(3, "Twice", "conveyor")).unwrap();
+    again["issue"]["updated_at"] = "2019-05-15T15:21:00Z".into();
     harness
-        .post_signed("issues", "d-b", &labeled_issue(3, "Twice", "conveyor"))
+        .post_signed("issues", "d-b", &serde_json::to_vec(&again).unwrap())
         .await;
     assert_eq!(
         harness.outcome("d-b").await,
@@ -172,17 +187,25 @@ async fn missing_event_or_delivery_headers_are_bad_requests(pool: sqlx::PgPool) 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn without_a_webhook_secret_every_webhook_is_refused(pool: sqlx::PgPool) {
     let harness = Harness::start_with_secret(pool, None).await;
-    let (status, reply) = harness
+    let reply = harness
         .post_signed("issues", "d-x", &labeled_issue(1, "x", "conveyor"))
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_refused_for_want_of_a_secret(&harness, reply).await;
+}
+
+/// Webhooks are off without a secret: 503 naming the setting, and nothing stored.
+async fn assert_refused_for_want_of_a_secret(
+    harness: &Harness,
+    (status, reply): (StatusCode, serde_json::Value),
+) {
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
     assert!(
         reply["error"]
             .as_str()
             .unwrap()
             .contains("GITHUB_WEBHOOK_SECRET")
     );
-    assert_eq!(delivery_count(&harness).await, 0);
+    assert_eq!(delivery_count(harness).await, 0);
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
@@ -206,4 +229,297 @@ async fn health_and_readiness(pool: sqlx::PgPool) {
         send(&harness.router, get("/healthz")).await.0,
         StatusCode::OK
     );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn an_empty_webhook_secret_is_no_secret(pool: sqlx::PgPool) {
+    let harness = Harness::start_with_secret(pool, Some("")).await;
+    let body = labeled_issue(1, "x", "conveyor");
+    let signed_with_nothing = signature::sign(b"", &body);
+    let reply = harness
+        .post("issues", "d-empty", &body, Some(&signed_with_nothing))
+        .await;
+    assert_refused_for_want_of_a_secret(&harness, reply).await;
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn the_same_payload_under_another_delivery_id_is_a_duplicate(pool: sqlx::PgPool) {
+    let harness = Harness::start_without_app(pool).await;
+    let body = labeled_issue(5, "Same bytes", "conveyor");
+    let (first, _) = harness.post_signed("issues", "d-original", &body).await;
+    assert_eq!(first, StatusCode::ACCEPTED);
+    let (second, reply) = harness.post_signed("issues", "d-replayed", &body).await;
+    assert_eq!(
+        (second, reply),
+        (StatusCode::OK, json!({ "duplicate": true }))
+    );
+    assert_eq!(harness.outcome("d-original").await, "task_created");
+    assert_eq!(delivery_count(&harness).await, 1);
+    assert_eq!(harness.task_ids().await.len(), 1);
+
+    // Arriving together, so they meet in one insert: ten ids, each sent twice, same bytes.
+    let body = labeled_issue(6, "Same bytes at once", "conveyor");
+    let posts = (0..20).map(|n| {
+        let (harness, body) = (&harness, &body);
+        async move {
+            let delivery = format!("d-burst-{}", n % 10);
+            harness.post_signed("issues", &delivery, body).await
+        }
+    });
+    let replies = futures_util::future::join_all(posts).await;
+    let stored = replies
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::ACCEPTED)
+        .count();
+    let duplicates = replies
+        .iter()
+        .filter(|reply| **reply == (StatusCode::OK, json!({ "duplicate": true })))
+        .count();
+    assert_eq!((stored, duplicates), (1, 19), "{replies:?}");
+    assert_eq!(delivery_count(&harness).await, 2);
+    let burst: String =
+        sqlx::query_scalar("SELECT delivery_id FROM deliveries WHERE delivery_id LIKE 'd-burst-%'")
+            .fetch_one(&harness.pool)
+            .await
+            .unwrap();
+    assert_eq!(harness.outcome(&burst).await, "task_created");
+    assert_eq!(harness.task_ids().await.len(), 2);
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_delivery_that_keeps_failing_is_asked_for_three_times_in_all(pool: sqlx::PgPool) {
+    // No webhook target: GitHub accepts each request and the delivery keeps failing.
+    let harness = Harness::start(pool).await;
+    let payload = serde_json::from_slice(&labeled_issue(1, "Lost", "bug")).unwrap();
+    let id =
+        harness
+            .github
+            .add_hook_delivery("doomed-guid", "issues", Some("labeled"), 502, payload);
+    // Two processes sweeping in turn, each with its own client.
+    let processes = [github_app(&harness), github_app(&harness)];
+    let mut asked = Vec::new();
+    for sweep in 0..5 {
+        let report = redelivery::sweep(&harness.pool, &processes[sweep % 2])
+            .await
+            .unwrap();
+        asked.push(report.redelivered);
+    }
+    assert_eq!(
+        asked,
+        [
+            vec!["doomed-guid"],
+            vec!["doomed-guid"],
+            vec!["doomed-guid"],
+            vec![],
+            vec![]
+        ]
+    );
+    assert_eq!(harness.github.redelivery_requests(), [id, id, id]);
+}
+
+fn github_app(harness: &Harness) -> GitHubApp {
+    let config = support::config(&harness.github, harness.data_dir.path(), None);
+    let credentials = AppCredentials::from_config(&config.github)
+        .unwrap()
+        .unwrap();
+    GitHubApp::new(&harness.github.url, credentials).unwrap()
+}
+
+/// The head of a webhook post declaring `length` body bytes, with `signature` if given.
+fn request_head(delivery: &str, length: usize, signature: Option<&str>) -> String {
+    let signature = signature
+        .map(|s| format!("X-Hub-Signature-256: {s}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "POST /webhooks/github HTTP/1.1\r\nHost: conveyor\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nX-GitHub-Event: issues\r\n\
+         X-GitHub-Delivery: {delivery}\r\n{signature}Content-Length: {length}\r\n\r\n"
+    )
+}
+
+/// The status code of the response on `reader`; 0 if the connection ends without one.
+async fn response_status(reader: &mut OwnedReadHalf) -> u16 {
+    let mut received = Vec::new();
+    let mut chunk = [0; 1024];
+    while !received.windows(2).any(|w| w == b"\r\n") {
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => return 0,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&received);
+    line.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Posts `body` over a real connection and returns the response's status, read while the
+/// body is still being sent: a server that refuses early answers before taking it all.
+async fn post_over_socket(address: &str, head: String, body: Bytes) -> u16 {
+    let (mut reader, mut writer) = TcpStream::connect(address).await.unwrap().into_split();
+    let sending = tokio::spawn(async move {
+        // The server may answer and close before the body is through.
+        let _ = writer.write_all(head.as_bytes()).await;
+        let _ = writer.write_all(&body).await;
+        // Kept open until the response is read: closing it could end the exchange early.
+        writer
+    });
+    let status = response_status(&mut reader).await;
+    sending.abort();
+    status
+}
+
+/// This process's resident memory, in kB.
+fn resident_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_flood_of_large_unsigned_posts_is_refused_before_the_bodies_are_read(pool: sqlx::PgPool) {
+    const POSTS: usize = 40;
+    const BODY_BYTES: usize = 25 * 1024 * 1024;
+    let harness = Harness::start_without_app(pool).await;
+    let url = harness.listen().await;
+    let address = url.trim_start_matches("http://").to_owned();
+    // One body for every post, written out so its pages are resident before the baseline.
+    let body = Bytes::from(vec![b' '; BODY_BYTES]);
+    let before = resident_kb();
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = std::thread::spawn({
+        let sampling = sampling.clone();
+        move || {
+            let mut peak = 0;
+            while sampling.load(Ordering::Relaxed) {
+                peak = peak.max(resident_kb());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            peak.max(resident_kb())
+        }
+    });
+    let posts = (0..POSTS).map(|n| {
+        let head = request_head(&format!("d-flood-{n}"), BODY_BYTES, None);
+        post_over_socket(&address, head, body.clone())
+    });
+    let statuses = futures_util::future::join_all(posts).await;
+    sampling.store(false, Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    assert_eq!(statuses, [401; POSTS]);
+    let grown_mb = peak.saturating_sub(before) / 1024;
+    assert!(
+        grown_mb < 48,
+        "{POSTS} refused posts of 25 MB grew resident memory by {grown_mb} MB"
+    );
+    assert_eq!(delivery_count(&harness).await, 0);
+}
+
+/// A labelled issue padded with spaces to `length` bytes.
+fn padded_issue(number: i64, length: usize) -> Vec<u8> {
+    let mut body = labeled_issue(number, "Padded", "conveyor");
+    body.resize(length, b' ');
+    body
+}
+
+fn signed_request(delivery: &str, body: Body, signature: &str) -> Request<Body> {
+    Request::post("/webhooks/github")
+        .header("content-type", "application/json")
+        .header("x-github-event", "issues")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn webhook_bodies_share_a_budget_and_a_deadline(pool: sqlx::PgPool) {
+    let harness = Harness::start_configured(pool, |config| {
+        config.github.app_id = None;
+        config.webhook_buffer_mb = 1;
+        config.webhook_body_timeout_secs = 5;
+    })
+    .await;
+    let url = harness.listen().await;
+    let address = url.trim_start_matches("http://");
+    let well_formed = signature::sign(b"not the secret", b"");
+
+    // A slow sender declares 900 kB, sends a little and stalls, holding most of the budget.
+    let (mut slow_reader, mut slow_writer) =
+        TcpStream::connect(address).await.unwrap().into_split();
+    let head = request_head("d-slow", 900_000, Some(&well_formed));
+    slow_writer.write_all(head.as_bytes()).await.unwrap();
+    slow_writer.write_all(&[b' '; 1000]).await.unwrap();
+
+    let big = padded_issue(7, 200_000);
+    let big_signature = signature::sign(WEBHOOK_SECRET.as_bytes(), &big);
+    // Until the server holds the slow body's share, this one fits and is refused for its
+    // signature; after, it does not fit.
+    let refused = support::wait_until("the slow body holds the budget", || async {
+        let request = signed_request("d-probe", Body::from(big.clone()), &well_formed);
+        let response = harness.router.clone().oneshot(request).await.unwrap();
+        (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response)
+    })
+    .await;
+    assert!(refused.headers().contains_key(header::RETRY_AFTER));
+    let over_budget = signed_request("d-big", Body::from(big.clone()), &big_signature);
+    assert_eq!(
+        send(&harness.router, over_budget).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // Without a Content-Length the budget is taken as the body streams in.
+    let chunks = (0..3).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 100_000])));
+    let streamed = Body::from_stream(futures_util::stream::iter(chunks));
+    let (status, reply) = send(
+        &harness.router,
+        signed_request("d-streamed", streamed, &well_formed),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
+
+    // A delivery of the usual size still fits.
+    let (status, _) = harness
+        .post_signed("issues", "d-normal", &labeled_issue(8, "x", "bug"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    // The slow sender runs out of time, and its share comes back.
+    assert_eq!(response_status(&mut slow_reader).await, 408);
+    drop(slow_writer);
+    let (status, reply) = harness.post_signed("issues", "d-big", &big).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    assert_eq!(delivery_count(&harness).await, 2);
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_sweep_holds_no_transaction_while_it_calls_github(pool: sqlx::PgPool) {
+    let harness = Harness::start(pool).await;
+    let payload = serde_json::from_slice(&labeled_issue(1, "Lost", "bug")).unwrap();
+    harness
+        .github
+        .add_hook_delivery("slow-guid", "issues", Some("labeled"), 502, payload);
+    let hold = harness.github.hold("GET", "/app/hook/deliveries");
+    let app = github_app(&harness);
+    let pool = harness.pool.clone();
+    let sweep = tokio::spawn(async move { redelivery::sweep(&pool, &app).await.unwrap() });
+    hold.arrived().await;
+    // The sweep's election lock (0x636f_6e76_7377_6570, as two 32-bit halves), held by a
+    // session sitting in a transaction: the other background jobs' transactions are theirs.
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.classid = x'636f6e76'::int::oid
+           AND l.objid = x'73776570'::int::oid AND a.state LIKE 'idle in transaction%'",
+    )
+    .fetch_one(&harness.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        open, 0,
+        "a transaction stays open across the call to GitHub"
+    );
+    hold.release();
+    assert_eq!(sweep.await.unwrap().redelivered, ["slow-guid"]);
 }

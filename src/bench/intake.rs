@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use sqlx::PgPool;
 
 use super::{millis, percentile};
-use crate::webhook::signature;
 
 pub struct IntakeBench {
     /// Base URL of the running service.
@@ -65,14 +66,40 @@ fn load_payloads(dir: &Path) -> anyhow::Result<Vec<(String, Bytes)>> {
     Ok(payloads)
 }
 
+/// A payload to post, with the HMAC state after its bytes.
+struct Payload {
+    event: String,
+    body: Bytes,
+    mac: Hmac<Sha256>,
+}
+
+impl Payload {
+    /// The payload made unique by `salt`, and its signature. The same bytes under another
+    /// delivery id are a duplicate, so each request appends trailing whitespace (which JSON
+    /// ignores) spelling `salt`; signing it then hashes only that suffix, since the generator
+    /// shares the machine and should spend its CPU on sending.
+    fn unique(&self, salt: u64) -> (Bytes, String) {
+        let suffix: Vec<u8> = (0..32)
+            .map(|digit| b" \t\r\n"[(salt >> (2 * digit)) as usize & 3])
+            .collect();
+        let mut body = BytesMut::with_capacity(self.body.len() + suffix.len());
+        body.extend_from_slice(&self.body);
+        body.extend_from_slice(&suffix);
+        let mut mac = self.mac.clone();
+        mac.update(&suffix);
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        (body.freeze(), signature)
+    }
+}
+
 pub async fn run(bench: IntakeBench, pool: Option<PgPool>) -> anyhow::Result<IntakeReport> {
-    // The signature covers the body only, so each payload is signed once, not per request:
-    // the generator shares the machine and should spend its CPU on sending.
-    let payloads: Vec<(String, Bytes, String)> = load_payloads(&bench.payloads)?
+    let payloads: Vec<Payload> = load_payloads(&bench.payloads)?
         .into_iter()
         .map(|(event, body)| {
-            let signature = signature::sign(bench.secret.as_bytes(), &body);
-            (event, body, signature)
+            let mut mac = Hmac::<Sha256>::new_from_slice(bench.secret.as_bytes())
+                .expect("HMAC accepts keys of any length");
+            mac.update(&body);
+            Payload { event, body, mac }
         })
         .collect();
     let payloads = Arc::new(payloads);
@@ -81,6 +108,7 @@ pub async fn run(bench: IntakeBench, pool: Option<PgPool>) -> anyhow::Result<Int
         .build()?;
     let endpoint = format!("{}/webhooks/github", bench.url.trim_end_matches('/'));
     let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let run_salt = u64::from(fastrand::u32(..)) << 32;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
@@ -101,15 +129,16 @@ pub async fn run(bench: IntakeBench, pool: Option<PgPool>) -> anyhow::Result<Int
                 if n >= total {
                     return (latencies, failed);
                 }
-                let (event, body, signature) = &payloads[n % payloads.len()];
+                let payload = &payloads[n % payloads.len()];
+                let (body, signature) = payload.unique(run_salt | n as u64);
                 let sent = Instant::now();
                 let response = client
                     .post(&endpoint)
                     .header("content-type", "application/json")
-                    .header("x-github-event", event)
+                    .header("x-github-event", &payload.event)
                     .header("x-github-delivery", format!("bench-{run_id}-{n}"))
                     .header("x-hub-signature-256", signature)
-                    .body(body.clone())
+                    .body(body)
                     .send()
                     .await;
                 match response {

@@ -1,6 +1,8 @@
-//! `conveyor bench …`: load generators a user can point at a running Conveyor.
+//! `conveyor bench …`: load generators a user can point at a running Conveyor, and the
+//! cost of the steps' sandbox.
 
 pub mod intake;
+pub mod sandbox;
 pub mod scheduler;
 
 use std::time::Duration;

@@ -1,16 +1,19 @@
-//! `conveyor bench scheduler`: no-op tasks through the real scheduler on a real database,
-//! measuring claimed-and-completed tasks per second, the dead rows in `tasks` while a
-//! backlog is kept up, and enqueue-to-start latency at a fraction of that load.
+//! `conveyor bench scheduler`: no-op tasks through the real scheduler on a scratch database
+//! of their own, measuring claimed-and-completed tasks per second, the dead rows in `tasks`
+//! while a backlog is kept up, and enqueue-to-start latency at a fraction of that load.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use anyhow::Context;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::{PgPool, Postgres};
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{millis, percentile};
+use crate::db;
 use crate::engine::TaskState;
 use crate::engine::tasks::{self, Task};
 use crate::scheduler::{self, Executor, Lease, SchedulerSettings, SessionFault};
@@ -92,6 +95,8 @@ impl Executor for NoOp {
 }
 
 pub struct SchedulerReport {
+    /// The scratch database the bench ran on (dropped since).
+    pub database: String,
     pub throughput_tasks: usize,
     pub throughput_elapsed: Duration,
     pub sustained: Vec<Sample>,
@@ -132,11 +137,9 @@ async fn sustain(
     let mut refill = tokio::time::interval(Duration::from_millis(50));
     while started.elapsed() < length {
         refill.tick().await;
-        let queued: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tasks WHERE state = 'queued' AND repo_owner = 'bench'",
-        )
-        .fetch_one(pool)
-        .await?;
+        let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE state = 'queued'")
+            .fetch_one(pool)
+            .await?;
         if (queued as usize) < backlog / 2 {
             enqueue_batch(pool, next_issue, backlog / 2, repositories).await?;
             next_issue += (backlog / 2) as i64;
@@ -156,7 +159,7 @@ async fn sustain(
     // What is still queued is finished before the latency phase starts from an idle system.
     let target = executor.done.load(Ordering::SeqCst)
         + sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM tasks WHERE state IN ('queued', 'running') AND repo_owner = 'bench'",
+            "SELECT count(*) FROM tasks WHERE state IN ('queued', 'running')",
         )
         .fetch_one(pool)
         .await? as usize;
@@ -196,18 +199,63 @@ async fn enqueue_batch(
     Ok(())
 }
 
-pub async fn run(bench: SchedulerBench, pool: PgPool) -> anyhow::Result<SchedulerReport> {
-    sqlx::query("DELETE FROM tasks WHERE repo_owner = 'bench'")
-        .execute(&pool)
-        .await?;
-    // Each run starts without the dead rows an earlier run left, so runs compare.
-    sqlx::query("VACUUM tasks, task_events, repositories")
-        .execute(&pool)
-        .await?;
+/// A database of the bench's own on the server of `DATABASE_URL`, created for one run and
+/// dropped after it: the bench deletes and vacuums freely, and must never do that to the
+/// tasks of a real database.
+struct ScratchDatabase {
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    async fn create(server_url: &str) -> anyhow::Result<Self> {
+        let mut url = url::Url::parse(server_url).context("DATABASE_URL is not a URL")?;
+        let name = format!("conveyor_bench_{:016x}", fastrand::u64(..));
+        url.set_path(&name);
+        let url = String::from(url);
+        Postgres::create_database(&url)
+            .await
+            .with_context(|| format!("creating the scratch database {name}"))?;
+        Ok(Self { name, url })
+    }
+
+    /// Drops the database, ending any connection still open to it.
+    async fn drop(self) -> anyhow::Result<()> {
+        Postgres::force_drop_database(&self.url)
+            .await
+            .with_context(|| format!("dropping the scratch database {}", self.name))
+    }
+}
+
+/// Runs the bench on a scratch database on the server of `database_url`, which is dropped
+/// at the end, also when the bench fails or is interrupted with Ctrl-C.
+pub async fn run(bench: SchedulerBench, database_url: &str) -> anyhow::Result<SchedulerReport> {
+    let scratch = ScratchDatabase::create(database_url).await?;
+    tracing::info!(database = %scratch.name, "benchmarking on a scratch database");
+    let measured = tokio::select! {
+        measured = measure(bench, &scratch) => measured,
+        interrupted = tokio::signal::ctrl_c() => match interrupted {
+            Ok(()) => Err(anyhow::anyhow!("interrupted")),
+            Err(err) => Err(anyhow::Error::new(err).context("listening for Ctrl-C")),
+        },
+    };
+    let dropped = scratch.drop().await;
+    let report = measured?;
+    dropped?;
+    Ok(report)
+}
+
+/// Dropping this future stops the scheduler instances it started.
+async fn measure(
+    bench: SchedulerBench,
+    scratch: &ScratchDatabase,
+) -> anyhow::Result<SchedulerReport> {
+    let connections = (bench.processes * usize::from(bench.workers) + 4) as u32;
+    let pool = db::connect(&scratch.url, connections).await?;
+    db::migrate(&pool).await?;
     sqlx::query(
         "INSERT INTO repositories (owner, name, max_running)
-         SELECT 'bench', 'repo-' || n, $2 FROM generate_series(0, $1 - 1) AS n
-         ON CONFLICT (owner, name) DO UPDATE SET max_running = EXCLUDED.max_running, running = 0",
+         SELECT 'bench', 'repo-' || n, $2 FROM generate_series(0, $1 - 1) AS n",
     )
     .bind(bench.repositories as i64)
     .bind(bench.limit)
@@ -237,17 +285,16 @@ pub async fn run(bench: SchedulerBench, pool: PgPool) -> anyhow::Result<Schedule
         shutdown_grace: Duration::from_secs(30),
     };
     let started = Instant::now();
-    let processes: Vec<_> = (0..bench.processes)
-        .map(|_| {
-            tokio::spawn(scheduler::run_workers(
-                settings,
-                pool.clone(),
-                executor.clone(),
-                Arc::new(Notify::new()),
-                shutdown.clone(),
-            ))
-        })
-        .collect();
+    let mut processes = tokio::task::JoinSet::new();
+    for _ in 0..bench.processes {
+        processes.spawn(scheduler::run_workers(
+            settings,
+            pool.clone(),
+            executor.clone(),
+            Arc::new(Notify::new()),
+            shutdown.clone(),
+        ));
+    }
     while executor.done.load(Ordering::SeqCst) < bench.tasks {
         executor.all_done.notified().await;
     }
@@ -283,15 +330,14 @@ pub async fn run(bench: SchedulerBench, pool: PgPool) -> anyhow::Result<Schedule
     }
     let (dead_tuples, _) = table_tuples(&pool).await?;
     shutdown.cancel();
-    for process in processes {
-        process.await?;
+    while let Some(process) = processes.join_next().await {
+        process?;
     }
+    pool.close().await;
     let mut latencies = executor.start_latencies.lock().await.clone();
     latencies.sort();
-    sqlx::query("DELETE FROM tasks WHERE repo_owner = 'bench'")
-        .execute(&pool)
-        .await?;
     Ok(SchedulerReport {
+        database: scratch.name.clone(),
         throughput_tasks: bench.tasks,
         throughput_elapsed,
         sustained,
@@ -305,7 +351,8 @@ pub async fn run(bench: SchedulerBench, pool: PgPool) -> anyhow::Result<Schedule
 
 pub fn print(report: &SchedulerReport) {
     println!(
-        "scheduler: {} tasks in {:.2}s: {:.0} tasks/s",
+        "scheduler (on scratch database {}, dropped): {} tasks in {:.2}s: {:.0} tasks/s",
+        report.database,
         report.throughput_tasks,
         report.throughput_elapsed.as_secs_f64(),
         report.throughput_tasks as f64 / report.throughput_elapsed.as_secs_f64(),

@@ -101,17 +101,21 @@ pub struct Published {
     pub check_run_id: Option<i64>,
 }
 
+/// Records how the run ended; `false` when it had already ended (its task was taken from its
+/// worker, which closed the run as interrupted or cancelled) and the result was dropped. A
+/// push already recorded stays recorded when the run failed after it.
 pub async fn finish(
     db: impl PgExecutor<'_>,
     run_id: i64,
     state: RunState,
     published: &Published,
     failure: Option<&str>,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE runs SET state = $2, finished_at = now(), branch = $3, head_sha = $4,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE runs SET state = $2, finished_at = now(),
+                branch = COALESCE($3, branch), head_sha = COALESCE($4, head_sha),
                 pull_request_number = $5, pull_request_url = $6, check_run_id = $7, failure = $8
-         WHERE id = $1",
+         WHERE id = $1 AND state = 'running'",
     )
     .bind(run_id)
     .bind(state)
@@ -123,5 +127,43 @@ pub async fn finish(
     .bind(failure)
     .execute(db)
     .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records a push as soon as it happened, so that a later attempt knows the branch holds
+/// Conveyor's own commit even if this one never finishes.
+pub async fn record_push(
+    db: impl PgExecutor<'_>,
+    run_id: i64,
+    branch: &str,
+    head_sha: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE runs SET branch = $2, head_sha = $3 WHERE id = $1")
+        .bind(run_id)
+        .bind(branch)
+        .bind(head_sha)
+        .execute(db)
+        .await?;
     Ok(())
+}
+
+/// The commit Conveyor last pushed to `branch` of the task's repository, by any of its tasks.
+pub async fn last_pushed(
+    db: impl PgExecutor<'_>,
+    task_id: i64,
+    branch: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT r.head_sha FROM runs r
+         JOIN tasks t ON t.id = r.task_id
+         JOIN tasks this ON this.id = $1
+         WHERE r.branch = $2 AND r.head_sha IS NOT NULL
+           AND t.installation_id = this.installation_id
+           AND t.repo_owner = this.repo_owner AND t.repo_name = this.repo_name
+         ORDER BY r.id DESC LIMIT 1",
+    )
+    .bind(task_id)
+    .bind(branch)
+    .fetch_optional(db)
+    .await
 }

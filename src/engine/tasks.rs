@@ -464,18 +464,6 @@ pub async fn cancel(conn: &mut PgConnection, task_id: i64) -> Result<Cancel, Eng
     }
 }
 
-/// Locks the task if it is queued and no one else holds it; `false` otherwise. Claims skip a
-/// held task until the caller's transaction ends.
-pub async fn hold_if_queued(conn: &mut PgConnection, task_id: i64) -> sqlx::Result<bool> {
-    let held: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM tasks WHERE id = $1 AND state = 'queued' FOR UPDATE SKIP LOCKED",
-    )
-    .bind(task_id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(held.is_some())
-}
-
 /// Whether someone asked for the running task to stop.
 pub async fn cancel_requested(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<bool> {
     sqlx::query_scalar("SELECT cancel_requested FROM tasks WHERE id = $1")
@@ -483,6 +471,20 @@ pub async fn cancel_requested(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Re
         .fetch_optional(db)
         .await
         .map(|flag| flag.unwrap_or(false))
+}
+
+/// Whether the task is running under lease `epoch` and nobody asked it to stop.
+pub async fn lease_held(db: impl PgExecutor<'_>, task_id: i64, epoch: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (
+             SELECT 1 FROM tasks
+             WHERE id = $1 AND lease_epoch = $2 AND state = 'running' AND NOT cancel_requested
+         )",
+    )
+    .bind(task_id)
+    .bind(epoch)
+    .fetch_one(db)
+    .await
 }
 
 /// The `LISTEN`/`NOTIFY` channel on which idle workers are told to look for work.

@@ -21,6 +21,15 @@ const JWT_BACKDATE: Duration = Duration::seconds(60);
 /// A cached token is replaced this long before it expires.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::minutes(5);
 
+/// What a run's token may do: push its branch, open the pull request, keep the status comment
+/// and mark the commit. Never `workflows` (a step could then rewrite CI) or `administration`.
+const TOKEN_PERMISSIONS: TokenPermissions = TokenPermissions {
+    contents: "write",
+    pull_requests: "write",
+    issues: "write",
+    checks: "write",
+};
+
 /// The App id and private key, checked at start so a bad key is reported once, by name.
 pub struct AppCredentials {
     app_id: String,
@@ -82,11 +91,30 @@ struct CachedToken {
 
 type TokenSlot = Arc<tokio::sync::Mutex<Option<CachedToken>>>;
 
-/// The App as a whole: mints installation clients, caching one token per installation.
+/// Tokens are cached per installation and repository: a token only ever reaches one repository.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct TokenKey {
+    installation_id: i64,
+    /// Lower-cased: GitHub repository names are ASCII and case-insensitive, and one repository
+    /// should not get two tokens because two webhooks spelled it differently.
+    repository: String,
+}
+
+impl TokenKey {
+    fn new(installation_id: i64, repository: &str) -> Self {
+        Self {
+            installation_id,
+            repository: repository.to_ascii_lowercase(),
+        }
+    }
+}
+
+/// The App as a whole: mints installation clients, caching one token per installation and
+/// repository.
 pub struct GitHubApp {
     octocrab: Octocrab,
     credentials: AppCredentials,
-    tokens: Mutex<HashMap<i64, TokenSlot>>,
+    tokens: Mutex<HashMap<TokenKey, TokenSlot>>,
 }
 
 /// One attempt GitHub made at delivering a webhook to the App.
@@ -97,6 +125,22 @@ pub struct HookDelivery {
     pub delivered_at: DateTime<Utc>,
     pub status_code: u16,
     pub event: String,
+}
+
+#[derive(Serialize)]
+struct TokenPermissions {
+    contents: &'static str,
+    pull_requests: &'static str,
+    issues: &'static str,
+    checks: &'static str,
+}
+
+/// The body of `POST /app/installations/{id}/access_tokens`: narrows the token to one
+/// repository (by name, without the owner) and to [`TOKEN_PERMISSIONS`].
+#[derive(Serialize)]
+struct AccessTokenRequest<'a> {
+    repositories: [&'a str; 1],
+    permissions: &'a TokenPermissions,
 }
 
 #[derive(Deserialize)]
@@ -119,9 +163,14 @@ impl GitHubApp {
         })
     }
 
-    /// A client acting as `installation_id`; its first call mints the token.
-    pub fn installation(self: &Arc<Self>, installation_id: i64) -> InstallationClient {
-        InstallationClient::new(self.clone(), installation_id)
+    /// A client acting as `installation_id` on repository `repo_name` (without the owner) and
+    /// no other; its first call mints the token.
+    pub fn installation(
+        self: &Arc<Self>,
+        installation_id: i64,
+        repo_name: &str,
+    ) -> InstallationClient {
+        InstallationClient::new(self.clone(), installation_id, repo_name)
     }
 
     pub(crate) fn octocrab_with(
@@ -134,9 +183,14 @@ impl GitHubApp {
             .map_err(|err| GitHubError::classify(call, err))
     }
 
-    /// A token for `installation_id` valid for at least a few more minutes.
-    pub(crate) async fn token(&self, installation_id: i64) -> Result<SecretString, GitHubError> {
-        let slot = self.slot(installation_id);
+    /// A token for `installation_id` limited to `repository`, valid for at least a few more
+    /// minutes.
+    pub(crate) async fn token(
+        &self,
+        installation_id: i64,
+        repository: &str,
+    ) -> Result<SecretString, GitHubError> {
+        let slot = self.slot(TokenKey::new(installation_id, repository));
         // Holding the slot while minting makes concurrent callers share one request.
         let mut cached = slot.lock().await;
         if let Some(token) = cached
@@ -145,15 +199,20 @@ impl GitHubApp {
         {
             return Ok(token.token.clone());
         }
-        let fresh = self.mint(installation_id).await?;
+        let fresh = self.mint(installation_id, repository).await?;
         *cached = Some(fresh.clone());
         Ok(fresh.token)
     }
 
     /// Drops `token` from the cache after GitHub refused it, unless another caller already
     /// replaced it.
-    pub(crate) async fn forget_token(&self, installation_id: i64, token: &SecretString) {
-        let slot = self.slot(installation_id);
+    pub(crate) async fn forget_token(
+        &self,
+        installation_id: i64,
+        repository: &str,
+        token: &SecretString,
+    ) {
+        let slot = self.slot(TokenKey::new(installation_id, repository));
         let mut cached = slot.lock().await;
         if cached
             .as_ref()
@@ -163,11 +222,11 @@ impl GitHubApp {
         }
     }
 
-    fn slot(&self, installation_id: i64) -> TokenSlot {
+    fn slot(&self, key: TokenKey) -> TokenSlot {
         self.tokens
             .lock()
             .expect("token cache lock")
-            .entry(installation_id)
+            .entry(key)
             .or_default()
             .clone()
     }
@@ -216,22 +275,20 @@ impl GitHubApp {
         Ok(())
     }
 
-    async fn mint(&self, installation_id: i64) -> Result<CachedToken, GitHubError> {
+    async fn mint(
+        &self,
+        installation_id: i64,
+        repository: &str,
+    ) -> Result<CachedToken, GitHubError> {
         const CALL: &str = "create installation token";
-        let jwt = self
-            .credentials
-            .jwt(Utc::now())
-            .map_err(|err| GitHubError::Transport {
-                call: CALL,
-                message: format!("{err:#}"),
-            })?;
-        let app = self
-            .octocrab
-            .user_access_token(jwt)
-            .map_err(|err| GitHubError::classify(CALL, err))?;
+        let app = self.as_app(CALL)?;
         let route = format!("/app/installations/{installation_id}/access_tokens");
-        let token: AccessToken = call(CALL, || app.post(&route, None::<&()>)).await?;
-        tracing::debug!(installation = installation_id, expires_at = %token.expires_at, "installation token minted");
+        let body = AccessTokenRequest {
+            repositories: [repository],
+            permissions: &TOKEN_PERMISSIONS,
+        };
+        let token: AccessToken = call(CALL, || app.post(&route, Some(&body))).await?;
+        tracing::debug!(installation = installation_id, repository, expires_at = %token.expires_at, "installation token minted");
         Ok(CachedToken {
             token: token.token.into(),
             expires_at: token.expires_at,

@@ -108,24 +108,27 @@ pub struct Repo<'a> {
     pub name: &'a str,
 }
 
-/// A client acting as one installation of the App. Tokens come from the App's cache; a
-/// call answered 401 is made once more with a fresh token.
+/// A client acting as one installation of the App on one of its repositories. Tokens come
+/// from the App's cache; a call answered 401 is made once more with a fresh token.
 pub struct InstallationClient {
     app: Arc<GitHubApp>,
     installation_id: i64,
+    /// The only repository the client's tokens reach; GitHub answers 404 for any other.
+    repository: String,
 }
 
 impl InstallationClient {
-    pub(crate) fn new(app: Arc<GitHubApp>, installation_id: i64) -> Self {
+    pub(crate) fn new(app: Arc<GitHubApp>, installation_id: i64, repository: &str) -> Self {
         Self {
             app,
             installation_id,
+            repository: repository.to_owned(),
         }
     }
 
-    /// A current installation token, for git over HTTPS.
+    /// A current installation token for the client's repository, for git over HTTPS.
     pub async fn token(&self) -> Result<SecretString, GitHubError> {
-        self.app.token(self.installation_id).await
+        self.app.token(self.installation_id, &self.repository).await
     }
 
     async fn request<T, F, Fut>(&self, name: &'static str, request: F) -> Result<T, GitHubError>
@@ -142,9 +145,12 @@ impl InstallationClient {
                     tracing::info!(
                         call = name,
                         installation = self.installation_id,
+                        repository = %self.repository,
                         "token refused; minting a new one"
                     );
-                    self.app.forget_token(self.installation_id, &token).await;
+                    self.app
+                        .forget_token(self.installation_id, &self.repository, &token)
+                        .await;
                     refreshed = true;
                 }
                 result => return result,

@@ -35,22 +35,13 @@ const MAX_DEAD_ROWS: i64 = 20_000;
 /// its last analysis (a queue filled in one statement is otherwise planned as if empty). A
 /// table another vacuum (autovacuum) holds is skipped.
 pub async fn vacuum_churn_tables(pool: &PgPool) -> sqlx::Result<Upkeep> {
-    // VACUUM cannot run in a transaction, so the election is a session lock, released on
-    // this connection before it goes back to the pool.
-    let mut conn = pool.acquire().await?;
-    let elected: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(VACUUM_LOCK)
-        .fetch_one(&mut *conn)
-        .await?;
-    if !elected {
+    // VACUUM cannot run in a transaction, so the election is a session lock.
+    let Some(mut elected) = crate::db::elect(pool, VACUUM_LOCK).await? else {
         return Ok(Upkeep::default());
-    }
-    let upkeep = vacuum_due(&mut conn).await;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(VACUUM_LOCK)
-        .execute(&mut *conn)
-        .await?;
-    upkeep
+    };
+    let upkeep = vacuum_due(elected.conn()).await?;
+    elected.release().await?;
+    Ok(upkeep)
 }
 
 async fn vacuum_due(conn: &mut sqlx::PgConnection) -> sqlx::Result<Upkeep> {

@@ -1,5 +1,5 @@
-//! `/api/v2`: the operator API. Writes need `Authorization: Bearer <CONVEYOR_API_TOKEN>`;
-//! with a token configured, reads need it too.
+//! `/api/v2`: the operator API. Every route needs `Authorization: Bearer <CONVEYOR_API_TOKEN>`;
+//! without a token configured the API is off.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -20,21 +20,14 @@ use crate::webhook::inbox::{self, Replay};
 
 const MAX_PAGE: i64 = 500;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Read,
-    Write,
-}
-
-fn authorize(state: &AppState, headers: &HeaderMap, access: Access) -> Result<(), Refusal> {
+/// Every route needs the token, reads too: they show private repositories' names, issue
+/// titles and failures.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Refusal> {
     let Some(expected) = &state.api_token else {
-        return match access {
-            Access::Read => Ok(()),
-            Access::Write => Err(Refusal(
-                StatusCode::FORBIDDEN,
-                "the API refuses writes: CONVEYOR_API_TOKEN is not set".into(),
-            )),
-        };
+        return Err(Refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the API is off: set CONVEYOR_API_TOKEN to enable it, then send `Authorization: Bearer <token>`".into(),
+        ));
     };
     let presented = headers
         .get("authorization")
@@ -68,7 +61,7 @@ pub async fn list_deliveries(
     headers: HeaderMap,
     Query(query): Query<DeliveryQuery>,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers, Access::Read)?;
+    authorize(&state, &headers)?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let rows = inbox::list(&state.pool, query.outcome.as_deref(), query.before, limit)
         .await
@@ -84,7 +77,7 @@ pub async fn replay_delivery(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers, Access::Write)?;
+    authorize(&state, &headers)?;
     match inbox::replay(&state.pool, &id).await.map_err(database)? {
         Replay::Queued => {
             state.deliveries_added.notify_one();
@@ -131,7 +124,7 @@ async fn set_paused(
     name: String,
     paused: bool,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers, Access::Write)?;
+    authorize(&state, &headers)?;
     repositories::set_paused(&state.pool, &owner, &name, paused)
         .await
         .map_err(repository_refusal)?;
@@ -161,7 +154,7 @@ pub async fn cancel_task(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers, Access::Write)?;
+    authorize(&state, &headers)?;
     let mut tx = state.pool.begin().await.map_err(database)?;
     let outcome = tasks::cancel(&mut tx, id).await;
     let reply = match outcome {
@@ -191,7 +184,7 @@ pub async fn stop_repository(
     headers: HeaderMap,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers, Access::Write)?;
+    authorize(&state, &headers)?;
     let mut tx = state.pool.begin().await.map_err(database)?;
     let cancelled = repositories::stop(&mut tx, &owner, &name)
         .await
@@ -209,7 +202,7 @@ pub async fn get_task(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers, Access::Read)?;
+    authorize(&state, &headers)?;
     let task = tasks::get(&state.pool, id)
         .await
         .map_err(database)?
@@ -256,7 +249,7 @@ pub async fn add_blocker(
     Path(id): Path<i64>,
     Json(body): Json<NewBlocker>,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers, Access::Write)?;
+    authorize(&state, &headers)?;
     let mut tx = state.pool.begin().await.map_err(database)?;
     match blockers::add(&mut tx, id, body.blocker).await {
         Ok(()) => {}

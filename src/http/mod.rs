@@ -1,6 +1,7 @@
 //! The axum router: webhook intake, health, and (later) the API and pages.
 
 mod api;
+mod body_budget;
 mod health;
 mod webhook;
 
@@ -18,15 +19,19 @@ use tokio::sync::Notify;
 use crate::webhook::writer::InboxWriter;
 use tower_http::trace::TraceLayer;
 
-/// GitHub caps webhook payloads at 25 MB; axum's default body limit is lower.
+pub use body_budget::BodyBudget;
+
+/// GitHub caps webhook payloads at 25 MB.
 pub const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
     pub webhook_secret: Option<Arc<SecretString>>,
-    /// `CONVEYOR_API_TOKEN`; without it the API refuses writes.
+    /// `CONVEYOR_API_TOKEN`; without it the API is off.
     pub api_token: Option<Arc<SecretString>>,
+    /// Bounds the memory and time webhook bodies take while they arrive.
+    pub webhook_bodies: BodyBudget,
     /// Fired after a delivery is stored, so interpretation starts at once.
     pub deliveries_added: Arc<Notify>,
     /// Stores verified deliveries, many per commit.
@@ -46,10 +51,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route(
-            "/webhooks/github",
-            post(webhook::receive).layer(axum::extract::DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
-        )
+        .route("/webhooks/github", post(webhook::receive))
         .route("/api/v2/deliveries", get(api::list_deliveries))
         .route("/api/v2/deliveries/{id}/replay", post(api::replay_delivery))
         .route("/api/v2/tasks/{id}", get(api::get_task))

@@ -8,42 +8,69 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
+use super::body_budget::{BodyError, Buffered};
 use super::{AppState, Refusal};
+use crate::webhook::inbox;
+use crate::webhook::signature::{Signature, SignatureError};
 use crate::webhook::writer::Stored;
-use crate::webhook::{inbox, signature};
 
 /// A webhook whose signature matched the raw body it arrived with.
 pub struct VerifiedWebhook {
     pub delivery_id: String,
     pub event: String,
     pub content_type: String,
-    pub body: Bytes,
+    pub body: Buffered,
+}
+
+/// Why a webhook was not taken: a refusal, or its body could not be received.
+pub enum Rejected {
+    Refused(Refusal),
+    Body(BodyError),
+}
+
+impl From<Refusal> for Rejected {
+    fn from(refusal: Refusal) -> Self {
+        Rejected::Refused(refusal)
+    }
+}
+
+impl IntoResponse for Rejected {
+    fn into_response(self) -> Response {
+        match self {
+            Rejected::Refused(refusal) => refusal.into_response(),
+            Rejected::Body(err) => err.into_response(),
+        }
+    }
 }
 
 impl FromRequest<AppState> for VerifiedWebhook {
-    type Rejection = Refusal;
+    type Rejection = Rejected;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Refusal> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Rejected> {
         let Some(secret) = state.webhook_secret.clone() else {
             tracing::warn!("webhook refused: GITHUB_WEBHOOK_SECRET is not set");
             return Err(Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "webhooks are disabled: GITHUB_WEBHOOK_SECRET is not set".into(),
-            ));
+            )
+            .into());
         };
-        let headers = req.headers().clone();
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| Refusal(rejection.status(), rejection.body_text()))?;
-        signature::verify(
-            secret.expose_secret().as_bytes(),
-            &body,
-            header(&headers, "x-hub-signature-256"),
-        )
-        .map_err(|err| {
+        let (parts, body) = req.into_parts();
+        let headers = parts.headers;
+        let refused = |err: SignatureError| {
             tracing::warn!(error = %err, "webhook refused");
             Refusal(StatusCode::UNAUTHORIZED, err.to_string())
+        };
+        // Checked before the body is read: a post that cannot be GitHub's costs no memory.
+        let signature =
+            Signature::parse(header(&headers, "x-hub-signature-256")).map_err(refused)?;
+        let body = state.webhook_bodies.buffer(body).await.map_err(|err| {
+            tracing::warn!(error = %err, "webhook body refused");
+            Rejected::Body(err)
         })?;
+        signature
+            .verify(secret.expose_secret().as_bytes(), &body.bytes)
+            .map_err(refused)?;
         let required = |name: &str| {
             header(&headers, name)
                 .filter(|value| !value.is_empty())
@@ -66,7 +93,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 pub async fn receive(State(state): State<AppState>, webhook: VerifiedWebhook) -> Response {
-    let payload = match json_payload(&webhook.content_type, &webhook.body) {
+    let payload = match json_payload(&webhook.content_type, &webhook.body.bytes) {
         Ok(payload) => payload,
         Err(reason) => {
             // Kept so an operator can see what GitHub sent; nothing will interpret it.
@@ -75,7 +102,7 @@ pub async fn receive(State(state): State<AppState>, webhook: VerifiedWebhook) ->
                 &state.pool,
                 &webhook.delivery_id,
                 &webhook.event,
-                &webhook.body,
+                &webhook.body.bytes,
                 &outcome,
             )
             .await;

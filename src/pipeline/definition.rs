@@ -1,13 +1,30 @@
 //! `.github/conveyor.yml`: parsing and validation, with errors that say how to fix them.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 pub const PIPELINE_FILE: &str = ".github/conveyor.yml";
+/// The pipeline file is read whole before anything checks it; larger files are refused.
+pub const MAX_PIPELINE_FILE_BYTES: u64 = 256 * 1024;
 const DEFAULT_STEP_TIMEOUT_MINUTES: u64 = 60;
+/// Caps on what a pipeline may ask for: past these a value is a mistake, and arithmetic on
+/// it (backoff doubling, durations) could overflow.
+const MAX_ATTEMPTS: u32 = 10;
+const MAX_SECONDS: u64 = 24 * 60 * 60;
+const MAX_TIMEOUT_MINUTES: u64 = 24 * 60;
+
+/// Paths a run may not change unless its pipeline says otherwise (`protected_paths:`): CI
+/// definitions, Conveyor's own file and code ownership are how a repository governs itself,
+/// and an agent told to by issue text must not rewrite them.
+pub const DEFAULT_PROTECTED_PATHS: &[&str] = &[
+    ".github/workflows/**",
+    ".github/conveyor.yml",
+    "CODEOWNERS",
+    ".github/CODEOWNERS",
+    "docs/CODEOWNERS",
+];
 
 pub const EXAMPLE: &str = "pipelines:
   default:
@@ -30,6 +47,69 @@ pub struct Pipeline {
     /// What happens when a step fails; by default the task fails at once.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Whether steps reach the internet (never the host's own services); a step may override it.
+    #[serde(default = "network_default")]
+    pub network: bool,
+    /// Resource limits for every step; a step may override each one.
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// Globs of paths a run may not change; replaces [`DEFAULT_PROTECTED_PATHS`].
+    #[serde(default = "protected_paths_default")]
+    pub protected_paths: Vec<String>,
+}
+
+fn network_default() -> bool {
+    true
+}
+
+fn protected_paths_default() -> Vec<String> {
+    DEFAULT_PROTECTED_PATHS
+        .iter()
+        .map(|path| (*path).to_owned())
+        .collect()
+}
+
+/// Limits as written in the file: each one unset means "inherit".
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Address space of each process, in MiB.
+    pub memory_mb: Option<u64>,
+    /// Processes (and threads) running at once.
+    pub processes: Option<u64>,
+    /// Largest file a step may write, in MiB.
+    pub file_size_mb: Option<u64>,
+}
+
+/// The limits a step runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_mb: u64,
+    pub processes: u64,
+    pub file_size_mb: u64,
+}
+
+impl Default for Limits {
+    /// Generous enough for compilers and language runtimes, which reserve far more address
+    /// space than they touch; tight enough to stop a runaway step before it takes the host.
+    fn default() -> Self {
+        Self {
+            memory_mb: 8192,
+            processes: 512,
+            file_size_mb: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Each limit as `settings` says, or as `self` where it says nothing.
+    fn overridden_by(self, settings: LimitSettings) -> Self {
+        Self {
+            memory_mb: settings.memory_mb.unwrap_or(self.memory_mb),
+            processes: settings.processes.unwrap_or(self.processes),
+            file_size_mb: settings.file_size_mb.unwrap_or(self.file_size_mb),
+        }
+    }
 }
 
 /// How often a failed task is tried again, and how long it waits in between.
@@ -76,6 +156,15 @@ pub struct Step {
     /// A step still running after this long is stopped and fails.
     #[serde(default = "default_timeout_minutes")]
     pub timeout_minutes: u64,
+    /// `None` in the file means the pipeline's setting; [`parse`] fills it in.
+    #[serde(default)]
+    pub network: Option<bool>,
+    #[serde(default, rename = "limits")]
+    pub(crate) limit_settings: LimitSettings,
+    /// The limits in force, the pipeline's and the step's own settings applied; [`parse`]
+    /// fills them in.
+    #[serde(skip)]
+    pub limits: Limits,
 }
 
 fn default_timeout_minutes() -> u64 {
@@ -83,8 +172,24 @@ fn default_timeout_minutes() -> u64 {
 }
 
 impl Step {
+    /// A step with the default settings, as `parse` would make it.
+    pub fn new(name: &str, run: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            run: run.to_owned(),
+            timeout_minutes: DEFAULT_STEP_TIMEOUT_MINUTES,
+            network: Some(true),
+            limit_settings: LimitSettings::default(),
+            limits: Limits::default(),
+        }
+    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_minutes * 60)
+    }
+
+    pub fn has_network(&self) -> bool {
+        self.network.unwrap_or(true)
     }
 }
 
@@ -97,6 +202,14 @@ pub enum DefinitionError {
     #[error("`{PIPELINE_FILE}` could not be read: {0}")]
     Unreadable(String),
     #[error(
+        "`{PIPELINE_FILE}` must be a regular file in the repository, but {0}. Commit the pipeline file itself there."
+    )]
+    NotAFile(String),
+    #[error(
+        "`{PIPELINE_FILE}` is {0} bytes; the limit is {MAX_PIPELINE_FILE_BYTES} bytes. Move long scripts into files the steps run."
+    )]
+    TooLarge(u64),
+    #[error(
         "`{PIPELINE_FILE}` is not valid: {0}. The file must look like:\n\n```yaml\n{EXAMPLE}\n```"
     )]
     Invalid(String),
@@ -108,19 +221,6 @@ pub enum DefinitionError {
     BadPipeline { pipeline: String, problem: String },
 }
 
-/// Reads the pipeline called `name` from the repository checked out at `repo_dir`.
-pub fn load(repo_dir: &Path, name: &str) -> Result<Pipeline, DefinitionError> {
-    let path = repo_dir.join(PIPELINE_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(DefinitionError::Missing);
-        }
-        Err(err) => return Err(DefinitionError::Unreadable(err.to_string())),
-    };
-    parse(&text, name)
-}
-
 pub fn parse(text: &str, name: &str) -> Result<Pipeline, DefinitionError> {
     let file: PipelineFile =
         serde_norway::from_str(text).map_err(|err| DefinitionError::Invalid(err.to_string()))?;
@@ -130,7 +230,7 @@ pub fn parse(text: &str, name: &str) -> Result<Pipeline, DefinitionError> {
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
         .join(", ");
-    let pipeline =
+    let mut pipeline =
         file.pipelines
             .get(name)
             .cloned()
@@ -143,7 +243,26 @@ pub fn parse(text: &str, name: &str) -> Result<Pipeline, DefinitionError> {
                 },
             })?;
     validate(name, &pipeline)?;
+    let limits = Limits::default().overridden_by(pipeline.limits);
+    for step in &mut pipeline.steps {
+        step.network = Some(step.network.unwrap_or(pipeline.network));
+        step.limits = limits.overridden_by(step.limit_settings);
+    }
     Ok(pipeline)
+}
+
+/// Why `settings` are out of bounds, if they are.
+fn check_limits(settings: &LimitSettings) -> Option<String> {
+    let checks = [
+        ("memory_mb", settings.memory_mb, 64, 1 << 20),
+        ("processes", settings.processes, 8, 1 << 16),
+        ("file_size_mb", settings.file_size_mb, 1, 1 << 20),
+    ];
+    checks.into_iter().find_map(|(key, value, min, max)| {
+        value
+            .filter(|value| !(min..=max).contains(value))
+            .map(|value| format!("`limits: {key}: {value}`; use {min} to {max}"))
+    })
 }
 
 fn validate(name: &str, pipeline: &Pipeline) -> Result<(), DefinitionError> {
@@ -156,10 +275,28 @@ fn validate(name: &str, pipeline: &Pipeline) -> Result<(), DefinitionError> {
             "has no steps: give it at least one `- name: … run: …`".to_owned()
         ));
     }
-    if pipeline.retry.attempts == 0 {
-        return Err(bad(
-            "has `retry: attempts: 0`; use at least 1 (1 means no retry)".to_owned(),
-        ));
+    let retry = &pipeline.retry;
+    if retry.attempts == 0 || retry.attempts > MAX_ATTEMPTS {
+        return Err(bad(format!(
+            "has `retry: attempts: {}`; use 1 (no retry) to {MAX_ATTEMPTS}",
+            retry.attempts
+        )));
+    }
+    for (key, seconds) in [
+        ("backoff_seconds", retry.backoff_seconds),
+        ("max_backoff_seconds", retry.max_backoff_seconds),
+    ] {
+        if seconds > MAX_SECONDS {
+            return Err(bad(format!(
+                "has `retry: {key}: {seconds}`; the most is {MAX_SECONDS} (a day)"
+            )));
+        }
+    }
+    if let Some(problem) = check_limits(&pipeline.limits) {
+        return Err(bad(format!("has {problem}")));
+    }
+    if let Err(err) = super::protected::Protected::new(&pipeline.protected_paths) {
+        return Err(bad(err.to_string()));
     }
     let mut seen = HashSet::new();
     for (index, step) in pipeline.steps.iter().enumerate() {
@@ -173,11 +310,14 @@ fn validate(name: &str, pipeline: &Pipeline) -> Result<(), DefinitionError> {
                 step.name
             )));
         }
-        if step.timeout_minutes == 0 {
+        if step.timeout_minutes == 0 || step.timeout_minutes > MAX_TIMEOUT_MINUTES {
             return Err(bad(format!(
-                "step `{}` has `timeout_minutes: 0`; use at least 1",
-                step.name
+                "step `{}` has `timeout_minutes: {}`; use 1 to {MAX_TIMEOUT_MINUTES} (a day)",
+                step.name, step.timeout_minutes
             )));
+        }
+        if let Some(problem) = check_limits(&step.limit_settings) {
+            return Err(bad(format!("step `{}` has {problem}", step.name)));
         }
         if !seen.insert(step.name.as_str()) {
             return Err(bad(format!(
@@ -241,6 +381,46 @@ mod tests {
                 "default",
                 "timeout_minutes: 0",
             ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, run: x, timeout_minutes: 18446744073709551615}]",
+                "default",
+                "use 1 to 1440",
+            ),
+            (
+                "pipelines:\n  default:\n    retry: {attempts: 4294967295}\n    steps: [{name: a, run: x}]",
+                "default",
+                "use 1 (no retry) to 10",
+            ),
+            (
+                "pipelines:\n  default:\n    retry: {attempts: 2, backoff_seconds: 18446744073709551615}\n    steps: [{name: a, run: x}]",
+                "default",
+                "backoff_seconds: 18446744073709551615`; the most is 86400",
+            ),
+            (
+                "pipelines:\n  default:\n    retry: {max_backoff_seconds: 86401}\n    steps: [{name: a, run: x}]",
+                "default",
+                "max_backoff_seconds: 86401",
+            ),
+            (
+                "pipelines:\n  default:\n    limits: {memory_mb: 1}\n    steps: [{name: a, run: x}]",
+                "default",
+                "`limits: memory_mb: 1`; use 64 to",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, run: x, limits: {processes: 0}}]",
+                "default",
+                "step `a` has `limits: processes: 0`",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, run: x, limits: {cpu: 1}}]",
+                "default",
+                "unknown field `cpu`",
+            ),
+            (
+                "pipelines:\n  default:\n    protected_paths: ['src/[']\n    steps: [{name: a, run: x}]",
+                "default",
+                "`protected_paths`",
+            ),
         ];
         for (text, name, expected) in cases {
             let err = parse(text, name).unwrap_err().to_string();
@@ -278,10 +458,40 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_file_names_the_remedy() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = load(dir.path(), "default").unwrap_err();
-        assert_eq!(err, DefinitionError::Missing);
-        assert!(err.to_string().contains("Add it to the default branch"));
+    fn steps_inherit_network_and_limits_from_the_pipeline_and_may_override_them() {
+        let text = "pipelines:
+  default:
+    network: false
+    limits: {memory_mb: 2048, processes: 64}
+    steps:
+      - {name: a, run: x}
+      - {name: b, run: y, network: true, limits: {processes: 32, file_size_mb: 10}}
+";
+        let pipeline = parse(text, "default").unwrap();
+        let [a, b] = &pipeline.steps[..] else {
+            panic!("two steps")
+        };
+        assert!(!a.has_network());
+        assert_eq!(
+            a.limits,
+            Limits {
+                memory_mb: 2048,
+                processes: 64,
+                file_size_mb: Limits::default().file_size_mb
+            }
+        );
+        assert!(b.has_network());
+        assert_eq!(
+            b.limits,
+            Limits {
+                memory_mb: 2048,
+                processes: 32,
+                file_size_mb: 10
+            }
+        );
+        let defaults = parse(EXAMPLE, "default").unwrap();
+        assert!(defaults.steps[0].has_network());
+        assert_eq!(defaults.steps[0].limits, Limits::default());
+        assert_eq!(defaults.protected_paths, protected_paths_default());
     }
 }

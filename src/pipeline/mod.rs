@@ -1,40 +1,20 @@
 //! Pipelines: their definition in `.github/conveyor.yml`, the workspace they run in, git,
-//! and step execution.
+//! the sandbox, and step execution.
 
 pub mod definition;
 pub mod git;
+pub mod protected;
+pub mod sandbox;
 pub mod step;
 pub mod workspace;
-
-use std::path::Path;
 
 pub use definition::{DefinitionError, Pipeline};
 pub use step::StepResult;
 
-/// Runs the steps of `pipeline` in order inside `dir`, stopping at the first that fails.
-/// `on_step` sees each result as soon as the step ends.
-pub async fn execute<F, Fut>(
-    dir: &Path,
-    pipeline: &Pipeline,
-    env: &[(String, String)],
-    mut on_step: F,
-) -> Vec<StepResult>
-where
-    F: FnMut(StepResult) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let mut results = Vec::with_capacity(pipeline.steps.len());
-    for (position, step) in pipeline.steps.iter().enumerate() {
-        let result = step::run(position, step, dir, env).await;
-        on_step(result.clone()).await;
-        let failed = !result.succeeded();
-        results.push(result);
-        if failed {
-            break;
-        }
-    }
-    results
-}
+use definition::{MAX_PIPELINE_FILE_BYTES, PIPELINE_FILE};
+use git::{Git, GitError, TreeEntry};
+use sandbox::{Sandbox, SandboxError};
+use workspace::{Workspace, Workspaces};
 
 /// What a task tells its steps, as `CONVEYOR_*` environment variables.
 #[derive(Debug, Clone, Default)]
@@ -71,48 +51,184 @@ pub enum PrepareError {
     #[error("could not create a workspace: {0}")]
     Workspace(#[from] std::io::Error),
     #[error(transparent)]
-    Clone(#[from] git::GitError),
+    Git(#[from] GitError),
     #[error(transparent)]
     Definition(#[from] DefinitionError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
 }
 
-/// A clone in its workspace and the steps that ran in it; the workspace goes when this does.
-pub struct Execution {
-    pub workspace: workspace::Workspace,
-    pub base_sha: String,
-    pub steps: Vec<StepResult>,
-    /// The pipeline's policy for a failed step.
-    pub retry: definition::RetryPolicy,
+/// A run's workspace: Conveyor's own clone of the repository, out of the steps' reach, and
+/// the work tree they get. Both go when this does.
+pub struct Checkout {
+    pub workspace: Workspace,
+    /// The default branch's head when the clone was made: where the pipeline is read from.
+    pub default_head: String,
 }
 
-impl Execution {
-    pub fn failed_step(&self) -> Option<&StepResult> {
-        self.steps.last().filter(|step| !step.succeeded())
+impl Checkout {
+    /// Clones `url` into a new workspace.
+    pub async fn clone(
+        git: &Git,
+        url: &str,
+        workspaces: &Workspaces,
+    ) -> Result<Self, PrepareError> {
+        let workspace = workspaces.create()?;
+        git.clone(url, &workspace.git_dir()).await?;
+        let default_head = git
+            .resolve(&workspace.git_dir(), "HEAD")
+            .await?
+            .ok_or_else(|| GitError {
+                action: "clone",
+                message: "the default branch has no commits".to_owned(),
+            })?;
+        Ok(Self {
+            workspace,
+            default_head,
+        })
+    }
+
+    /// Where `branch` of the repository stood when it was cloned.
+    pub async fn branch_head(&self, git: &Git, branch: &str) -> Result<Option<String>, GitError> {
+        git.resolve(&self.workspace.git_dir(), &format!("refs/heads/{branch}"))
+            .await
+    }
+
+    /// Reads pipeline `name` from the default branch, as git holds it: the file must be a
+    /// regular file of the repository, and nothing outside it is ever read.
+    pub async fn pipeline(&self, git: &Git, name: &str) -> Result<Pipeline, PrepareError> {
+        let git_dir = self.workspace.git_dir();
+        let not_a_file = |what: String| Err(DefinitionError::NotAFile(what).into());
+        match git.entry(&git_dir, &self.default_head, ".github").await? {
+            TreeEntry::Directory => {}
+            TreeEntry::Missing => return Err(DefinitionError::Missing.into()),
+            TreeEntry::File { .. } => return not_a_file("`.github` is a file".to_owned()),
+            TreeEntry::Other(what) => return not_a_file(format!("`.github` is {what}")),
+        }
+        let blob = match git
+            .entry(&git_dir, &self.default_head, PIPELINE_FILE)
+            .await?
+        {
+            TreeEntry::Missing => return Err(DefinitionError::Missing.into()),
+            TreeEntry::Directory => return not_a_file("it is a directory".to_owned()),
+            TreeEntry::Other(what) => return not_a_file(format!("it is {what}")),
+            TreeEntry::File { size, .. } if size > MAX_PIPELINE_FILE_BYTES => {
+                return Err(DefinitionError::TooLarge(size).into());
+            }
+            TreeEntry::File { blob, .. } => blob,
+        };
+        let text = String::from_utf8(git.blob(&git_dir, &blob).await?)
+            .map_err(|_| DefinitionError::Unreadable("it is not UTF-8 text".to_owned()))?;
+        Ok(definition::parse(&text, name)?)
+    }
+
+    /// Fills the work tree with `base`, gives the steps a git repository of their own whose
+    /// `origin` is `public_url`, and hands the work tree to the sandbox's user.
+    pub async fn check_out(
+        &self,
+        git: &Git,
+        base: &str,
+        public_url: &str,
+        sandbox: &Sandbox,
+    ) -> Result<(), PrepareError> {
+        let (git_dir, work_tree) = (self.workspace.git_dir(), self.workspace.repo_dir());
+        git.check_out(&git_dir, &work_tree, base).await?;
+        git.copy_for_steps(&git_dir, &work_tree, base, public_url)
+            .await?;
+        sandbox.hand_over(&self.workspace)?;
+        Ok(())
+    }
+
+    /// Runs the steps of `pipeline` in order in the work tree, stopping at the first that
+    /// fails. `on_step` sees each result as soon as the step ends.
+    pub async fn run_steps<F, Fut>(
+        &self,
+        pipeline: &Pipeline,
+        env: &[(String, String)],
+        sandbox: &Sandbox,
+        mut on_step: F,
+    ) -> Result<Vec<StepResult>, SandboxError>
+    where
+        F: FnMut(StepResult) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let dir = self.workspace.repo_dir();
+        let mut results = Vec::with_capacity(pipeline.steps.len());
+        for (position, step) in pipeline.steps.iter().enumerate() {
+            let result = step::run(position, step, &dir, env, sandbox).await?;
+            on_step(result.clone()).await;
+            let failed = !result.succeeded();
+            results.push(result);
+            if failed {
+                break;
+            }
+        }
+        Ok(results)
+    }
+
+    /// Stages what the steps left in the work tree; the paths that differ from `base`.
+    pub async fn changes(&self, git: &Git, base: &str) -> Result<Vec<String>, GitError> {
+        git.stage_changes(&self.workspace.git_dir(), &self.workspace.repo_dir(), base)
+            .await
+    }
+
+    /// Commits the staged changes on top of `base`.
+    pub async fn commit(&self, git: &Git, base: &str, message: &str) -> Result<String, GitError> {
+        git.commit(&self.workspace.git_dir(), base, message).await
     }
 }
 
-/// Clones `url` into a fresh workspace, loads the pipeline from the clone and runs it.
-pub async fn clone_and_execute<F, Fut>(
-    git: &git::Git,
-    url: &str,
-    data_dir: &Path,
-    context: &TaskContext,
-    on_step: F,
-) -> Result<Execution, PrepareError>
-where
-    F: FnMut(StepResult) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let workspace = workspace::Workspace::create(data_dir)?;
-    let dir = workspace.repo_dir();
-    git.clone(url, &dir).await?;
-    let base_sha = git.head(&dir).await?;
-    let pipeline = definition::load(&dir, &context.pipeline)?;
-    let steps = execute(&dir, &pipeline, &context.env(), on_step).await;
-    Ok(Execution {
-        workspace,
-        base_sha,
-        steps,
-        retry: pipeline.retry,
-    })
+/// The failed step, if the steps stopped at one.
+pub fn failed_step(steps: &[StepResult]) -> Option<&StepResult> {
+    steps.last().filter(|step| !step.succeeded())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pipeline_of(files: &[(&str, &str)], links: &[(&str, &str)]) -> PrepareError {
+        let root = tempfile::tempdir().unwrap();
+        let url = git::tests::origin(root.path(), files, links);
+        let workspaces = Workspaces::open(&root.path().join("data"));
+        let git = Git::default();
+        let checkout = Checkout::clone(&git, &url, &workspaces).await.unwrap();
+        checkout.pipeline(&git, "default").await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn the_pipeline_file_must_be_a_regular_file_of_the_repository() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("conveyor.yml"), "pipelines: [SECRET\n").unwrap();
+        let target = outside.path().to_str().unwrap();
+        let linked_dir = pipeline_of(&[("README.md", "x\n")], &[(".github", target)]).await;
+        assert_eq!(
+            linked_dir.to_string(),
+            DefinitionError::NotAFile("`.github` is a symbolic link".into()).to_string()
+        );
+        let file = outside.path().join("conveyor.yml");
+        let linked_file = pipeline_of(
+            &[("README.md", "x\n")],
+            &[(".github/conveyor.yml", file.to_str().unwrap())],
+        )
+        .await;
+        assert!(
+            linked_file
+                .to_string()
+                .contains("but it is a symbolic link"),
+            "{linked_file}"
+        );
+        let directory = pipeline_of(&[(".github/conveyor.yml/x", "y")], &[]).await;
+        assert!(
+            directory.to_string().contains("it is a directory"),
+            "{directory}"
+        );
+        let missing = pipeline_of(&[("README.md", "x\n")], &[]).await;
+        assert!(matches!(
+            missing,
+            PrepareError::Definition(DefinitionError::Missing)
+        ));
+    }
 }

@@ -1,35 +1,22 @@
-//! Running one step: a shell command in its own process group, with its output captured.
+//! Running one step in its sandbox, with its output captured and bounded.
 
 use std::io::Read;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::definition::Step;
+use super::sandbox::{Sandbox, SandboxError, StepCommand};
 
-/// Output beyond this is cut from the front: the end of a log is where failures show.
+/// Output kept per step: the head (how it started) and the tail (where failures show), with
+/// what lies between counted and cut.
 const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
-
-/// Variables a step inherits from Conveyor's own environment; everything else (the App key,
-/// the webhook secret, the database URL) stays out of reach of repository code.
-const INHERITED_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "USER",
-    "LANG",
-    "LC_ALL",
-    "TMPDIR",
-    "SHELL",
-    "CARGO_HOME",
-    "RUSTUP_HOME",
-];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepResult {
     pub position: usize,
     pub name: String,
     pub command: String,
-    /// `None` when the step was killed (timeout, signal) or could not start.
+    /// `None` when the step was killed (timeout, signal).
     pub exit_code: Option<i32>,
     pub duration: Duration,
     pub output: String,
@@ -51,74 +38,35 @@ impl StepResult {
     }
 }
 
-/// Kills the step's whole process group when dropped, so nothing it started outlives it,
-/// whether it finished, timed out or its worker was cancelled.
-struct ProcessGroup(i32);
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        // SAFETY: killpg only sends a signal; a group that no longer exists yields ESRCH.
-        unsafe {
-            libc::killpg(self.0, libc::SIGKILL);
-        }
-    }
-}
-
-pub async fn run(position: usize, step: &Step, dir: &Path, env: &[(String, String)]) -> StepResult {
-    let started = Instant::now();
-    let (exit_code, output, timed_out) = match spawn_and_wait(step, dir, env).await {
-        Ok(done) => done,
-        Err(err) => (
-            None,
-            format!("conveyor: could not start `sh -c {}`: {err}\n", step.run),
-            false,
-        ),
-    };
-    StepResult {
-        position,
-        name: step.name.clone(),
-        command: step.run.clone(),
-        exit_code,
-        duration: started.elapsed(),
-        output,
-        timed_out,
-    }
-}
-
-async fn spawn_and_wait(
+/// Runs `step` in `dir`; an error means it could not start at all (no sandbox, no shell),
+/// which is Conveyor's failure, not the step's.
+pub async fn run(
+    position: usize,
     step: &Step,
     dir: &Path,
     env: &[(String, String)],
-) -> std::io::Result<(Option<i32>, String, bool)> {
-    let (reader, writer) = std::io::pipe()?;
-    let mut command = tokio::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg(&step.run)
-        .current_dir(dir)
-        .env_clear()
-        .envs(
-            INHERITED_ENV
-                .iter()
-                .filter_map(|name| std::env::var(name).ok().map(|v| (*name, v))),
-        )
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(writer.try_clone()?)
-        .stderr(writer)
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = command.spawn()?;
-    // The command holds the pipe's write ends; drop them so the reader sees EOF.
-    drop(command);
-    let group = ProcessGroup(child.id().expect("a just-spawned child has a pid") as i32);
+    sandbox: &Sandbox,
+) -> Result<StepResult, SandboxError> {
+    let started = Instant::now();
+    let (reader, writer) = std::io::pipe().map_err(SandboxError::Spawn)?;
+    let command = StepCommand {
+        script: &step.run,
+        workspace: dir,
+        env,
+        network: step.has_network(),
+        limits: step.limits,
+    };
     let collector = tokio::task::spawn_blocking(move || collect(reader));
-
-    let (exit_code, timed_out) = match tokio::time::timeout(step.timeout(), child.wait()).await {
-        Ok(status) => (status?.code(), false),
+    let spawned = sandbox.spawn(&command, Some(&writer)).await;
+    // The step holds its own copies: ours must go for the output to reach its end.
+    drop(writer);
+    let mut running = spawned?;
+    let (exit_code, timed_out) = match tokio::time::timeout(step.timeout(), running.wait()).await {
+        Ok(status) => (status.map_err(SandboxError::Spawn)?.code(), false),
         Err(_) => (None, true),
     };
-    drop(group);
+    // Ends whatever the step left running, so the output pipe closes.
+    drop(running);
     let mut output = collector.await.unwrap_or_default();
     if timed_out {
         output.push_str(&format!(
@@ -126,99 +74,359 @@ async fn spawn_and_wait(
             step.timeout_minutes
         ));
     }
-    Ok((exit_code, output, timed_out))
+    Ok(StepResult {
+        position,
+        name: step.name.clone(),
+        command: step.run.clone(),
+        exit_code,
+        duration: started.elapsed(),
+        output,
+        timed_out,
+    })
 }
 
+/// Reads the step's output to its end, keeping at most [`MAX_OUTPUT_BYTES`]: the first half
+/// and the last half, with a line saying how much was cut between them. NUL bytes are dropped
+/// (the database cannot store them) and invalid UTF-8 is replaced.
 fn collect(mut reader: std::io::PipeReader) -> String {
-    let mut kept = Vec::new();
+    let half = MAX_OUTPUT_BYTES / 2;
+    let mut head = Vec::new();
+    let mut tail = std::collections::VecDeque::new();
+    let mut cut = 0usize;
     let mut buffer = [0u8; 8192];
     while let Ok(n) = reader.read(&mut buffer) {
         if n == 0 {
             break;
         }
-        kept.extend_from_slice(&buffer[..n]);
-        if kept.len() > 2 * MAX_OUTPUT_BYTES {
-            kept.drain(..kept.len() - MAX_OUTPUT_BYTES);
+        let mut bytes = buffer[..n].iter().copied().filter(|&b| b != 0);
+        head.extend(bytes.by_ref().take(half - head.len()));
+        tail.extend(bytes);
+        if tail.len() > half {
+            let excess = tail.len() - half;
+            tail.drain(..excess);
+            cut += excess;
         }
     }
-    if kept.len() > MAX_OUTPUT_BYTES {
-        kept.drain(..kept.len() - MAX_OUTPUT_BYTES);
+    let mut output = String::from_utf8_lossy(&head).into_owned();
+    if cut > 0 {
+        output.push_str(&format!("\n… conveyor: {cut} bytes of output cut here …\n"));
     }
-    String::from_utf8_lossy(&kept).into_owned()
+    output.push_str(&String::from_utf8_lossy(tail.make_contiguous()));
+    output
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::PathBuf;
 
-    fn step(run: &str, timeout_minutes: u64) -> Step {
-        Step {
-            name: "s".into(),
-            run: run.into(),
-            timeout_minutes,
+    use super::*;
+    use crate::pipeline::definition::Limits;
+    use crate::pipeline::sandbox::SandboxMode;
+    use crate::pipeline::workspace::{Workspace, Workspaces};
+
+    /// A workspace handed to the sandbox, as a run makes it.
+    struct Place {
+        _data: tempfile::TempDir,
+        _workspaces: Workspaces,
+        workspace: Workspace,
+    }
+
+    impl Place {
+        fn new(sandbox: &Sandbox) -> Self {
+            let data = tempfile::tempdir().unwrap();
+            let workspaces = Workspaces::open(data.path());
+            let workspace = workspaces.create().unwrap();
+            sandbox.hand_over(&workspace).unwrap();
+            Self {
+                _data: data,
+                _workspaces: workspaces,
+                workspace,
+            }
         }
+
+        fn dir(&self) -> PathBuf {
+            self.workspace.repo_dir()
+        }
+    }
+
+    fn sandbox() -> Sandbox {
+        Sandbox::new(SandboxMode::On, Vec::new())
+    }
+
+    async fn run_in(sandbox: &Sandbox, step: &Step) -> (StepResult, Place) {
+        let place = Place::new(sandbox);
+        let result = run(0, step, &place.dir(), &[], sandbox).await.unwrap();
+        (result, place)
+    }
+
+    fn step(run: &str) -> Step {
+        Step::new("s", run)
+    }
+
+    /// Host processes whose command line contains `marker` and that still run.
+    fn running_with(marker: &str) -> Vec<i32> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |stat| stat.contains(") Z "));
+            if !zombie && String::from_utf8_lossy(&cmdline).contains(marker) {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    /// Waits briefly for processes with `marker` to be gone (SIGKILL is delivered
+    /// asynchronously); returns those still there.
+    async fn gone(marker: &str) -> Vec<i32> {
+        for _ in 0..100 {
+            if running_with(marker).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        running_with(marker)
     }
 
     #[tokio::test]
     async fn captures_interleaved_output_and_exit_code() {
-        let dir = tempfile::tempdir().unwrap();
-        let result = run(
-            0,
-            &step("echo out; echo err >&2; exit 3", 1),
-            dir.path(),
-            &[],
-        )
-        .await;
+        let (result, _place) = run_in(&sandbox(), &step("echo out; echo err >&2; exit 3")).await;
         assert_eq!(result.exit_code, Some(3));
         assert_eq!(result.output, "out\nerr\n");
         assert!(!result.succeeded());
     }
 
     #[tokio::test]
-    async fn sees_task_variables_but_not_conveyors_secrets() {
+    async fn sees_task_variables_but_not_conveyors_environment() {
         // SAFETY: no other thread of this test reads or writes this variable.
         unsafe { std::env::set_var("GITHUB_WEBHOOK_SECRET_STEP_TEST", "hunter2") };
-        let dir = tempfile::tempdir().unwrap();
+        let sandbox = sandbox();
+        let place = Place::new(&sandbox);
         let env = [("CONVEYOR_ISSUE_NUMBER".to_owned(), "7".to_owned())];
-        let result = run(
-            0,
-            &step(
-                "echo \"$CONVEYOR_ISSUE_NUMBER:$GITHUB_WEBHOOK_SECRET_STEP_TEST\"",
-                1,
-            ),
-            dir.path(),
-            &env,
-        )
-        .await;
-        assert_eq!(result.output, "7:\n");
+        let script = "echo \"$CONVEYOR_ISSUE_NUMBER:$GITHUB_WEBHOOK_SECRET_STEP_TEST\"; \
+                      cat /proc/1/environ /proc/*/environ 2>/dev/null | tr '\\0' '\\n'";
+        let result = run(0, &step(script), &place.dir(), &env, &sandbox)
+            .await
+            .unwrap();
+        assert!(result.output.starts_with("7:\n"), "{}", result.output);
+        assert!(!result.output.contains("hunter2"), "{}", result.output);
+        assert!(
+            result.output.contains("CONVEYOR_ISSUE_NUMBER=7"),
+            "{}",
+            result.output
+        );
         assert!(result.succeeded());
     }
 
     #[tokio::test]
-    async fn background_children_do_not_outlive_the_step() {
-        let dir = tempfile::tempdir().unwrap();
-        let marker = dir.path().join("pid");
-        let script = format!("sleep 30 & echo $! > {}", marker.display());
-        let result = run(0, &step(&script, 1), dir.path(), &[]).await;
-        assert!(result.succeeded());
-        let pid: i32 = std::fs::read_to_string(&marker)
-            .unwrap()
-            .trim()
-            .parse()
+    async fn runs_unprivileged_and_sees_only_its_workspace_and_the_system() {
+        let sandbox = sandbox();
+        let place = Place::new(&sandbox);
+        let here = std::env::current_dir().unwrap();
+        let script = format!(
+            "id -u; pwd; ls /; touch made-here; \
+             touch /usr/x 2>&1 || echo usr-read-only; \
+             ls {} 2>&1 || echo no-host-cwd; \
+             ls {} 2>&1 || echo no-data-dir; \
+             ls /proc | grep -c '^[0-9]'",
+            here.display(),
+            place.workspace.path().display()
+        );
+        let result = run(0, &step(&script), &place.dir(), &[], &sandbox)
+            .await
             .unwrap();
-        // A killed process may linger as a zombie until it is reaped; that is not running.
-        // SIGKILL is delivered asynchronously, so the kernel gets a moment to carry it out.
-        let running = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|stat| !stat.contains(") Z "))
-        };
-        for _ in 0..50 {
-            if !running() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let out = &result.output;
+        assert!(result.succeeded(), "{out}");
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("1000"), "{out}");
+        assert_eq!(lines.next(), Some("/workspace"), "{out}");
+        assert!(place.dir().join("made-here").exists(), "{out}");
+        for absent in ["root\n", "home\n", "work\n", "var\n", "run\n"] {
+            assert!(!out.contains(absent), "/{absent} is visible: {out}");
         }
-        assert!(!running(), "the background sleep survived its step");
+        assert!(out.contains("usr-read-only"), "{out}");
+        assert!(
+            out.contains("no-host-cwd") && out.contains("no-data-dir"),
+            "{out}"
+        );
+        let processes: usize = out.lines().last().unwrap().parse().unwrap();
+        assert!(processes <= 6, "the step sees host processes: {out}");
+    }
+
+    #[tokio::test]
+    async fn a_secret_file_under_a_mounted_tree_is_covered() {
+        let secret = tempfile::Builder::new()
+            .prefix("conveyor-step-test-")
+            .tempfile_in("/etc")
+            .unwrap();
+        std::fs::write(secret.path(), "BEGIN PRIVATE KEY").unwrap();
+        std::fs::set_permissions(
+            secret.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+        let script = format!("cat {}; echo end", secret.path().display());
+        let open = sandbox();
+        let (seen, _place) = run_in(&open, &step(&script)).await;
+        assert!(
+            seen.output.contains("BEGIN PRIVATE KEY"),
+            "the test file is readable"
+        );
+        let covered = Sandbox::new(SandboxMode::On, vec![secret.path().to_owned()]);
+        let (hidden, _place) = run_in(&covered, &step(&script)).await;
+        assert!(!hidden.output.contains("BEGIN"), "{}", hidden.output);
+        assert!(hidden.output.ends_with("end\n"), "{}", hidden.output);
+    }
+
+    #[tokio::test]
+    async fn every_process_the_step_started_ends_with_it() {
+        let marker = format!("{}.{}", 3000 + fastrand::u32(..1000), fastrand::u32(..1000));
+        let script = format!(
+            "setsid sleep {marker} & (sleep {marker} &) ; nohup sleep {marker} >/dev/null 2>&1 & sleep 0.2; echo started"
+        );
+        let (result, _place) = run_in(&sandbox(), &step(&script)).await;
+        assert!(result.succeeded(), "{}", result.output);
+        assert_eq!(
+            gone(&marker).await,
+            Vec::<i32>::new(),
+            "children outlived the step"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_step_takes_every_process_with_it() {
+        let sandbox = sandbox();
+        let place = Place::new(&sandbox);
+        let marker = format!("{}.{}", 4000 + fastrand::u32(..1000), fastrand::u32(..1000));
+        let script = format!("setsid sleep {marker} & touch ready; sleep {marker}");
+        let dir = place.dir();
+        let running = tokio::spawn({
+            let (sandbox, dir) = (sandbox.clone(), dir.clone());
+            async move { run(0, &step(&script), &dir, &[], &sandbox).await }
+        });
+        while !dir.join("ready").exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!running_with(&marker).is_empty(), "the step runs");
+        running.abort();
+        let _ = running.await;
+        assert_eq!(
+            gone(&marker).await,
+            Vec::<i32>::new(),
+            "the step outlived its cancel"
+        );
+    }
+
+    #[tokio::test]
+    async fn output_keeps_its_head_and_tail_and_loses_nul_bytes() {
+        let script = "printf 'first\\0line\\n'; head -c 3000000 /dev/zero | tr '\\0' x; printf '\\nlast line\\n'";
+        let (result, _place) = run_in(&sandbox(), &step(script)).await;
+        assert!(
+            result.output.starts_with("firstline\nxxx"),
+            "{}",
+            &result.output[..20]
+        );
+        assert!(result.output.ends_with("xxx\nlast line\n"));
+        assert!(
+            result.output.len() <= MAX_OUTPUT_BYTES + 100,
+            "{}",
+            result.output.len()
+        );
+        assert!(result.output.contains("bytes of output cut here"));
+        assert!(!result.output.contains('\0'));
+    }
+
+    #[tokio::test]
+    async fn limits_stop_fork_floods_large_files_and_large_allocations() {
+        let limits = Limits {
+            memory_mb: 256,
+            processes: 30,
+            file_size_mb: 1,
+        };
+        let limited = |run: &str| Step {
+            limits,
+            ..step(run)
+        };
+        let sandbox = sandbox();
+        let (forks, _p) = run_in(
+            &sandbox,
+            &limited("for i in $(seq 60); do sleep 2 & done 2>&1; echo spawned"),
+        )
+        .await;
+        assert!(forks.output.contains("fork"), "{}", forks.output);
+        let (file, _p) = run_in(&sandbox, &limited("head -c 2000000 /dev/zero > big")).await;
+        assert!(!file.succeeded(), "{}", file.output);
+        let (memory, _p) = run_in(
+            &sandbox,
+            &limited("awk 'BEGIN { s = sprintf(\"%400000000s\", \"\"); print length(s) }'"),
+        )
+        .await;
+        assert!(!memory.succeeded(), "{}", memory.output);
+        let (fine, _p) = run_in(&sandbox, &limited("head -c 500000 /dev/zero > ok")).await;
+        assert!(fine.succeeded(), "{}", fine.output);
+    }
+
+    #[tokio::test]
+    async fn the_hosts_loopback_is_out_of_reach_and_no_network_means_none() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let script = format!(
+            "ip -o -4 addr show | awk '{{print $2}}' | sort | tr '\\n' ' '; echo; \
+             for host in 10.0.2.2 127.0.0.1; do \
+               bash -c \"exec 3<>/dev/tcp/$host/{port}\" 2>/dev/null && echo reached-$host; done; echo done"
+        );
+        let sandbox = sandbox();
+        let (networked, _p) = run_in(&sandbox, &step(&script)).await;
+        assert_eq!(networked.output, "lo tap0 \ndone\n");
+        let offline = Step {
+            network: Some(false),
+            ..step(&script)
+        };
+        let (offline, _p) = run_in(&sandbox, &offline).await;
+        assert_eq!(offline.output, "lo \ndone\n");
+        assert!(
+            listener.accept().is_err(),
+            "a step reached the host's loopback"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_that_cannot_start_is_conveyors_failure_not_the_steps() {
+        let missing = std::path::Path::new("/nonexistent/workspace");
+        let err = run(0, &step("true"), missing, &[], &sandbox())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SandboxError::Unavailable(_)), "{err}");
+        assert!(err.to_string().contains("CONVEYOR_SANDBOX=off"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unconfined_steps_still_get_a_cleared_environment_and_their_limits() {
+        // SAFETY: no other thread of this test reads or writes this variable.
+        unsafe { std::env::set_var("GITHUB_WEBHOOK_SECRET_OFF_TEST", "hunter2") };
+        let dir = tempfile::tempdir().unwrap();
+        let off = Sandbox::new(SandboxMode::Off, Vec::new());
+        let env = [("CONVEYOR_ISSUE_NUMBER".to_owned(), "7".to_owned())];
+        let script = "echo \"$CONVEYOR_ISSUE_NUMBER:$GITHUB_WEBHOOK_SECRET_OFF_TEST\"; head -c 3000000 /dev/zero > big";
+        let small = Step {
+            limits: Limits {
+                file_size_mb: 1,
+                ..Limits::default()
+            },
+            ..step(script)
+        };
+        let result = run(0, &small, dir.path(), &env, &off).await.unwrap();
+        assert!(result.output.starts_with("7:\n"), "{}", result.output);
+        assert!(
+            !result.succeeded(),
+            "the file size limit held: {}",
+            result.output
+        );
     }
 
     #[test]

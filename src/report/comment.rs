@@ -7,9 +7,15 @@ use super::{Failure, Outcome, steps_table};
 use crate::engine::tasks::Rescued;
 use crate::pipeline::StepResult;
 use crate::scheduler::Stop;
+use crate::text_bounds::{github_body, quote_output};
 
 /// Lines of a failed step's output quoted in the comment.
 pub const TAIL_LINES: usize = 30;
+/// Bytes of a failed step's output quoted: 30 lines of up to 1,000 characters, leaving room in
+/// GitHub's 65,535 for the rest of the comment.
+const TAIL_MAX_BYTES: usize = 32_000;
+/// Bytes of an error message quoted (it may carry a tool's output, a git error say).
+const MESSAGE_MAX_BYTES: usize = 8_000;
 
 /// Marks the comment as Conveyor's, so it can be found again and never mistaken for a person's.
 pub fn marker(task_id: i64) -> String {
@@ -17,18 +23,18 @@ pub fn marker(task_id: i64) -> String {
 }
 
 pub fn started(task_id: i64, pipeline: &str, attempt: i32) -> String {
-    format!(
+    github_body(&format!(
         "{}\n🚧 **Conveyor** is running pipeline `{pipeline}` for this issue (task {task_id}, attempt {attempt}).\n\nThis comment will be updated when the run ends.",
         marker(task_id)
-    )
+    ))
 }
 
 /// The task is queued and has not run yet; `reason` says why it waits.
 pub fn waiting(task_id: i64, pipeline: &str, reason: &str) -> String {
-    format!(
+    github_body(&format!(
         "{}\n⏳ **Conveyor** has queued pipeline `{pipeline}` for this issue (task {task_id}), {reason}.\n\nThis comment will be updated when the run starts.\n",
         marker(task_id)
-    )
+    ))
 }
 
 /// The run was stopped before it ended: cancelled, handed back by a worker shutting down,
@@ -48,10 +54,10 @@ pub fn stopped(task_id: i64, pipeline: &str, attempt: i32, stop: Stop) -> String
             "❌ **Conveyor**'s worker crashed running pipeline `{pipeline}`, and the task has no attempts left"
         ),
     };
-    format!(
+    github_body(&format!(
         "{}\n{what} (task {task_id}, attempt {attempt}).\n",
         marker(task_id)
-    )
+    ))
 }
 
 pub fn finished(
@@ -64,9 +70,16 @@ pub fn finished(
     let mut body = marker(task_id);
     body.push('\n');
     match outcome {
-        Outcome::Proposed { pull_request_url, branch } => body.push_str(&format!(
-            "✅ **Conveyor** finished pipeline `{pipeline}`: the changes are in {pull_request_url} (branch `{branch}`).\n"
-        )),
+        Outcome::Proposed { pull_request_url, branch, built_on } => {
+            body.push_str(&format!(
+                "✅ **Conveyor** finished pipeline `{pipeline}`: the changes are in {pull_request_url} (branch `{branch}`).\n"
+            ));
+            if let Some(commit) = built_on {
+                body.push_str(&format!(
+                    "\n↪️ Someone else had pushed to `{branch}`: this run built on their commit {commit} and kept it.\n"
+                ));
+            }
+        }
         Outcome::NoChanges => body.push_str(&format!(
             "✅ **Conveyor** finished pipeline `{pipeline}`; the steps changed no files, so there is nothing to propose.\n"
         )),
@@ -78,14 +91,26 @@ pub fn finished(
             };
             body.push_str(&format!(
                 "❌ **Conveyor** pipeline `{pipeline}` failed: step `{name}` {how}. Nothing was pushed.\n\n<details open><summary>Last lines of `{name}`</summary>\n\n```\n{}\n```\n</details>\n",
-                fence_safe(tail)
+                fence_safe(&quote_output(tail, TAIL_MAX_BYTES))
             ));
         }
         Outcome::Failed(Failure::Definition(message)) => body.push_str(&format!(
-            "❌ **Conveyor** could not run this task: the pipeline definition needs fixing.\n\n{message}\n"
+            "❌ **Conveyor** could not run this task: the pipeline definition needs fixing.\n\n{}\n",
+            quote_output(message, MESSAGE_MAX_BYTES)
         )),
+        Outcome::Failed(Failure::Protected(paths)) => {
+            let list: String = paths
+                .iter()
+                .map(|path| format!("- `{path}`\n"))
+                .collect();
+            body.push_str(&format!(
+                "❌ **Conveyor** pipeline `{pipeline}` changed protected files, so nothing was pushed:\n\n{}\nA run may not change these unless the pipeline lists what it may touch in `protected_paths:`.\n",
+                quote_output(&list, MESSAGE_MAX_BYTES)
+            ));
+        }
         Outcome::Failed(Failure::Infrastructure(message)) => body.push_str(&format!(
-            "❌ **Conveyor** could not finish this task: {message}\n"
+            "❌ **Conveyor** could not finish this task: {}\n",
+            quote_output(message, MESSAGE_MAX_BYTES)
         )),
     }
     if let Some(delay) = retry_in {
@@ -98,7 +123,7 @@ pub fn finished(
         body.push('\n');
         body.push_str(&steps_table(steps));
     }
-    body
+    github_body(&body)
 }
 
 /// Output quoted inside a code fence must not close it.
@@ -161,14 +186,107 @@ mod tests {
         assert!(failed.contains("attempt 3"), "{failed}");
     }
 
+    fn within_githubs_limit(body: &str) {
+        assert!(
+            body.chars().count() <= 65_535,
+            "{} characters",
+            body.chars().count()
+        );
+        assert!(!body.contains('\0'));
+    }
+
+    #[test]
+    fn every_body_fits_github_whatever_the_output_and_names() {
+        let huge_line = format!("start {} end\0", "é😀x".repeat(30_000));
+        let many_lines: String = (0..200_000).map(|i| format!("line {i}\n")).collect();
+        // Lines short enough to stay whole, so the quote is cut among 4-byte characters.
+        let at_the_cut = format!("a{}", format!("{}\n", "😀".repeat(999)).repeat(40));
+        for output in [huge_line.as_str(), &many_lines, &at_the_cut, "\0\0\0"] {
+            let failed = step("verify", Some(1), output);
+            let outcome = Outcome::Failed(Failure::from_step(&failed));
+            let body = finished(2, "default", &outcome, std::slice::from_ref(&failed), None);
+            within_githubs_limit(&body);
+            assert!(body.starts_with("<!-- conveyor:task:2 -->"), "{body}");
+            assert!(body.contains("step `verify` exited with code 1"));
+            assert_eq!(body.matches("```").count(), 2, "one fence, closed");
+            assert!(
+                body.contains("| `verify` | ❌ exit 1 |"),
+                "the table is kept"
+            );
+        }
+        let quoted = finished(
+            2,
+            "default",
+            &Outcome::Failed(Failure::from_step(&step("verify", Some(1), &huge_line))),
+            &[],
+            None,
+        );
+        assert!(quoted.contains("start é😀x"), "{quoted}");
+        assert!(quoted.contains("characters cut]"), "a long line is cut");
+
+        let long = "n".repeat(100_000);
+        let many_steps: Vec<StepResult> = (0..2_000)
+            .map(|_| step(&long[..1_000], Some(0), ""))
+            .collect();
+        for outcome in [
+            Outcome::Failed(Failure::Definition(long.clone())),
+            Outcome::Failed(Failure::Infrastructure(format!("git: {long}\0"))),
+            Outcome::NoChanges,
+        ] {
+            let body = finished(
+                3,
+                &long,
+                &outcome,
+                &many_steps,
+                Some(Duration::from_secs(5)),
+            );
+            within_githubs_limit(&body);
+            assert!(body.starts_with("<!-- conveyor:task:3 -->"));
+        }
+        for body in [
+            waiting(4, &long, &long),
+            started(4, &long, 1),
+            stopped(4, &long, 1, Stop::Cancel),
+        ] {
+            within_githubs_limit(&body);
+            assert!(body.starts_with("<!-- conveyor:task:4 -->"));
+        }
+    }
+
     #[test]
     fn success_links_the_pull_request() {
         let outcome = Outcome::Proposed {
             pull_request_url: "https://github.com/o/r/pull/9".into(),
             branch: "conveyor/1-x".into(),
+            built_on: None,
         };
         let body = finished(1, "default", &outcome, &[], None);
         assert!(body.contains("https://github.com/o/r/pull/9"));
         assert!(body.contains("`conveyor/1-x`"));
+        assert!(!body.contains("Someone else"), "{body}");
+        let moved = Outcome::Proposed {
+            pull_request_url: "https://github.com/o/r/pull/9".into(),
+            branch: "conveyor/1-x".into(),
+            built_on: Some("abc123".into()),
+        };
+        let body = finished(1, "default", &moved, &[], None);
+        assert!(body.contains("built on their commit abc123"), "{body}");
+    }
+
+    #[test]
+    fn a_protected_path_is_named_with_the_way_out() {
+        let outcome = Outcome::Failed(Failure::Protected(vec![
+            ".github/workflows/ci.yml".into(),
+            "CODEOWNERS".into(),
+        ]));
+        let body = finished(1, "default", &outcome, &[], None);
+        assert!(
+            body.contains("- `.github/workflows/ci.yml`\n- `CODEOWNERS`"),
+            "{body}"
+        );
+        assert!(
+            body.contains("nothing was pushed") && body.contains("protected_paths:"),
+            "{body}"
+        );
     }
 }

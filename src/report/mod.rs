@@ -8,6 +8,10 @@ pub mod pull_request;
 use std::time::Duration;
 
 use crate::pipeline::StepResult;
+use crate::text_bounds;
+
+/// A step's name as shown in a table row; the row stays readable and the table small.
+const STEP_NAME_MAX_CHARS: usize = 100;
 
 /// How a run ended, in the terms its reports need.
 #[derive(Debug, Clone)]
@@ -16,6 +20,8 @@ pub enum Outcome {
     Proposed {
         pull_request_url: String,
         branch: String,
+        /// The commit the run built on when someone else had pushed to its branch.
+        built_on: Option<String>,
     },
     /// Steps passed without changing any file.
     NoChanges,
@@ -33,6 +39,8 @@ pub enum Failure {
     },
     /// The pipeline file is missing or wrong; the message says how to fix it.
     Definition(String),
+    /// The run changed files its pipeline protects; these paths.
+    Protected(Vec<String>),
     /// Conveyor itself could not do its part (clone, push, GitHub); not the repository's fault.
     Infrastructure(String),
 }
@@ -62,6 +70,7 @@ impl Failure {
             } => format!("step `{name}` timed out"),
             Failure::Step { name, .. } => format!("step `{name}` was killed or could not start"),
             Failure::Definition(message) => message.lines().next().unwrap_or_default().to_owned(),
+            Failure::Protected(paths) => format!("changed protected paths: {}", paths.join(", ")),
             Failure::Infrastructure(message) => message.clone(),
         }
     }
@@ -92,7 +101,7 @@ fn steps_table(steps: &[StepResult]) -> String {
         };
         table.push_str(&format!(
             "| `{}` | {result} | {} |\n",
-            step.name,
+            text_bounds::title(&step.name, STEP_NAME_MAX_CHARS),
             format_duration(step.duration)
         ));
     }

@@ -2,13 +2,15 @@
 //! those that arrive while one batch is being written go together in the next, one
 //! statement and one commit for all of them.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::TaskState;
 use crate::engine::tasks::{self, Ending, EngineError};
+use crate::engine::{TaskState, TransitionError};
 
 /// Endings written in one statement at most.
 const BATCH: usize = 256;
@@ -19,14 +21,16 @@ type Request = (Ending, oneshot::Sender<Result<(), EngineError>>);
 #[derive(Clone)]
 pub struct Endings {
     requests: mpsc::UnboundedSender<Request>,
+    /// For the leases' checks, which are single reads and not batched.
+    pool: PgPool,
 }
 
 impl Endings {
     /// Starts the writer; it stops when every handle (and every lease) is dropped.
     pub fn spawn(pool: PgPool) -> (Self, tokio::task::JoinHandle<()>) {
         let (requests, receiver) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write(pool, receiver));
-        (Self { requests }, writer)
+        let writer = tokio::spawn(write(pool.clone(), receiver));
+        (Self { requests, pool }, writer)
     }
 
     pub fn lease(&self, task_id: i64, epoch: i64) -> Lease {
@@ -34,6 +38,7 @@ impl Endings {
             task_id,
             epoch,
             endings: self.clone(),
+            ended: Arc::default(),
         }
     }
 }
@@ -44,9 +49,34 @@ pub struct Lease {
     task_id: i64,
     epoch: i64,
     endings: Endings,
+    /// Shared by the clones: set once the task is no longer held under this lease because an
+    /// ending was written or refused as stale, so that the scheduler knows, without asking the
+    /// database, whether an executor that returned left its task running.
+    ended: Arc<AtomicBool>,
 }
 
 impl Lease {
+    /// Whether the task is still running under this lease and nobody asked it to stop: what
+    /// an executor checks right before each effect on GitHub (push, pull request, check run,
+    /// status comment), so that a rescued, handed-back or cancelled run stops having them.
+    pub async fn is_held(&self) -> Result<bool, EngineError> {
+        Ok(tasks::lease_held(&self.endings.pool, self.task_id, self.epoch).await?)
+    }
+
+    /// Whether an ending of this lease was written, or refused because the task had already
+    /// moved on.
+    pub(super) fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn task_id(&self) -> i64 {
+        self.task_id
+    }
+
+    pub(super) fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
     /// Moves the task to `to`; refused when the lease moved on (the task was rescued,
     /// handed back or cancelled meanwhile) or the state machine does not allow it.
     pub async fn end(&self, to: TaskState) -> Result<(), EngineError> {
@@ -70,7 +100,28 @@ impl Lease {
             .requests
             .send((ending, reply))
             .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        let result = answer.await.map_err(|_| gone())?;
+        if ends_lease(&result) {
+            self.ended.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+}
+
+/// Whether an ending's result leaves the task out of this lease's hands: written, or refused
+/// because the lease moved on or the task is no longer running. A refused transition out of
+/// `running` under a current lease (one the state machine does not allow) leaves the task
+/// held, and so does a database error.
+fn ends_lease(result: &Result<(), EngineError>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(EngineError::Transition(TransitionError::NotAllowed { from, .. })) => {
+            *from != TaskState::Running
+        }
+        Err(EngineError::Transition(
+            TransitionError::StaleLease { .. } | TransitionError::NotFound { .. },
+        )) => true,
+        Err(EngineError::Db(_)) => false,
     }
 }
 

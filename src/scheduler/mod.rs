@@ -20,7 +20,7 @@ pub use lease::Lease;
 pub use sessions::{SessionFault, SessionPool};
 
 use crate::engine::TaskState;
-use crate::engine::tasks::{self, Rescued, Task};
+use crate::engine::tasks::{self, EngineError, Rescued, Task};
 use crate::housekeeping::vacuum;
 use claim::Claims;
 use lease::Endings;
@@ -30,11 +30,19 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a running task's worker checks whether it was cancelled; a cancelled step is
 /// stopped well within five seconds.
 const CANCEL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Recorded in the audit trail of a task whose executor returned without ending its lease.
+const UNENDED: &str = "the executor returned without ending the task's lease";
+/// How soon, and at most how far apart, recording a stopped run is tried again while the
+/// database fails.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(500);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Runs a claimed task to its end, which it records through the task's lease.
 pub trait Executor: Send + Sync + 'static {
-    /// An error says the session itself cannot work (the task is still ended through its
-    /// lease): the session takes no more work until [`Executor::check`] passes.
+    /// An error says the session itself cannot work: the session takes no more work until
+    /// [`Executor::check`] passes. Either way the executor ends the task through its lease;
+    /// a task it leaves running is taken back as from a crashed session (requeued with the
+    /// attempt counted, or failed when attempts are used up).
     fn execute(
         &self,
         task: Task,
@@ -217,15 +225,26 @@ impl<E: Executor> Worker<E> {
             tokio::time::sleep(self.grace).await;
         };
         let interruption = tokio::select! {
-            ran = &mut run => match ran {
-                Ok(Ok(())) => return,
-                Ok(Err(fault)) => return self.fault(&fault),
-                Err(err) => {
-                    let message = panic_message(err);
-                    self.fault(&SessionFault(format!("crashed: {message}")));
-                    Interruption::Crash(message)
+            ran = &mut run => {
+                let crash = match ran {
+                    Ok(Ok(())) => None,
+                    Ok(Err(fault)) => {
+                        self.fault(&fault);
+                        None
+                    }
+                    Err(err) => {
+                        let message = panic_message(err);
+                        self.fault(&SessionFault(format!("crashed: {message}")));
+                        Some(message)
+                    }
+                };
+                if lease.is_ended() {
+                    return;
                 }
-            },
+                // However the executor went, a task it left running would hold its
+                // repository's slot until this process exits.
+                Interruption::Crash(crash.unwrap_or_else(|| UNENDED.to_owned()))
+            }
             _ = grace_over => Interruption::HandBack,
             _ = self.cancelled(task_id) => Interruption::Cancel,
         };
@@ -234,34 +253,63 @@ impl<E: Executor> Worker<E> {
             // Only once the run's future is gone are its steps' processes gone too.
             let _ = run.await;
         }
-        let recorded = async {
-            let stop = match interruption {
-                Interruption::HandBack => {
-                    let mut tx = self.pool.begin().await?;
-                    tasks::hand_back(&mut tx, task_id, epoch).await?;
-                    tx.commit().await?;
-                    Stop::HandBack
-                }
-                Interruption::Cancel => {
-                    lease.end(TaskState::Cancelled).await?;
-                    Stop::Cancel
-                }
-                Interruption::Crash(message) => {
-                    let mut conn = self.pool.acquire().await?;
-                    Stop::Crash(tasks::crashed(&mut conn, task_id, epoch, &message).await?)
-                }
-            };
-            anyhow::Ok(stop)
-        };
-        match recorded.await {
-            Ok(stop) => {
-                tracing::info!(task = task_id, ?stop, "task stopped");
-                self.executor.stopped(task, stop).await;
-            }
-            Err(err) => {
-                tracing::warn!(task = task_id, error = %format!("{err:#}"), "could not record the stop; the task will be rescued")
-            }
+        if let Some(stop) = self.record(&lease, &interruption).await {
+            tracing::info!(task = task_id, ?stop, "task stopped");
+            self.executor.stopped(task, stop).await;
         }
+    }
+
+    /// Records how the run under `lease` was interrupted, retrying while the database fails:
+    /// a task left running under a live process would never be rescued. `None` when the task
+    /// had moved on already, or shutdown came first (the task is then rescued once this
+    /// process is gone).
+    async fn record(&self, lease: &Lease, interruption: &Interruption) -> Option<Stop> {
+        let task_id = lease.task_id();
+        let mut wait = RECORD_RETRY_FIRST;
+        loop {
+            match self.record_once(lease, interruption).await {
+                Ok(stop) => return Some(stop),
+                Err(EngineError::Transition(err)) => {
+                    tracing::info!(task = task_id, error = %err, "the task moved on before its stop was recorded");
+                    return None;
+                }
+                Err(EngineError::Db(err)) => {
+                    tracing::warn!(task = task_id, error = %err, retry_in_ms = wait.as_millis() as u64, "could not record the stop")
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    tracing::warn!(task = task_id, "stop not recorded: the task will be rescued once this process is gone");
+                    return None;
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(RECORD_RETRY_MAX);
+        }
+    }
+
+    async fn record_once(
+        &self,
+        lease: &Lease,
+        interruption: &Interruption,
+    ) -> Result<Stop, EngineError> {
+        let (task_id, epoch) = (lease.task_id(), lease.epoch());
+        Ok(match interruption {
+            Interruption::HandBack => {
+                let mut tx = self.pool.begin().await?;
+                tasks::hand_back(&mut tx, task_id, epoch).await?;
+                tx.commit().await?;
+                Stop::HandBack
+            }
+            Interruption::Cancel => {
+                lease.end(TaskState::Cancelled).await?;
+                Stop::Cancel
+            }
+            Interruption::Crash(message) => {
+                let mut conn = self.pool.acquire().await?;
+                Stop::Crash(tasks::crashed(&mut conn, task_id, epoch, message).await?)
+            }
+        })
     }
 
     /// Resolves once someone asks for the task to be cancelled.
@@ -293,7 +341,7 @@ pub enum Stop {
 enum Interruption {
     HandBack,
     Cancel,
-    /// The executor panicked, with this message.
+    /// The executor panicked, with this message, or returned without ending its lease.
     Crash(String),
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use super::inbox;
@@ -16,6 +16,12 @@ use crate::github::app::HookDelivery;
 const MAX_PAGES: usize = 10;
 /// Only one process sweeps at a time; the others skip that round.
 const SWEEP_LOCK: i64 = 0x636f_6e76_7377_6570;
+/// Requests per delivery in all: one that failed this often is failing for a reason a
+/// redelivery does not fix (too large, refused), and asking again only adds to GitHub's load.
+const MAX_REQUESTS: i32 = 3;
+/// GitHub redelivers deliveries of the past three days only; older records can never be
+/// used again.
+const FORGET_REQUESTS_AFTER_DAYS: i32 = 7;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -41,11 +47,10 @@ pub fn failed_deliveries(attempts: &[HookDelivery]) -> Vec<(String, i64)> {
 }
 
 pub async fn sweep(pool: &PgPool, github: &GitHubApp) -> anyhow::Result<SweepReport> {
-    let mut lock = pool.begin().await?;
-    let acquired = crate::db::try_lock(&mut lock, SWEEP_LOCK).await?;
-    if !acquired {
+    // A session lock, not a transaction: no transaction stays open across calls to GitHub.
+    let Some(elected) = crate::db::elect(pool, SWEEP_LOCK).await? else {
         return Ok(SweepReport::default());
-    }
+    };
     let attempts = github.hook_deliveries(MAX_PAGES).await?;
     let failed = failed_deliveries(&attempts);
     let guids: Vec<String> = failed.iter().map(|(guid, _)| guid.clone()).collect();
@@ -54,10 +59,15 @@ pub async fn sweep(pool: &PgPool, github: &GitHubApp) -> anyhow::Result<SweepRep
         examined: attempts.len(),
         redelivered: Vec::new(),
     };
+    forget_old_requests(pool).await?;
     for (guid, latest) in failed
         .into_iter()
         .filter(|(guid, _)| !stored.contains(guid))
     {
+        if !count_request(pool, &guid).await? {
+            tracing::debug!(delivery = %guid, "missed webhook already asked for {MAX_REQUESTS} times");
+            continue;
+        }
         match github.redeliver(latest).await {
             Ok(()) => {
                 tracing::info!(delivery = %guid, "asked GitHub to redeliver a missed webhook");
@@ -66,8 +76,37 @@ pub async fn sweep(pool: &PgPool, github: &GitHubApp) -> anyhow::Result<SweepRep
             Err(err) => tracing::warn!(delivery = %guid, error = %err, "redelivery request failed"),
         }
     }
-    lock.commit().await?;
+    elected.release().await?;
     Ok(report)
+}
+
+/// Counts one more request for `guid` if it has had fewer than [`MAX_REQUESTS`]; returns
+/// whether it was counted. Committed before GitHub is asked, so a request that fails or a
+/// process that dies after asking still counts: the limit holds whatever happens.
+async fn count_request(db: impl PgExecutor<'_>, guid: &str) -> sqlx::Result<bool> {
+    let counted: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO redelivery_requests AS r (guid, requests) VALUES ($1, 1)
+         ON CONFLICT (guid) DO UPDATE
+             SET requests = r.requests + 1, last_requested_at = now()
+             WHERE r.requests < $2
+         RETURNING requests",
+    )
+    .bind(guid)
+    .bind(MAX_REQUESTS)
+    .fetch_optional(db)
+    .await?;
+    Ok(counted.is_some())
+}
+
+async fn forget_old_requests(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM redelivery_requests
+         WHERE last_requested_at < now() - make_interval(days => $1)",
+    )
+    .bind(FORGET_REQUESTS_AFTER_DAYS)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// Sweeps at start and every `interval` until `shutdown`.

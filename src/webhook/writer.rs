@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
@@ -28,6 +29,7 @@ struct Pending {
     delivery_id: String,
     event: String,
     payload: Bytes,
+    payload_sha256: [u8; 32],
     reply: oneshot::Sender<Result<Stored, StoreError>>,
 }
 
@@ -51,7 +53,10 @@ impl InboxWriter {
         Self { queue }
     }
 
-    /// Stores a delivery durably; returns once it is committed.
+    /// Stores a delivery durably; returns once it is committed. A delivery is a duplicate
+    /// when its id is stored, or the same event with the same payload bytes under another id:
+    /// the signature does not cover `X-GitHub-Delivery`, so a captured request replayed
+    /// under a fresh id is otherwise a new delivery.
     pub async fn store(
         &self,
         delivery_id: String,
@@ -59,10 +64,13 @@ impl InboxWriter {
         payload: Bytes,
     ) -> Result<Stored, StoreError> {
         let (reply, answer) = oneshot::channel();
+        // Hashed here, on the request's task, so the writers and Postgres spend nothing on it.
+        let payload_sha256 = Sha256::digest(&payload).into();
         let pending = Pending {
             delivery_id,
             event,
             payload,
+            payload_sha256,
             reply,
         };
         self.queue
@@ -100,8 +108,8 @@ async fn write_batches(
     }
 }
 
-/// Answers every request of the batch. A delivery id sent twice in one batch is new for its
-/// first request only.
+/// Answers every request of the batch: those whose row was not inserted are duplicates. A
+/// delivery id sent twice in one batch is new for its first request only.
 fn reply_all(batch: &mut Vec<Pending>, inserted: sqlx::Result<Vec<String>>) {
     let (mut fresh, failure): (HashSet<String>, _) = match inserted {
         Ok(ids) => (ids.into_iter().collect(), None),
@@ -122,15 +130,19 @@ async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> sqlx::Result<Vec<Stri
     let ids: Vec<&str> = batch.iter().map(|p| p.delivery_id.as_str()).collect();
     let events: Vec<&str> = batch.iter().map(|p| p.event.as_str()).collect();
     let payloads: Vec<&[u8]> = batch.iter().map(|p| p.payload.as_ref()).collect();
+    let hashes: Vec<&[u8]> = batch.iter().map(|p| p.payload_sha256.as_slice()).collect();
+    // No conflict target: a row conflicting on the delivery id or on (event, payload hash)
+    // is skipped alike, in this one statement, so no interleaving can store both.
     sqlx::query_scalar(
-        "INSERT INTO deliveries (delivery_id, event, payload)
-         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BYTEA[])
-         ON CONFLICT (delivery_id) DO NOTHING
+        "INSERT INTO deliveries (delivery_id, event, payload, payload_sha256)
+         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::BYTEA[])
+         ON CONFLICT DO NOTHING
          RETURNING delivery_id",
     )
     .bind(&ids)
     .bind(&events)
     .bind(&payloads)
+    .bind(&hashes)
     .fetch_all(pool)
     .await
 }

@@ -14,7 +14,7 @@
 // Validation helpers return ready-made error responses; their size is irrelevant here.
 #![allow(clippy::result_large_err)]
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,6 +46,25 @@ const BOT_USER_ID: u64 = 142_424_242;
 const MAX_BODY_CHARS: usize = 65_536;
 /// GitHub's limit for check run `output.summary` / `output.text`.
 const MAX_CHECK_OUTPUT_CHARS: usize = 65_535;
+/// GitHub's limit for issue and pull request titles.
+const MAX_TITLE_CHARS: usize = 256;
+/// GitHub documents no limit for a check run's `output.title`; the fake holds Conveyor to the
+/// conservative bound it keeps (the one for issue titles), so an unbounded title shows up here.
+const MAX_CHECK_TITLE_CHARS: usize = 256;
+/// What `add_installation` grants: the permissions the App asks for when installed.
+const DEFAULT_PERMISSIONS: &[(&str, &str)] = &[
+    ("checks", "write"),
+    ("contents", "write"),
+    ("issues", "write"),
+    ("metadata", "read"),
+    ("pull_requests", "write"),
+];
+/// Permission levels, weakest first.
+const ACCESS_LEVELS: &[&str] = &["read", "write", "admin"];
+const FORBIDDEN_TO_INTEGRATION: &str = "Resource not accessible by integration";
+const REPOSITORY_NOT_IN_INSTALLATION: &str = "There is at least one repository that does not exist or is not accessible to the parent installation.";
+const PERMISSIONS_NOT_GRANTED: &str =
+    "The permissions requested are not granted to this installation.";
 const JWT_MAX_LIFETIME_SECS: i64 = 600;
 const JWT_EXP_LEEWAY_SECS: i64 = 30;
 const JWT_IAT_LEEWAY_SECS: i64 = 60;
@@ -126,6 +145,8 @@ pub struct RecordedRequest {
     pub path: String,
     pub status: u16,
     pub authorization: Option<String>,
+    /// The JSON body of a REST request (`None` for git traffic, an empty or non-JSON body).
+    pub body: Option<Value>,
 }
 
 /// A canned response for [`FakeGitHub::inject`].
@@ -261,7 +282,7 @@ type Shared = Arc<Mutex<Inner>>;
 struct Inner {
     base_url: String,
     root: PathBuf,
-    installations: HashMap<i64, String>,
+    installations: HashMap<i64, InstallationRec>,
     repos: Vec<RepoRec>,
     tokens: HashMap<String, TokenRec>,
     issued: Vec<String>,
@@ -271,6 +292,7 @@ struct Inner {
     rate_used: u64,
     rate_reset: i64,
     injections: Vec<InjectionRule>,
+    holds: Vec<HoldRule>,
     webhook_target: Option<WebhookTarget>,
     deliveries: Vec<DeliveryRec>,
     next_delivery_id: i64,
@@ -286,16 +308,57 @@ struct InjectionRule {
 
 impl InjectionRule {
     fn matches(&self, method: &str, path: &str) -> bool {
-        if !self.method.eq_ignore_ascii_case(method) {
-            return false;
-        }
-        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        segs.len() == self.pattern.len()
-            && self
-                .pattern
-                .iter()
-                .zip(&segs)
-                .all(|(p, s)| if p == "*" { !s.is_empty() } else { p == s })
+        route_matches(&self.method, &self.pattern, method, path)
+    }
+}
+
+/// Whether `method path` matches a rule's method and path segments (`*`: any one
+/// non-empty segment).
+fn route_matches(rule_method: &str, pattern: &[String], method: &str, path: &str) -> bool {
+    if !rule_method.eq_ignore_ascii_case(method) {
+        return false;
+    }
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    segs.len() == pattern.len()
+        && pattern
+            .iter()
+            .zip(&segs)
+            .all(|(p, s)| if p == "*" { !s.is_empty() } else { p == s })
+}
+
+/// Parses a rule's path (query ignored) into segments.
+fn route_pattern(path: &str) -> Vec<String> {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    path.trim_start_matches('/')
+        .split('/')
+        .map(str::to_string)
+        .collect()
+}
+
+/// One request to keep waiting, see [`FakeGitHub::hold`].
+struct HoldRule {
+    method: String,
+    pattern: Vec<String>,
+    arrived: Arc<tokio::sync::Notify>,
+    release: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// A request the fake keeps waiting before handling it, so that a test can make things
+/// happen while a call to GitHub is in flight.
+pub struct Hold {
+    arrived: Arc<tokio::sync::Notify>,
+    release: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Hold {
+    /// Waits until the request has arrived and is being held.
+    pub async fn arrived(&self) {
+        self.arrived.notified().await;
+    }
+
+    /// Lets the request through: it is handled now (dropping the hold does the same).
+    pub fn release(self) {
+        let _ = self.release.send(());
     }
 }
 
@@ -321,8 +384,47 @@ struct DeliveryRec {
     payload: Value,
 }
 
-struct TokenRec {
+struct InstallationRec {
+    account: String,
+    /// Permission name → `read` / `write` / `admin`.
+    permissions: BTreeMap<String, String>,
+}
+
+/// What a token may reach: its installation's repositories (or the listed ones) with its
+/// permissions.
+#[derive(Clone)]
+struct TokenScope {
     installation_id: i64,
+    /// Repository ids; `None`: every repository of the installation.
+    repositories: Option<Vec<u64>>,
+    permissions: BTreeMap<String, String>,
+}
+
+impl TokenScope {
+    fn reaches(&self, repo: &RepoRec) -> bool {
+        repo.installation_id == self.installation_id
+            && self
+                .repositories
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&repo.id))
+    }
+
+    /// Whether the token holds `permission` at `level` or above.
+    fn allows(&self, permission: &str, level: &str) -> bool {
+        let held = self
+            .permissions
+            .get(permission)
+            .and_then(|h| access_rank(h));
+        held.is_some_and(|held| Some(held) >= access_rank(level))
+    }
+}
+
+fn access_rank(level: &str) -> Option<usize> {
+    ACCESS_LEVELS.iter().position(|l| *l == level)
+}
+
+struct TokenRec {
+    scope: TokenScope,
     expires_at: DateTime<Utc>,
 }
 
@@ -406,19 +508,14 @@ impl Inner {
         }
     }
 
-    fn issue_token(&mut self, installation_id: i64) -> (String, DateTime<Utc>) {
+    fn issue_token(&mut self, scope: TokenScope) -> (String, DateTime<Utc>) {
         let token = format!("ghs_{}", random_alnum(36));
         let ttl = chrono::Duration::from_std(self.token_ttl).unwrap_or(chrono::Duration::MAX);
         let expires_at = Utc::now()
             .checked_add_signed(ttl)
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        self.tokens.insert(
-            token.clone(),
-            TokenRec {
-                installation_id,
-                expires_at,
-            },
-        );
+        self.tokens
+            .insert(token.clone(), TokenRec { scope, expires_at });
         self.issued.push(token.clone());
         (token, expires_at)
     }
@@ -427,6 +524,20 @@ impl Inner {
         let id = self.next_delivery_id;
         self.next_delivery_id += 1;
         id
+    }
+
+    /// Takes the hold on `method path`, if any: how to say it arrived, and when to go on.
+    fn take_hold(
+        &mut self,
+        method: &str,
+        path: &str,
+    ) -> Option<(Arc<tokio::sync::Notify>, tokio::sync::oneshot::Receiver<()>)> {
+        let pos = self
+            .holds
+            .iter()
+            .position(|h| route_matches(&h.method, &h.pattern, method, path))?;
+        let hold = self.holds.remove(pos);
+        Some((hold.arrived, hold.release))
     }
 
     /// Pops the next injected response for `method path`, if any.
@@ -442,10 +553,23 @@ impl Inner {
         injected
     }
 
-    /// The installation of a currently valid installation token.
-    fn token_installation(&self, token: &str) -> Option<i64> {
+    /// What a currently valid installation token may reach.
+    fn token_scope(&self, token: &str) -> Option<TokenScope> {
         let rec = self.tokens.get(token)?;
-        (Utc::now() < rec.expires_at).then_some(rec.installation_id)
+        (Utc::now() < rec.expires_at).then(|| rec.scope.clone())
+    }
+
+    /// A token of the whole installation, with everything it was granted.
+    fn installation_scope(&self, installation_id: i64) -> TokenScope {
+        TokenScope {
+            installation_id,
+            repositories: None,
+            permissions: self
+                .installations
+                .get(&installation_id)
+                .map(|i| i.permissions.clone())
+                .unwrap_or_default(),
+        }
     }
 }
 
@@ -473,6 +597,7 @@ impl FakeGitHub {
             rate_used: 0,
             rate_reset: Utc::now().timestamp() + 3600,
             injections: Vec::new(),
+            holds: Vec::new(),
             webhook_target: None,
             deliveries: Vec::new(),
             next_delivery_id: FIRST_DELIVERY_ID,
@@ -491,11 +616,33 @@ impl FakeGitHub {
         }
     }
 
-    /// Registers an installation of the app on `account`.
+    /// Registers an installation of the app on `account`, granted the App's usual
+    /// permissions (checks, contents, issues and pull requests: write; metadata: read).
     pub fn add_installation(&self, installation_id: i64, account: &str) {
-        lock(&self.shared)
+        let permissions = DEFAULT_PERMISSIONS
+            .iter()
+            .map(|(name, level)| (name.to_string(), level.to_string()))
+            .collect();
+        lock(&self.shared).installations.insert(
+            installation_id,
+            InstallationRec {
+                account: account.to_string(),
+                permissions,
+            },
+        );
+    }
+
+    /// Replaces what the installation was granted; tokens already issued keep theirs.
+    pub fn set_installation_permissions(&self, installation_id: i64, permissions: &[(&str, &str)]) {
+        let mut inner = lock(&self.shared);
+        let installation = inner
             .installations
-            .insert(installation_id, account.to_string());
+            .get_mut(&installation_id)
+            .expect("known installation");
+        installation.permissions = permissions
+            .iter()
+            .map(|(name, level)| (name.to_string(), level.to_string()))
+            .collect();
     }
 
     /// Creates a bare repo `<root>/<owner>/<name>.git` with one initial commit
@@ -558,15 +705,76 @@ impl FakeGitHub {
         });
     }
 
+    /// Pushes a commit with `files` and symbolic `links` (path, target) to `branch` (made
+    /// from `main` when missing), as a person pushing to GitHub would; returns its sha.
+    pub fn push_files(
+        &self,
+        owner: &str,
+        repo: &str,
+        branch: &str,
+        files: &[(&str, &str)],
+        links: &[(&str, &str)],
+    ) -> String {
+        let bare = self.git_dir(owner, repo);
+        let work = tempfile::tempdir().expect("create work tree");
+        let wt = work.path();
+        run_git(
+            wt,
+            &["clone", "--quiet", bare.to_str().expect("utf-8 path"), "."],
+        );
+        let start =
+            if git_stdout(wt, &["rev-parse", "--verify", &format!("origin/{branch}")]).is_some() {
+                format!("origin/{branch}")
+            } else {
+                "origin/main".to_owned()
+            };
+        run_git(wt, &["checkout", "--quiet", "-B", branch, &start]);
+        for (path, contents) in files {
+            let full = wt.join(path);
+            std::fs::create_dir_all(full.parent().expect("a file has a parent")).expect("mkdir");
+            // Never through a symbolic link the branch holds.
+            let _ = std::fs::remove_file(&full);
+            std::fs::write(&full, contents).expect("write repo file");
+        }
+        for (path, target) in links {
+            let full = wt.join(path);
+            std::fs::create_dir_all(full.parent().expect("a link has a parent")).expect("mkdir");
+            let _ = std::fs::remove_file(&full);
+            std::os::unix::fs::symlink(target, &full).expect("symlink");
+        }
+        run_git(wt, &["add", "--all"]);
+        run_git(wt, &["commit", "--quiet", "-m", "A person's commit"]);
+        run_git(
+            wt,
+            &[
+                "push",
+                "--quiet",
+                "origin",
+                &format!("HEAD:refs/heads/{branch}"),
+            ],
+        );
+        git_stdout(wt, &["rev-parse", "HEAD"]).expect("the commit")
+    }
+
+    /// The commits reachable from `rev`, newest first.
+    pub fn log(&self, owner: &str, repo: &str, rev: &str) -> Vec<String> {
+        git_stdout(&self.git_dir(owner, repo), &["rev-list", rev])
+            .map(|list| list.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
     /// Lifetime of installation tokens issued from now on (default 1 hour).
     pub fn set_token_ttl(&self, ttl: Duration) {
         lock(&self.shared).token_ttl = ttl;
     }
 
-    /// Issues an installation token directly, bypassing the JWT exchange.
-    /// The token is also reported by [`FakeGitHub::issued_tokens`].
+    /// Issues an installation token directly, bypassing the JWT exchange, for
+    /// every repository and permission of the installation. The token is also
+    /// reported by [`FakeGitHub::issued_tokens`].
     pub fn mint_token(&self, installation_id: i64) -> String {
-        lock(&self.shared).issue_token(installation_id).0
+        let mut inner = lock(&self.shared);
+        let scope = inner.installation_scope(installation_id);
+        inner.issue_token(scope).0
     }
 
     /// Comments on issue/PR `issue`, oldest first.
@@ -698,17 +906,26 @@ impl FakeGitHub {
         if responses.is_empty() {
             return;
         }
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        let pattern = path
-            .trim_start_matches('/')
-            .split('/')
-            .map(str::to_string)
-            .collect();
         lock(&self.shared).injections.push(InjectionRule {
             method: method.to_string(),
-            pattern,
+            pattern: route_pattern(path),
             responses: responses.into(),
         });
+    }
+
+    /// The next REST request matching `method path` (as for [`FakeGitHub::inject`]) waits,
+    /// before anything is done with it, until the returned [`Hold`] is released or dropped:
+    /// a call to GitHub in flight for as long as the test wants.
+    pub fn hold(&self, method: &str, path: &str) -> Hold {
+        let arrived = Arc::new(tokio::sync::Notify::new());
+        let (release, released) = tokio::sync::oneshot::channel();
+        lock(&self.shared).holds.push(HoldRule {
+            method: method.to_string(),
+            pattern: route_pattern(path),
+            arrived: arrived.clone(),
+            release: released,
+        });
+        Hold { arrived, release }
     }
 
     /// Revokes every installation token issued so far: they now get
@@ -1280,10 +1497,24 @@ async fn handle(State(shared): State<Shared>, req: Request) -> Response {
         .collect();
     let git_target = git_target(&segs);
     let is_git = git_target.is_some();
+    let held = if is_git {
+        None
+    } else {
+        lock(&shared).take_hold(parts.method.as_str(), parts.uri.path())
+    };
+    if let Some((arrived, release)) = held {
+        arrived.notify_one();
+        // Released, or the hold was dropped: either way, go on.
+        let _ = release.await;
+    }
     let injected = if is_git {
         None
     } else {
         lock(&shared).take_injection(parts.method.as_str(), parts.uri.path())
+    };
+    let recorded_body = match &body {
+        Ok(bytes) if !is_git => serde_json::from_slice::<Value>(bytes).ok(),
+        _ => None,
     };
 
     let mut resp = match (&injected, body) {
@@ -1338,6 +1569,7 @@ async fn handle(State(shared): State<Shared>, req: Request) -> Response {
         path: path_q,
         status: resp.status().as_u16(),
         authorization,
+        body: recorded_body,
     });
     resp
 }
@@ -1374,6 +1606,24 @@ enum RepoRoute {
     UpdateCheckRun(u64),
 }
 
+impl RepoRoute {
+    /// The permissions a token needs for the route: any one of them will do.
+    fn needs(&self) -> &'static [(&'static str, &'static str)] {
+        use RepoRoute::*;
+        match self {
+            // Issue comments are also pull request comments.
+            CreateComment(_) | UpdateComment(_) => {
+                &[("issues", "write"), ("pull_requests", "write")]
+            }
+            ListComments(_) | GetComment(_) => &[("issues", "read"), ("pull_requests", "read")],
+            CreatePull => &[("pull_requests", "write")],
+            ListPulls | GetPull(_) => &[("pull_requests", "read")],
+            CreateCheckRun | UpdateCheckRun(_) => &[("checks", "write")],
+            GetCheckRun(_) => &[("checks", "read")],
+        }
+    }
+}
+
 fn parse_num(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -1404,7 +1654,7 @@ async fn api(shared: &Shared, parts: &Parts, segs: &[&str], body: Bytes) -> Resp
     let auth = header_str(&parts.headers, &header::AUTHORIZATION);
     match segs {
         ["app", "installations", id, "access_tokens"] if parts.method == Method::POST => {
-            create_access_token(shared, auth, id)
+            create_access_token(shared, auth, id, &body)
         }
         ["app", "hook", "deliveries"] if parts.method == Method::GET => {
             list_deliveries(shared, parts, auth)
@@ -1481,7 +1731,98 @@ fn require_app_jwt(auth: Option<&str>) -> Result<(), Response> {
     verify_jwt(jwt).map_err(|msg| gh_error(StatusCode::UNAUTHORIZED, msg))
 }
 
-fn create_access_token(shared: &Shared, auth: Option<&str>, id: &str) -> Response {
+/// What `POST /app/installations/{id}/access_tokens` asked for, validated
+/// against the installation.
+fn requested_scope(
+    inner: &Inner,
+    installation_id: i64,
+    body: &Value,
+) -> Result<TokenScope, Response> {
+    let installation = &inner.installations[&installation_id];
+    let mut repositories: Vec<u64> = Vec::new();
+    for (key, by_name) in [("repositories", true), ("repository_ids", false)] {
+        let items = match body.get(key) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(invalid_request(&format!(
+                    "For 'properties/{key}', {other} is not an array."
+                )));
+            }
+        };
+        for item in items {
+            let found = match (by_name, item) {
+                (true, Value::String(name)) => inner.repos.iter().find(|r| {
+                    r.installation_id == installation_id && r.name.eq_ignore_ascii_case(name)
+                }),
+                (false, Value::Number(id)) => inner
+                    .repos
+                    .iter()
+                    .find(|r| r.installation_id == installation_id && Some(r.id) == id.as_u64()),
+                (_, other) => {
+                    let kind = if by_name { "a string" } else { "an integer" };
+                    return Err(invalid_request(&format!(
+                        "For 'items', {other} is not {kind}."
+                    )));
+                }
+            };
+            match found {
+                Some(r) if !repositories.contains(&r.id) => repositories.push(r.id),
+                Some(_) => {}
+                None => {
+                    return Err(gh_error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        REPOSITORY_NOT_IN_INSTALLATION,
+                    ));
+                }
+            }
+        }
+    }
+    let permissions = match body.get("permissions") {
+        None | Some(Value::Null) => installation.permissions.clone(),
+        Some(Value::Object(asked)) => {
+            let mut granted = BTreeMap::new();
+            for (name, level) in asked {
+                let Some((level, rank)) = level.as_str().and_then(|l| Some((l, access_rank(l)?)))
+                else {
+                    return Err(invalid_request(&format!(
+                        "For 'properties/{name}', {level} is not a member of {ACCESS_LEVELS:?}."
+                    )));
+                };
+                let held = installation
+                    .permissions
+                    .get(name)
+                    .and_then(|h| access_rank(h));
+                if held.is_none_or(|held| held < rank) {
+                    return Err(gh_error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        PERMISSIONS_NOT_GRANTED,
+                    ));
+                }
+                granted.insert(name.clone(), level.to_string());
+            }
+            // Every token may read the repository's metadata when the installation can.
+            if let Some(metadata) = installation.permissions.get("metadata") {
+                granted
+                    .entry("metadata".to_string())
+                    .or_insert_with(|| metadata.clone());
+            }
+            granted
+        }
+        Some(other) => {
+            return Err(invalid_request(&format!(
+                "For 'properties/permissions', {other} is not an object."
+            )));
+        }
+    };
+    Ok(TokenScope {
+        installation_id,
+        repositories: (!repositories.is_empty()).then_some(repositories),
+        permissions,
+    })
+}
+
+fn create_access_token(shared: &Shared, auth: Option<&str>, id: &str, body: &Bytes) -> Response {
     if let Err(resp) = require_app_jwt(auth) {
         return resp;
     }
@@ -1492,22 +1833,34 @@ fn create_access_token(shared: &Shared, auth: Option<&str>, id: &str) -> Respons
     if !inner.installations.contains_key(&installation_id) {
         return not_found();
     }
-    let (token, expires_at) = inner.issue_token(installation_id);
-    json_response(
-        StatusCode::CREATED,
-        &json!({
-            "token": token,
-            "expires_at": ts(&expires_at),
-            "permissions": {
-                "contents": "write",
-                "issues": "write",
-                "pull_requests": "write",
-                "checks": "write",
-                "metadata": "read",
-            },
-            "repository_selection": "selected",
-        }),
-    )
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => return gh_error(StatusCode::BAD_REQUEST, "Problems parsing JSON"),
+        }
+    };
+    let scope = match requested_scope(&inner, installation_id, &body) {
+        Ok(scope) => scope,
+        Err(resp) => return resp,
+    };
+    let (token, expires_at) = inner.issue_token(scope.clone());
+    let mut value = json!({
+        "token": token,
+        "expires_at": ts(&expires_at),
+        "permissions": scope.permissions,
+        "repository_selection": if scope.repositories.is_some() { "selected" } else { "all" },
+    });
+    if let Some(ids) = &scope.repositories {
+        let repos: Vec<Value> = ids
+            .iter()
+            .filter_map(|id| inner.repos.iter().find(|r| r.id == *id))
+            .map(|r| repo_json(&inner.base_url, r))
+            .collect();
+        value["repositories"] = Value::Array(repos);
+    }
+    json_response(StatusCode::CREATED, &value)
 }
 
 // ---------------------------------------------------------------------------
@@ -1694,15 +2047,15 @@ async fn repos_api(
     body: Bytes,
 ) -> Response {
     // 1. Credentials are checked before anything else (even unknown routes).
-    let installation = match auth {
+    let scope = match auth {
         None => None,
         Some(value) => {
             let token = match split_auth(value) {
                 Some((scheme, tok)) if scheme == "bearer" || scheme == "token" => tok,
                 _ => return bad_credentials(),
             };
-            match lock(shared).token_installation(token) {
-                Some(inst) => Some(inst),
+            match lock(shared).token_scope(token) {
+                Some(scope) => Some(scope),
                 None => return bad_credentials(),
             }
         }
@@ -1712,20 +2065,27 @@ async fn repos_api(
         return not_found();
     };
     // 3. Authentication required for the (private) repositories of the fake.
-    let Some(installation) = installation else {
+    let Some(scope) = scope else {
         return gh_error(StatusCode::UNAUTHORIZED, "Requires authentication");
     };
-    // 4. Repository visible to the token?
+    // 4. Repository visible to the token? (Other repositories of the
+    // installation are as invisible as anyone else's.)
     let (idx, git_dir) = {
         let inner = lock(shared);
         match inner.repo_index(owner, repo) {
-            Some(i) if inner.repos[i].installation_id == installation => {
-                (i, inner.git_dir(owner, repo))
-            }
+            Some(i) if scope.reaches(&inner.repos[i]) => (i, inner.git_dir(owner, repo)),
             _ => return not_found(),
         }
     };
-    // 5. Body.
+    // 5. Permission for what the route does.
+    if !route
+        .needs()
+        .iter()
+        .any(|(permission, level)| scope.allows(permission, level))
+    {
+        return gh_error(StatusCode::FORBIDDEN, FORBIDDEN_TO_INTEGRATION);
+    }
+    // 6. Body.
     let json_body = if parts.method == Method::POST || parts.method == Method::PATCH {
         if body.iter().all(u8::is_ascii_whitespace) {
             Value::Object(Default::default())
@@ -1871,6 +2231,14 @@ async fn create_pull(shared: &Shared, idx: usize, git_dir: &Path, body: &Value) 
         return validation_failed(Value::Array(missing));
     }
     let title = str_field(body, "title").unwrap_or_default();
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return validation_failed(json!([{
+            "resource": "Issue",
+            "code": "custom",
+            "field": "title",
+            "message": format!("title is too long (maximum is {MAX_TITLE_CHARS} characters)"),
+        }]));
+    }
     let head_param = str_field(body, "head").unwrap_or_default();
     let base_ref = str_field(body, "base").unwrap_or_default();
     let pr_body = body.get("body").and_then(Value::as_str).map(str::to_string);
@@ -2135,6 +2503,14 @@ fn parse_check_run_input(body: &Value) -> Result<CheckRunInput, Response> {
                     )));
                 }
             }
+            if fields[0].chars().count() > MAX_CHECK_TITLE_CHARS {
+                return Err(validation_failed(json!([{
+                    "resource": "CheckRun",
+                    "code": "custom",
+                    "field": "title",
+                    "message": format!("title is too long (maximum is {MAX_CHECK_TITLE_CHARS} characters)"),
+                }])));
+            }
             let summary = fields.pop().unwrap_or_default();
             let title = fields.pop().unwrap_or_default();
             Some((title, summary, text))
@@ -2326,8 +2702,8 @@ fn git_unauthorized() -> Response {
     resp
 }
 
-fn git_plain(status: StatusCode, text: &'static str) -> Response {
-    let mut resp = Response::new(Body::from(text));
+fn git_plain(status: StatusCode, text: impl Into<Body>) -> Response {
+    let mut resp = Response::new(text.into());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -2336,8 +2712,8 @@ fn git_plain(status: StatusCode, text: &'static str) -> Response {
     resp
 }
 
-/// The installation of a valid `Basic x-access-token:<token>` header.
-fn git_auth_installation(shared: &Shared, headers: &HeaderMap) -> Option<i64> {
+/// What the token of a valid `Basic x-access-token:<token>` header may reach.
+fn git_auth_scope(shared: &Shared, headers: &HeaderMap) -> Option<TokenScope> {
     let value = header_str(headers, &header::AUTHORIZATION)?;
     let (scheme, creds) = split_auth(value)?;
     if scheme != "basic" {
@@ -2351,7 +2727,7 @@ fn git_auth_installation(shared: &Shared, headers: &HeaderMap) -> Option<i64> {
     if user != "x-access-token" {
         return None;
     }
-    lock(shared).token_installation(token)
+    lock(shared).token_scope(token)
 }
 
 async fn git_http(
@@ -2365,18 +2741,32 @@ async fn git_http(
     if rest.split('/').any(|s| s == ".." || s == ".") || owner.contains("..") {
         return git_plain(StatusCode::NOT_FOUND, "Not Found\n");
     }
-    let Some(installation) = git_auth_installation(shared, &parts.headers) else {
+    let Some(scope) = git_auth_scope(shared, &parts.headers) else {
         return git_unauthorized();
     };
     let (root, canonical_owner, canonical_name) = {
         let inner = lock(shared);
         match inner.repo(owner, repo) {
-            Some(r) if r.installation_id == installation => {
-                (inner.root.clone(), r.owner.clone(), r.name.clone())
-            }
+            Some(r) if scope.reaches(r) => (inner.root.clone(), r.owner.clone(), r.name.clone()),
             _ => return git_plain(StatusCode::NOT_FOUND, "Repository not found.\n"),
         }
     };
+    // A push (receive-pack, including its ref advertisement) writes contents;
+    // everything else reads them.
+    let pushing = rest == "git-receive-pack"
+        || (rest == "info/refs"
+            && parts
+                .uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "service=git-receive-pack")));
+    if !scope.allows("contents", if pushing { "write" } else { "read" }) {
+        return git_plain(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Permission to {canonical_owner}/{canonical_name}.git denied to {BOT_LOGIN}.\n"
+            ),
+        );
+    }
 
     let path_info = format!("/{canonical_owner}/{canonical_name}.git/{rest}");
     let mut cmd = tokio::process::Command::from(git_cmd(&root, &["http-backend"]));

@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use conveyor::config::{Config, GitHubConfig};
 use conveyor::engine::TaskState;
+use conveyor::pipeline::sandbox::SandboxMode;
 use conveyor::service::Service;
 use conveyor::webhook::signature;
 use serde_json::Value;
@@ -62,8 +63,11 @@ pub fn config(github: &FakeGitHub, data_dir: &Path, webhook_secret: Option<&str>
         listen: "127.0.0.1:0".parse().unwrap(),
         public_url: None,
         data_dir: data_dir.to_owned(),
+        sandbox: SandboxMode::On,
         workers: 2,
         api_token: Some(API_TOKEN.to_owned().into()),
+        webhook_buffer_mb: 64,
+        webhook_body_timeout_secs: 10,
         redelivery_interval_secs: 0,
         report_waiting_after_secs: 10,
         delivery_retention_days: 14,
@@ -144,6 +148,12 @@ impl Harness {
         number: i64,
         title: &str,
     ) -> (i64, TaskState) {
+        let task_id = self.label(delivery, number, title).await;
+        (task_id, self.final_state(task_id).await)
+    }
+
+    /// Labels issue `number` with the trigger label; returns the task it creates.
+    pub async fn label(&self, delivery: &str, number: i64, title: &str) -> i64 {
         let (status, reply) = self
             .post_signed(
                 "issues",
@@ -153,14 +163,11 @@ impl Harness {
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
         assert_eq!(self.outcome(delivery).await, "task_created");
-        let task_id: i64 = sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE issue_number = $1 ORDER BY id DESC LIMIT 1",
-        )
-        .bind(number)
-        .fetch_one(&self.pool)
-        .await
-        .unwrap();
-        (task_id, self.final_state(task_id).await)
+        sqlx::query_scalar("SELECT id FROM tasks WHERE issue_number = $1 ORDER BY id DESC LIMIT 1")
+            .bind(number)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 
     /// A repository of the installation with a working pipeline and its script.
@@ -280,12 +287,17 @@ impl Harness {
         .await
     }
 
-    /// Entries left under the workspaces directory.
+    /// Run workspaces left in the data directory (each process keeps its own in a folder).
     pub fn workspaces_left(&self) -> Vec<PathBuf> {
-        match std::fs::read_dir(self.data_dir.path().join("workspaces")) {
-            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
-            Err(_) => Vec::new(),
-        }
+        let Ok(owners) = std::fs::read_dir(self.data_dir.path().join("workspaces")) else {
+            return Vec::new();
+        };
+        owners
+            .map(|owner| owner.unwrap().path())
+            .filter(|owner| owner.is_dir())
+            .flat_map(|owner| std::fs::read_dir(owner).unwrap())
+            .map(|run| run.unwrap().path())
+            .collect()
     }
 }
 
@@ -348,9 +360,13 @@ pub fn all_fixtures() -> Vec<(String, String, Value)> {
     all
 }
 
-/// GitHub's `issues`/`labeled` example, patched to our installation, repository, issue and label.
+/// GitHub's `issues`/`labeled` example, patched to our installation, repository, issue and label,
+/// and stamped with the time it is made, as each labelling on GitHub is.
 pub fn labeled_issue(issue_number: i64, title: &str, label: &str) -> Vec<u8> {
     let mut payload = fixture("issues/labeled.payload.json");
+    payload["issue"]["updated_at"] = chrono::Utc::now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        .into();
     payload["installation"] = serde_json::json!({ "id": INSTALLATION_ID, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMTAwMQ==" });
     payload["label"]["name"] = label.into();
     payload["issue"]["number"] = issue_number.into();
@@ -362,7 +378,65 @@ pub fn labeled_issue(issue_number: i64, title: &str, label: &str) -> Vec<u8> {
     serde_json::to_vec(&payload).unwrap()
 }
 
+/// Running processes whose command line contains `marker`.
+pub fn processes_with(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            process_running(pid) && String::from_utf8_lossy(&cmdline).contains(marker)
+        })
+        .collect()
+}
+
 /// Whether process `pid` still runs; a zombie waiting to be reaped does not count.
 pub fn process_running(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
+}
+
+/// A `MakeWriter` that keeps everything written to it: the logs a test reads back.
+#[derive(Clone, Default)]
+pub struct Captured(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Every log line of this thread, at every level, until the guard goes.
+    pub fn logs() -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Self::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// The App as Conveyor configures it, against a fake GitHub holding one installation with
+/// one repository.
+pub async fn app_and_fake() -> (std::sync::Arc<conveyor::github::GitHubApp>, FakeGitHub) {
+    let github = FakeGitHub::start().await;
+    github.add_installation(INSTALLATION_ID, OWNER);
+    github.add_repo(INSTALLATION_ID, OWNER, REPO, &[("README.md", "x\n")]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&github, dir.path(), None);
+    let credentials = conveyor::github::AppCredentials::from_config(&config.github)
+        .unwrap()
+        .unwrap();
+    let app = conveyor::github::GitHubApp::new(&github.url, credentials).unwrap();
+    (std::sync::Arc::new(app), github)
 }
