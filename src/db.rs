@@ -98,6 +98,27 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Deletes up to `batch` rows of `table` whose `column` is older than `age`; returns how
+/// many. For retention, a batch at a time so that no statement holds locks for long.
+pub async fn delete_older(
+    db: impl sqlx::PgExecutor<'_>,
+    table: &'static str,
+    column: &'static str,
+    age: std::time::Duration,
+    batch: i64,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(&format!(
+        "DELETE FROM {table} WHERE id IN (
+             SELECT id FROM {table} WHERE {column} < now() - make_interval(secs => $1) LIMIT $2
+         )"
+    ))
+    .bind(age.as_secs_f64())
+    .bind(batch)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact;

@@ -1,7 +1,9 @@
 //! Conveyor: a self-hosted GitHub App that turns labelled issues into pipeline runs and
 //! pull requests.
 
+pub mod authz;
 pub mod bench;
+pub mod commands;
 pub mod config;
 pub mod db;
 pub mod engine;
@@ -10,12 +12,14 @@ pub mod housekeeping;
 pub mod http;
 pub mod installations;
 pub mod local_run;
+pub mod outbox;
 pub mod pipeline;
 pub mod report;
+pub mod requests;
+pub mod runner;
 pub mod scheduler;
 pub mod service;
-pub mod status_comment;
-pub mod task_run;
 pub mod text_bounds;
 pub mod waiting_report;
+pub mod wakeup;
 pub mod webhook;

@@ -55,14 +55,32 @@ pub async fn run(args: LocalRun, out: &mut impl Write) -> anyhow::Result<()> {
     let remote = checkout.branch_head(&git, &branch).await?;
     let base = checkout.default_head.clone();
     checkout.check_out(&git, &base, &url, &args.sandbox).await?;
-    let print = |step: StepResult| {
-        // The timeline is best effort: a closed stdout must not fail the run.
-        let _ = print_step(&step, out);
-        std::future::ready(())
-    };
-    let steps = checkout
-        .run_steps(&pipeline, &context.env(), &args.sandbox, print)
-        .await?;
+    let mut steps = Vec::new();
+    let mut from = 0;
+    loop {
+        let print = |step: StepResult| {
+            // The timeline is best effort: a closed stdout must not fail the run.
+            let _ = print_step(&step, out);
+            std::future::ready(())
+        };
+        let ran = checkout
+            .run_steps(&pipeline, from, &context.env(), &args.sandbox, print)
+            .await?;
+        steps.extend(ran.results);
+        // Whoever runs a pipeline on their own machine is its approver: a gate is passed and
+        // shown in the timeline.
+        match ran.gate {
+            Some(at) if pipeline::failed_step(&steps).is_none() => {
+                writeln!(
+                    out,
+                    "  ✋ {:<24} approval given by you (`conveyor run` has no other approver)",
+                    pipeline.steps[at].name
+                )?;
+                from = at + 1;
+            }
+            _ => break,
+        }
+    }
     if let Some(step) = pipeline::failed_step(&steps) {
         writeln!(
             out,

@@ -3,7 +3,8 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use conveyor::bench::{
-    self, intake::IntakeBench, sandbox::SandboxBench, scheduler::SchedulerBench,
+    self, intake::IntakeBench, loop_latency::LoopBench, sandbox::SandboxBench,
+    scheduler::SchedulerBench,
 };
 use conveyor::config::Config;
 use conveyor::local_run::{self, LocalRun};
@@ -76,6 +77,13 @@ enum Bench {
     /// (interleaved), in a workspace under CONVEYOR_DATA_DIR; print what the sandbox adds
     /// per step. Needs no database.
     Sandbox(SandboxBench),
+    /// Time the GitHub loop end to end: the real service runs in this process on a scratch
+    /// database created on the server of DATABASE_URL (dropped afterwards), against a GitHub
+    /// stand-in and local bare repositories it serves itself. Measures a comment command's
+    /// webhook → its reaction on GitHub, and an Approve click on the check run → the next
+    /// step starting (through the sandbox unless CONVEYOR_SANDBOX=off, with workspaces under
+    /// CONVEYOR_DATA_DIR).
+    Loop(LoopBench),
 }
 
 #[tokio::main]
@@ -157,6 +165,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bench::scheduler::print(&report);
             Ok(())
         }
+        Command::Bench(Bench::Loop(bench)) => {
+            let report = bench::loop_latency::run(&bench, &config).await?;
+            bench::loop_latency::print(&report);
+            Ok(())
+        }
         Command::Bench(Bench::Sandbox(bench)) => {
             // Measured whatever CONVEYOR_SANDBOX says, with the service's hidden files.
             let sandboxed = Config {
@@ -175,7 +188,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve | Command::Worker => {
-            let connections = u32::from(config.workers) * 2 + 8;
+            // Request workers hold a connection while GitHub answers their lookups.
+            let connections =
+                u32::from(config.workers) * 2 + 8 + conveyor::requests::WORKERS as u32;
             let pool = db::connect(&config.database_url, connections).await?;
             db::migrate(&pool).await.context("starting")?;
             if matches!(cli.command, Command::Serve) {

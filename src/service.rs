@@ -1,4 +1,5 @@
-//! Assembling the long-running service: HTTP server, delivery interpretation and workers.
+//! Assembling the long-running service: HTTP server, delivery interpretation, the request
+//! workers, the outbox and the task workers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,11 +14,13 @@ use crate::config::Config;
 use crate::github::{AppCredentials, GitHubApp};
 use crate::housekeeping::retention::{self, Retention};
 use crate::http::{self, AppState, BodyBudget};
+use crate::outbox::deliver::Deliverer;
 use crate::pipeline::workspace::Workspaces;
+use crate::requests::Requests;
+use crate::runner::TaskRunner;
 use crate::scheduler::{Executor, SchedulerSettings};
-use crate::task_run::TaskRunner;
 use crate::webhook::writer::InboxWriter;
-use crate::{scheduler, waiting_report, webhook};
+use crate::{outbox, requests, scheduler, waiting_report, wakeup, webhook};
 
 pub struct Service {
     state: AppState,
@@ -29,6 +32,8 @@ pub struct Service {
     github: Option<Arc<GitHubApp>>,
     /// `None` without a configured GitHub App: tasks then wait in the queue.
     runner: Option<Arc<TaskRunner>>,
+    /// `CONVEYOR_PUBLIC_URL`, for links from GitHub back to Conveyor.
+    public_url: String,
 }
 
 impl Service {
@@ -89,6 +94,7 @@ impl Service {
             },
             github,
             runner,
+            public_url: config.public_url(),
         })
     }
 
@@ -102,9 +108,23 @@ impl Service {
         jobs.spawn(webhook::interpret::run(
             self.state.pool.clone(),
             self.state.deliveries_added.clone(),
-            self.tasks_added.clone(),
             shutdown.clone(),
         ));
+        if let Some(github) = &self.github {
+            let requests_added = Arc::new(Notify::new());
+            jobs.spawn(wakeup::listen(
+                self.state.pool.clone(),
+                requests::queue::CHANNEL,
+                requests_added.clone(),
+                shutdown.clone(),
+            ));
+            let requests = Arc::new(Requests {
+                pool: self.state.pool.clone(),
+                github: github.clone(),
+                lookups: requests::lookup::Lookups::default(),
+            });
+            jobs.spawn(requests::run(requests, requests_added, shutdown.clone()));
+        }
         jobs.spawn(retention::run(
             self.state.pool.clone(),
             self.retention,
@@ -140,10 +160,33 @@ impl Service {
             });
             jobs.spawn(waiting_report::run(
                 self.state.pool.clone(),
-                runner.github.clone(),
                 self.report_waiting_after,
                 shutdown.clone(),
             ));
+            // Every process that changes tasks delivers the outbox too: reports go out even
+            // when only `conveyor worker` processes are left running.
+            let effects_added = Arc::new(Notify::new());
+            jobs.spawn(wakeup::listen(
+                self.state.pool.clone(),
+                outbox::CHANNEL,
+                effects_added.clone(),
+                shutdown.clone(),
+            ));
+            let deliverer = Arc::new(Deliverer {
+                pool: self.state.pool.clone(),
+                github: runner.github.clone(),
+                public_url: self.public_url.clone(),
+            });
+            let pool = self.state.pool.clone();
+            let stop = shutdown.clone();
+            jobs.spawn(async move {
+                match outbox::restore_parked(&pool).await {
+                    Ok(0) => {}
+                    Ok(restored) => tracing::info!(restored, "check runs of parked runs queued again"),
+                    Err(err) => tracing::warn!(error = %err, "could not look for parked runs without a check run"),
+                }
+                outbox::deliver::run(deliverer, effects_added, stop).await;
+            });
             jobs.spawn(scheduler::run_workers(
                 self.scheduler,
                 self.state.pool.clone(),

@@ -40,11 +40,12 @@ async fn labeled_issue_becomes_a_pull_request(pool: sqlx::PgPool) {
         )
         .await;
     assert_eq!(status, 202);
-    assert_eq!(harness.outcome("d-1").await, "task_created");
+    assert_eq!(harness.request_outcome("d-1").await, "task_created");
     let [task_id] = harness.task_ids().await[..] else {
         panic!("expected one task")
     };
     assert_eq!(harness.final_state(task_id).await, TaskState::Succeeded);
+    harness.settled().await;
 
     let branch = "conveyor/7-add-release-notes";
     let head = harness
@@ -106,6 +107,7 @@ async fn labeled_issue_becomes_a_pull_request(pool: sqlx::PgPool) {
         rest_calls(&harness),
         [
             format!("POST /app/installations/{INSTALLATION_ID}/access_tokens 201"),
+            format!("GET /repos/{OWNER}/{REPO}/contents/.github/conveyor.yml 200"),
             format!("POST /repos/{OWNER}/{REPO}/issues/7/comments 201"),
             format!("GET /repos/{OWNER}/{REPO}/pulls 200"),
             format!("POST /repos/{OWNER}/{REPO}/pulls 201"),
@@ -254,35 +256,25 @@ async fn steps_that_change_nothing_succeed_without_a_pull_request(pool: sqlx::Pg
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
-async fn a_repository_the_installation_cannot_reach_fails_and_is_retried(pool: sqlx::PgPool) {
+async fn a_label_on_a_repository_the_installation_cannot_reach_is_refused(pool: sqlx::PgPool) {
     let harness = Harness::start(pool).await;
     // No repository is added: GitHub refuses a token for it, a failure of Conveyor's side.
     harness
         .post_signed("issues", "d-6", &labeled_issue(12, "Nowhere", "conveyor"))
         .await;
-    assert_eq!(harness.outcome("d-6").await, "task_created");
-    let task_id = harness.task_ids().await[0];
-    harness.reach(task_id, TaskState::Scheduled).await;
-    let run = &runs::for_task(&harness.pool, task_id).await.unwrap()[0];
+    // Its settings cannot be read: the label is refused for good, not tried again and again.
+    let outcome = harness.request_outcome("d-6").await;
     assert!(
-        run.failure
-            .as_deref()
-            .unwrap()
-            .contains("not accessible to the parent installation"),
-        "{:?}",
-        run.failure
+        outcome.starts_with("failed:")
+            && outcome.contains("not accessible to the parent installation"),
+        "{outcome}"
     );
-    let due_in: f64 = sqlx::query_scalar(
-        "SELECT EXTRACT(EPOCH FROM run_after - now())::FLOAT8 FROM tasks WHERE id = $1",
-    )
-    .bind(task_id)
-    .fetch_one(&harness.pool)
-    .await
-    .unwrap();
-    assert!(
-        (20.0..=40.0).contains(&due_in),
-        "first retry about 30 s out, not {due_in}"
-    );
+    assert!(harness.task_ids().await.is_empty());
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM requests")
+        .fetch_one(&harness.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0);
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
@@ -449,6 +441,7 @@ async fn a_session_that_cannot_make_a_workspace_is_unhealthy_and_the_waiting_iss
     std::fs::remove_file(&data_dir).unwrap();
     std::fs::create_dir(&data_dir).unwrap();
     assert_eq!(harness.final_state(second).await, TaskState::Succeeded);
+    harness.settled().await;
     let comments = harness.github.comments(OWNER, REPO, 8);
     assert_eq!(comments.len(), 1, "the run took over the waiting comment");
     assert!(

@@ -1,6 +1,6 @@
 //! Self-tests of the fake GitHub used by the integration tests.
 
-#[path = "support/fake_github.rs"]
+#[path = "support/fake_github/mod.rs"]
 mod fake_github;
 
 use std::path::Path;
@@ -1769,4 +1769,712 @@ async fn bodies_and_titles_over_githubs_limits_are_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
+}
+
+// ---------------------------------------------------------------------------
+// The GitHub loop: reactions, collaborators, check-run lists and actions, pull requests,
+// contents, outages.
+// ---------------------------------------------------------------------------
+
+/// The target of the `rel` link of a paginated answer, if it has one.
+fn rel_link(resp: &reqwest::Response, rel: &str) -> Option<String> {
+    let header = resp.headers().get("link")?.to_str().unwrap();
+    header.split(", ").find_map(|link| {
+        let (target, this_rel) = link.split_once(">; ")?;
+        (this_rel == format!("rel=\"{rel}\"")).then(|| target.trim_start_matches('<').to_owned())
+    })
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = request.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reactions_are_made_once_per_content_and_listed_per_comment_kind() {
+    let fake = setup().await;
+    let tok = token(&fake, INSTALLATION).await;
+    let comment = fake.add_user_comment("acme", "widgets", 7, "alice", "/conveyor run");
+    let react = |area: &str, id: u64, content: Value| {
+        api(
+            &fake,
+            reqwest::Method::POST,
+            &format!("/repos/acme/widgets/{area}/comments/{id}/reactions"),
+            &tok,
+        )
+        .json(&json!({ "content": content }))
+    };
+
+    let (status, first) = send(react("issues", comment, json!("+1"))).await;
+    assert_eq!(status, 201);
+    assert_eq!(first["content"], "+1");
+    assert_eq!(first["user"]["login"], "conveyor[bot]");
+    let (status, again) = send(react("issues", comment, json!("+1"))).await;
+    assert_eq!((status, &again["id"]), (200, &first["id"]), "already there");
+    assert_eq!(send(react("issues", comment, json!("eyes"))).await.0, 201);
+    for bad in [json!("thumbsup"), json!(1)] {
+        assert_eq!(send(react("issues", comment, bad)).await.0, 422);
+    }
+    let (status, body) = send(
+        api(
+            &fake,
+            reqwest::Method::POST,
+            &format!("/repos/acme/widgets/issues/comments/{comment}/reactions"),
+            &tok,
+        )
+        .json(&json!({})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        body["message"],
+        "Invalid request.\n\n\"content\" wasn't supplied."
+    );
+    assert_eq!(send(react("issues", 999, json!("+1"))).await.0, 404);
+    assert_eq!(fake.reactions("acme", "widgets", comment), ["+1", "eyes"]);
+
+    let list = |query: &str| {
+        api(
+            &fake,
+            reqwest::Method::GET,
+            &format!("/repos/acme/widgets/issues/comments/{comment}/reactions{query}"),
+            &tok,
+        )
+    };
+    let (_, all) = send(list("")).await;
+    let contents: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["+1", "eyes"]);
+    let (_, eyes) = send(list("?content=eyes")).await;
+    assert_eq!(eyes.as_array().unwrap().len(), 1);
+    assert_eq!(send(list("?content=nope")).await.0, 422);
+
+    // The comment shows its author and the reactions on it.
+    let (_, shown) = send(api(
+        &fake,
+        reqwest::Method::GET,
+        &format!("/repos/acme/widgets/issues/comments/{comment}"),
+        &tok,
+    ))
+    .await;
+    assert_eq!(shown["user"]["login"], "alice");
+    assert_eq!(shown["user"]["type"], "User");
+    assert_eq!(shown["performed_via_github_app"], Value::Null);
+    assert_eq!(shown["reactions"]["total_count"], 2);
+    assert_eq!(shown["reactions"]["eyes"], 1);
+
+    // Review comments are reacted to under /pulls, and only there.
+    let review = fake.add_review_comment("acme", "widgets", 100, "bob", "/conveyor approve");
+    assert_eq!(send(react("pulls", review, json!("rocket"))).await.0, 201);
+    assert_eq!(send(react("issues", review, json!("rocket"))).await.0, 404);
+    assert_eq!(send(react("pulls", comment, json!("rocket"))).await.0, 404);
+    assert_eq!(fake.reactions("acme", "widgets", review), ["rocket"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reacting_needs_write_on_issues_or_pull_requests() {
+    let fake = setup().await;
+    let comment = fake.add_user_comment("acme", "widgets", 7, "alice", "hi");
+    let review = fake.add_review_comment("acme", "widgets", 100, "bob", "hi");
+    for (permissions, issue_status, review_status) in [
+        (json!({"issues": "read", "pull_requests": "read"}), 403, 403),
+        (json!({"issues": "write"}), 201, 403),
+        (json!({"pull_requests": "write"}), 201, 201),
+    ] {
+        let tok = scoped_token(&fake, json!({ "permissions": permissions })).await;
+        for (area, id, expected) in [
+            ("issues", comment, issue_status),
+            ("pulls", review, review_status),
+        ] {
+            let (status, body) = send(
+                api(
+                    &fake,
+                    reqwest::Method::POST,
+                    &format!("/repos/acme/widgets/{area}/comments/{id}/reactions"),
+                    &tok,
+                )
+                .json(&json!({"content": "eyes"})),
+            )
+            .await;
+            assert_eq!(status / 100, expected / 100, "{permissions} {area}: {body}");
+            if expected == 403 {
+                assert_eq!(body["message"], "Resource not accessible by integration");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn collaborator_permission_reports_the_role_and_its_legacy_permission() {
+    let fake = setup().await;
+    let tok = token(&fake, INSTALLATION).await;
+    for (login, role) in [
+        ("ada", "admin"),
+        ("max", "maintain"),
+        ("wes", "write"),
+        ("tia", "triage"),
+        ("rob", "read"),
+    ] {
+        fake.set_permission("acme", "widgets", login, role);
+    }
+    fake.add_user_comment("acme", "widgets", 1, "nora", "drive-by");
+    let permission = |login: &str| {
+        api(
+            &fake,
+            reqwest::Method::GET,
+            &format!("/repos/acme/widgets/collaborators/{login}/permission"),
+            &tok,
+        )
+    };
+    for (login, legacy, role, push) in [
+        ("ada", "admin", "admin", true),
+        ("max", "write", "maintain", true),
+        ("WES", "write", "write", true),
+        ("tia", "read", "triage", false),
+        ("rob", "read", "read", false),
+        ("nora", "none", "none", false),
+    ] {
+        let (status, body) = send(permission(login)).await;
+        assert_eq!(status, 200, "{login}");
+        assert_eq!(body["permission"], legacy, "{login}");
+        assert_eq!(body["role_name"], role, "{login}");
+        assert_eq!(
+            body["user"]["login"].as_str().unwrap().to_lowercase(),
+            login.to_lowercase()
+        );
+        assert_eq!(body["user"]["permissions"]["push"], push, "{login}");
+    }
+    let (status, body) = send(permission("nobody-at-all")).await;
+    assert_eq!((status, body["message"].as_str()), (404, Some("Not Found")));
+
+    // Reading who may do what takes the repository's metadata permission.
+    fake.set_installation_permissions(INSTALLATION, &[("issues", "write")]);
+    let tok = token(&fake, INSTALLATION).await;
+    let (status, _) = send(api(
+        &fake,
+        reqwest::Method::GET,
+        "/repos/acme/widgets/collaborators/ada/permission",
+        &tok,
+    ))
+    .await;
+    assert_eq!(status, 403);
+}
+
+/// Creates a check run through the API; returns its id.
+async fn create_check_run(fake: &FakeGitHub, tok: &str, body: Value) -> u64 {
+    let (status, run) = send(
+        api(
+            fake,
+            reqwest::Method::POST,
+            "/repos/acme/widgets/check-runs",
+            tok,
+        )
+        .json(&body),
+    )
+    .await;
+    assert_eq!(status, 201, "{run}");
+    run["id"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_runs_are_listed_for_a_ref_filtered_and_paginated() {
+    let fake = setup().await;
+    let tok = token(&fake, INSTALLATION).await;
+    let sha = fake.branch_sha("acme", "widgets", "main").unwrap();
+    let older = create_check_run(
+        &fake,
+        &tok,
+        json!({"name": "conveyor", "head_sha": sha, "external_id": "a"}),
+    )
+    .await;
+    let newer = create_check_run(&fake, &tok, json!({"name": "conveyor", "head_sha": sha, "external_id": "b", "conclusion": "success", "output": {"title": "t", "summary": "s"}})).await;
+    let lint = create_check_run(&fake, &tok, json!({"name": "lint", "head_sha": sha})).await;
+    let list = |git_ref: &str, query: &str| {
+        api(
+            &fake,
+            reqwest::Method::GET,
+            &format!("/repos/acme/widgets/commits/{git_ref}/check-runs{query}"),
+            &tok,
+        )
+    };
+    let ids = |body: &Value| -> Vec<u64> {
+        body["check_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_u64().unwrap())
+            .collect()
+    };
+
+    for (git_ref, query, expected) in [
+        ("main", "", vec![lint, newer]),
+        (sha.as_str(), "?filter=all", vec![lint, newer, older]),
+        (
+            "main",
+            "?check_name=conveyor&filter=all",
+            vec![newer, older],
+        ),
+        (
+            "main",
+            "?check_name=conveyor&status=queued&filter=all",
+            vec![older],
+        ),
+        ("main", "?app_id=1&filter=all", vec![]),
+    ] {
+        let (status, body) = send(list(git_ref, query)).await;
+        assert_eq!(status, 200, "{git_ref}{query}");
+        assert_eq!(ids(&body), expected, "{git_ref}{query}");
+        assert_eq!(body["total_count"], expected.len(), "{git_ref}{query}");
+    }
+    assert_eq!(send(list("main", "?filter=some")).await.0, 422);
+    let (status, body) = send(list("no-such-branch", "")).await;
+    assert_eq!(status, 422);
+    assert_eq!(body["message"], "No commit found for SHA: no-such-branch");
+
+    // Pages of one: each says where the next is, the last says nothing more.
+    let resp = list("main", "?filter=all&per_page=1").send().await.unwrap();
+    let link = rel_link(&resp, "next").expect("a next page");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (ids(&body), body["total_count"].as_u64()),
+        (vec![lint], Some(3))
+    );
+    let resp = reqwest::Client::new()
+        .get(&link)
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(ids(&body), [newer]);
+    let resp = list("main", "?filter=all&per_page=1&page=3")
+        .send()
+        .await
+        .unwrap();
+    assert!(rel_link(&resp, "next").is_none());
+    assert!(rel_link(&resp, "prev").unwrap().ends_with("page=2"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(ids(&body), [older]);
+
+    // Listing needs checks: read.
+    let tok = scoped_token(&fake, json!({"permissions": {"contents": "read"}})).await;
+    let (status, _) = send(api(
+        &fake,
+        reqwest::Method::GET,
+        "/repos/acme/widgets/commits/main/check-runs",
+        &tok,
+    ))
+    .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_run_actions_are_held_to_githubs_limits_and_every_state_is_kept() {
+    let fake = setup().await;
+    let tok = token(&fake, INSTALLATION).await;
+    let sha = fake.branch_sha("acme", "widgets", "main").unwrap();
+    let action = |label: &str, description: &str, identifier: &str| json!({"label": label, "description": description, "identifier": identifier});
+    let approve = action("Approve", "Let the run go on", "approve");
+    let reject = action("Reject", "End the run as failed", "reject");
+    let id = create_check_run(
+        &fake,
+        &tok,
+        json!({"name": "conveyor", "head_sha": sha, "status": "in_progress"}),
+    )
+    .await;
+    let patch = |body: Value| {
+        api(
+            &fake,
+            reqwest::Method::PATCH,
+            &format!("/repos/acme/widgets/check-runs/{id}"),
+            &tok,
+        )
+        .json(&body)
+    };
+    let (status, body) = send(patch(json!({
+        "conclusion": "action_required",
+        "output": {"title": "Waiting for approval", "summary": "s"},
+        "actions": [approve, reject],
+    })))
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let twenty = "x".repeat(20);
+    let forty = "x".repeat(40);
+    for actions in [
+        json!([approve, reject, approve, reject]),
+        json!([action(&format!("{twenty}x"), "d", "i")]),
+        json!([action("l", &format!("{forty}x"), "i")]),
+        json!([action("l", "d", &format!("{twenty}x"))]),
+        json!([{"label": "l", "description": "d"}]),
+        json!("approve"),
+    ] {
+        let (status, body) = send(patch(json!({ "actions": actions }))).await;
+        assert_eq!(status, 422, "{actions}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Invalid request.")
+        );
+    }
+    let (status, _) = send(patch(
+        json!({"actions": [action(&twenty, &forty, &twenty)]}),
+    ))
+    .await;
+    assert_eq!(status, 200, "at the limits");
+    let (status, _) = send(patch(json!({
+        "status": "completed", "conclusion": "success",
+        "output": {"title": "Passed", "summary": "s"}, "actions": [],
+    })))
+    .await;
+    assert_eq!(status, 200);
+
+    let history = fake.check_run_history("acme", "widgets", id);
+    let states: Vec<(&str, Option<&str>, usize)> = history
+        .iter()
+        .map(|r| (r.status.as_str(), r.conclusion.as_deref(), r.actions.len()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("in_progress", None, 0),
+            ("completed", Some("action_required"), 2),
+            ("completed", Some("action_required"), 1),
+            ("completed", Some("success"), 0),
+        ],
+        "refused updates leave no trace"
+    );
+    assert_eq!(history[1].actions[0].identifier, "approve");
+    assert_eq!(history[1].actions[1].label, "Reject");
+    assert_eq!(history.last(), fake.check_runs("acme", "widgets").last());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_requests_show_their_head_base_and_fork_and_how_they_closed() {
+    let fake = setup().await;
+    let tok = token(&fake, INSTALLATION).await;
+    let first = fake.push_files("acme", "widgets", "feature", &[("f.txt", "1\n")], &[]);
+    let same = fake.open_pull_request_from("acme", "widgets", "feature", "main", "A feature");
+    let fork_sha = "ab".repeat(20);
+    let fork = fake.open_fork_pull_request(
+        "acme",
+        "widgets",
+        "mallory",
+        "patch-1",
+        &fork_sha,
+        "main",
+        "From a fork",
+    );
+    let get = |n: u64| {
+        api(
+            &fake,
+            reqwest::Method::GET,
+            &format!("/repos/acme/widgets/pulls/{n}"),
+            &tok,
+        )
+    };
+
+    let (status, pr) = send(get(same)).await;
+    assert_eq!(status, 200);
+    assert_eq!(pr["head"]["ref"], "feature");
+    assert_eq!(pr["head"]["sha"], first.as_str());
+    assert_eq!(pr["head"]["repo"]["full_name"], "acme/widgets");
+    assert_eq!(pr["base"]["ref"], "main");
+    assert_eq!(
+        (pr["state"].as_str(), pr["merged"].as_bool()),
+        (Some("open"), Some(false))
+    );
+    let parsed: octocrab::models::pulls::PullRequest = serde_json::from_value(pr).unwrap();
+    assert_eq!(parsed.number, same);
+
+    // The head follows the branch.
+    let second = fake.push_files("acme", "widgets", "feature", &[("f.txt", "2\n")], &[]);
+    let (_, pr) = send(get(same)).await;
+    assert_eq!(pr["head"]["sha"], second.as_str());
+
+    let (_, pr) = send(get(fork)).await;
+    assert_eq!(pr["head"]["repo"]["full_name"], "mallory/widgets");
+    assert_eq!(pr["head"]["repo"]["fork"], true);
+    assert_eq!(pr["head"]["label"], "mallory:patch-1");
+    assert_eq!(pr["head"]["sha"], fork_sha.as_str());
+    assert_eq!(pr["user"]["login"], "mallory");
+    assert_eq!(pr["base"]["repo"]["full_name"], "acme/widgets");
+
+    fake.close_pull_request("acme", "widgets", same, true);
+    fake.close_pull_request("acme", "widgets", fork, false);
+    let (_, pr) = send(get(same)).await;
+    assert_eq!(
+        (pr["state"].as_str(), pr["merged"].as_bool()),
+        (Some("closed"), Some(true))
+    );
+    assert!(pr["merged_at"].is_string());
+    assert_eq!(
+        fake.branch_sha("acme", "widgets", "main").as_deref(),
+        Some(second.as_str())
+    );
+    let (_, pr) = send(get(fork)).await;
+    assert_eq!(
+        (pr["state"].as_str(), pr["merged"].as_bool()),
+        (Some("closed"), Some(false))
+    );
+
+    let records = fake.pull_requests("acme", "widgets");
+    assert_eq!(
+        records
+            .iter()
+            .map(|p| (p.head_sha.as_str(), p.head_repo.as_str(), p.merged))
+            .collect::<Vec<_>>(),
+        [
+            (second.as_str(), "acme/widgets", true),
+            (fork_sha.as_str(), "mallory/widgets", false),
+        ]
+    );
+    assert_eq!(send(get(4242)).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn contents_are_served_raw_or_as_json_from_any_ref() {
+    let fake = setup().await;
+    let tok = token(&fake, INSTALLATION).await;
+    let big = "b".repeat(1024 * 1024 + 1);
+    fake.push_files(
+        "acme",
+        "widgets",
+        "feature",
+        &[("docs/a b.md", "spaced\n"), ("big.txt", &big)],
+        &[
+            ("link-to-readme", "README.md"),
+            ("link-out", "../../etc/passwd"),
+        ],
+    );
+    let get = |path: &str, accept: &str| {
+        reqwest::Client::new()
+            .get(format!("{}/repos/acme/widgets/contents/{path}", fake.url))
+            .bearer_auth(&tok)
+            .header("accept", accept)
+    };
+    const JSON: &str = "application/vnd.github+json";
+    const RAW: &str = "application/vnd.github.raw+json";
+    const OBJECT: &str = "application/vnd.github.object+json";
+
+    let (status, file) = send(get("README.md", JSON)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (file["type"].as_str(), file["encoding"].as_str()),
+        (Some("file"), Some("base64"))
+    );
+    let content: String = file["content"].as_str().unwrap().split('\n').collect();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(content)
+        .unwrap();
+    assert_eq!(decoded, b"# widgets\n");
+    assert_eq!(file["size"], 10);
+    let parsed: octocrab::models::repos::Content = serde_json::from_value(file).unwrap();
+    assert_eq!(parsed.path, "README.md");
+
+    let resp = get("README.md", RAW).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        !resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), b"# widgets\n");
+
+    // Other refs, missing paths and refs.
+    assert_eq!(send(get("docs/a%20b.md?ref=feature", JSON)).await.0, 200);
+    let resp = get("docs/a%20b.md?ref=feature", RAW).send().await.unwrap();
+    assert_eq!(resp.text().await.unwrap(), "spaced\n");
+    assert_eq!(send(get("docs/a%20b.md", JSON)).await.0, 404, "not on main");
+    let (status, body) = send(get("README.md?ref=nope", JSON)).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (404, Some("No commit found for the ref nope"))
+    );
+
+    // Directories are lists, whatever the media type, except as an object.
+    for accept in [JSON, RAW] {
+        let (status, listing) = send(get("scripts", accept)).await;
+        assert_eq!(status, 200);
+        let names: Vec<(&str, &str)> = listing
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap(), e["type"].as_str().unwrap()))
+            .collect();
+        assert_eq!(names, [("build.sh", "file")]);
+    }
+    let (_, root) = send(get("?ref=feature", JSON)).await;
+    let names: Vec<&str> = root
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "README.md",
+            "big.txt",
+            "docs",
+            "link-out",
+            "link-to-readme",
+            "scripts"
+        ]
+    );
+    let (_, object) = send(get("scripts", OBJECT)).await;
+    assert_eq!(object["type"], "dir");
+    assert_eq!(object["entries"][0]["path"], "scripts/build.sh");
+
+    // A link to a file is that file; a link elsewhere is described.
+    let resp = get("link-to-readme?ref=feature", RAW).send().await.unwrap();
+    assert_eq!(resp.text().await.unwrap(), "# widgets\n");
+    let (_, link) = send(get("link-out?ref=feature", RAW)).await;
+    assert_eq!(
+        (link["type"].as_str(), link["target"].as_str()),
+        (Some("symlink"), Some("../../etc/passwd"))
+    );
+
+    // Over 1 MB: raw only, or an object without content.
+    let (status, body) = send(get("big.txt?ref=feature", JSON)).await;
+    assert_eq!(status, 403);
+    assert_eq!(body["errors"][0]["code"], "too_large");
+    let resp = get("big.txt?ref=feature", RAW).send().await.unwrap();
+    assert_eq!(resp.bytes().await.unwrap().len(), big.len());
+    let (_, object) = send(get("big.txt?ref=feature", OBJECT)).await;
+    assert_eq!(
+        (object["encoding"].as_str(), object["content"].as_str()),
+        (Some("none"), Some(""))
+    );
+
+    // Reading contents takes the contents permission.
+    let tok = scoped_token(&fake, json!({"permissions": {"issues": "write"}})).await;
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "{}/repos/acme/widgets/contents/README.md",
+            fake.url
+        ))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_comments_are_listed_a_page_at_a_time() {
+    let fake = setup().await;
+    let tok = token(&fake, INSTALLATION).await;
+    for n in 0..35 {
+        fake.add_user_comment("acme", "widgets", 3, "alice", &format!("comment {n}"));
+    }
+    let resp = api(
+        &fake,
+        reqwest::Method::GET,
+        "/repos/acme/widgets/issues/3/comments",
+        &tok,
+    )
+    .send()
+    .await
+    .unwrap();
+    let next = rel_link(&resp, "next").expect("a second page");
+    let first: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!(first.len(), 30, "GitHub's default page");
+    assert_eq!(first[0]["body"], "comment 0");
+    let second: Vec<Value> = reqwest::Client::new()
+        .get(&next)
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 5);
+    assert_eq!(second[4]["body"], "comment 34");
+    let resp = api(
+        &fake,
+        reqwest::Method::GET,
+        "/repos/acme/widgets/issues/3/comments?per_page=100",
+        &tok,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert!(rel_link(&resp, "next").is_none());
+    assert_eq!(resp.json::<Vec<Value>>().await.unwrap().len(), 35);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_answers_every_rest_call_until_it_passes_or_is_lifted() {
+    let fake = setup().await;
+    let tok = token(&fake, INSTALLATION).await;
+    let comment = || {
+        api(
+            &fake,
+            reqwest::Method::POST,
+            "/repos/acme/widgets/issues/1/comments",
+            &tok,
+        )
+        .json(&json!({"body": "hello"}))
+    };
+
+    let started = std::time::Instant::now();
+    // Long enough that the calls below fall inside it on a loaded machine.
+    fake.outage(502, Duration::from_secs(5));
+    let (status, body) = send(comment()).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (502, Some("Bad Gateway"))
+    );
+    assert_eq!(
+        exchange(&fake, INSTALLATION, &app_jwt()).await.status(),
+        502
+    );
+    // git over HTTP is not part of the REST outage.
+    let work = tempfile::tempdir().unwrap();
+    let remote = format!("{}/acme/widgets.git", fake.url);
+    let out = git(work.path(), &["ls-remote", &remote], Some(&basic(&tok))).await;
+    assert_ok(&out, "ls-remote during an outage");
+    assert!(fake.comments("acme", "widgets", 1).is_empty());
+    while send(comment()).await.0 == 502 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "it lasted its time"
+    );
+
+    // Queued injections wait for the end of an outage.
+    fake.inject(
+        "POST",
+        "/repos/acme/widgets/issues/*/comments",
+        vec![Injected::status(500)],
+    );
+    let outage = fake.outage_until_lifted(503);
+    assert_eq!(send(comment()).await.0, 503);
+    assert_eq!(send(comment()).await.0, 503);
+    outage.lift();
+    assert_eq!(send(comment()).await.0, 500);
+    assert_eq!(send(comment()).await.0, 201);
+
+    let mut statuses: Vec<u16> = fake
+        .calls("POST", "/repos/acme/widgets/issues/*/comments")
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    statuses.dedup();
+    assert_eq!(statuses, [502, 201, 503, 500, 201]);
+    assert_eq!(fake.comments("acme", "widgets", 1).len(), 2);
+    assert!(
+        fake.calls("GET", "/repos/acme/widgets/issues/*/comments")
+            .is_empty()
+    );
 }

@@ -43,7 +43,7 @@ async fn form_encoded_bodies_are_accepted(pool: sqlx::PgPool) {
         form.into_bytes(),
     );
     assert_eq!(send(&harness.router, request).await.0, StatusCode::ACCEPTED);
-    assert_eq!(harness.outcome("d-form").await, "task_created");
+    assert_eq!(harness.outcome("d-form").await, "request_queued");
     let stored: Vec<u8> =
         sqlx::query_scalar("SELECT payload FROM deliveries WHERE delivery_id = 'd-form'")
             .fetch_one(&harness.pool)
@@ -77,10 +77,8 @@ async fn bodies_up_to_githubs_cap_are_accepted_and_larger_ones_refused(pool: sql
     assert_eq!(big.len(), cap);
     let (status, _) = harness.post_signed("issues", "d-big", &big).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!(
-        harness.outcome("d-big").await,
-        "ignored: label is not the trigger"
-    );
+    // Whether the label is the trigger is the repository's settings' to say, later.
+    assert_eq!(harness.outcome("d-big").await, "request_queued");
 
     big.push(b' ');
     let (status, _) = harness.post_signed("issues", "d-too-big", &big).await;
@@ -116,7 +114,7 @@ async fn only_the_sha256_signature_counts(pool: sqlx::PgPool) {
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
-async fn a_hundred_concurrent_copies_store_one_row_and_one_task(pool: sqlx::PgPool) {
+async fn a_hundred_concurrent_copies_store_one_row_and_one_request(pool: sqlx::PgPool) {
     let harness = Harness::start_without_app(pool).await;
     let body = labeled_issue(7, "Concurrent", "conveyor");
     let posts = (0..100).map(|_| harness.post_signed("issues", "d-storm", &body));
@@ -138,9 +136,9 @@ async fn a_hundred_concurrent_copies_store_one_row_and_one_task(pool: sqlx::PgPo
         99,
         "{statuses:?}"
     );
-    assert_eq!(harness.outcome("d-storm").await, "task_created");
+    assert_eq!(harness.outcome("d-storm").await, "request_queued");
     assert_eq!(count(&harness, "SELECT count(*) FROM deliveries").await, 1);
-    assert_eq!(harness.task_ids().await.len(), 1);
+    assert_eq!(count(&harness, "SELECT count(*) FROM requests").await, 1);
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
@@ -188,7 +186,7 @@ async fn every_real_payload_gets_a_2xx_and_an_outcome(pool: sqlx::PgPool) {
     for delivery in &deliveries {
         let outcome = harness.outcome(delivery).await;
         assert!(
-            ["task_created", "installation", "ignored: "]
+            ["request_queued", "installation", "ignored: "]
                 .iter()
                 .any(|ok| outcome.starts_with(ok)),
             "{delivery}: {outcome}"
@@ -287,7 +285,7 @@ async fn installation_events_maintain_installations_and_gate_deliveries(pool: sq
     harness
         .post_signed("issues", "l-2", &labeled_issue(2, "x", "conveyor"))
         .await;
-    assert_eq!(harness.outcome("l-2").await, "task_created");
+    assert_eq!(harness.outcome("l-2").await, "request_queued");
 
     assert_eq!(
         post_fixture("installation/deleted.payload.json", "i-deleted").await,
@@ -319,7 +317,17 @@ async fn installation_events_maintain_installations_and_gate_deliveries(pool: sq
     harness
         .post_signed("issues", "l-4", &serde_json::to_vec(&by_bot).unwrap())
         .await;
-    assert_eq!(harness.outcome("l-4").await, "ignored: sender is a bot");
+    // A bot's label goes on to the request workers, which honour it only when the
+    // repository's `allowed_bots` lists the bot.
+    assert_eq!(harness.outcome("l-4").await, "request_queued");
+    let actor_is_bot: bool = sqlx::query_scalar(
+        "SELECT r.actor_is_bot FROM requests r JOIN deliveries d ON d.id = r.delivery_id
+         WHERE d.delivery_id = 'l-4'",
+    )
+    .fetch_one(&harness.pool)
+    .await
+    .unwrap();
+    assert!(actor_is_bot);
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
@@ -328,8 +336,15 @@ async fn operators_list_and_replay_deliveries(pool: sqlx::PgPool) {
     harness
         .post_signed("issues", "o-task", &labeled_issue(1, "x", "conveyor"))
         .await;
+    let unlabeled = support::payloads::issue_unlabeled(2, "x", "bug", "alice");
+    let mut closed_pull: serde_json::Value = serde_json::from_slice(&unlabeled).unwrap();
+    closed_pull["action"] = "reopened".into();
     harness
-        .post_signed("issues", "o-ignored", &labeled_issue(2, "x", "bug"))
+        .post_signed(
+            "issues",
+            "o-ignored",
+            &serde_json::to_vec(&closed_pull).unwrap(),
+        )
         .await;
     harness.outcome("o-task").await;
     harness.outcome("o-ignored").await;
@@ -347,10 +362,10 @@ async fn operators_list_and_replay_deliveries(pool: sqlx::PgPool) {
     let rows = list["deliveries"].as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["id"], "o-ignored");
-    assert_eq!(rows[0]["outcome"], "ignored: label is not the trigger");
+    assert_eq!(rows[0]["outcome"], "ignored: event not handled");
     assert_eq!(
         (rows[0]["event"].as_str(), rows[0]["action"].as_str()),
-        (Some("issues"), Some("labeled"))
+        (Some("issues"), Some("reopened"))
     );
     assert_eq!(rows[0]["repository"], "acme/widgets");
     assert!(rows[0]["processing_ms"].as_f64().unwrap() >= 0.0);
@@ -386,11 +401,11 @@ async fn operators_list_and_replay_deliveries(pool: sqlx::PgPool) {
         .api("POST", "/api/v2/deliveries/o-task/replay", Some(API_TOKEN))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!(harness.outcome("o-task").await, "task_created");
+    assert_eq!(harness.outcome("o-task").await, "request_queued");
     assert_eq!(
-        harness.task_ids().await.len(),
+        count(&harness, "SELECT count(*) FROM requests").await,
         1,
-        "a replay never creates a second task"
+        "a replay never queues a second request"
     );
     let (status, reply) = harness
         .api("POST", "/api/v2/deliveries/nope/replay", Some(API_TOKEN))
@@ -526,7 +541,7 @@ async fn retention_drops_old_payloads_and_keeps_outcomes(pool: sqlx::PgPool) {
     assert_eq!(
         count(
             &harness,
-            "SELECT count(*) FROM deliveries WHERE outcome = 'ignored: label is not the trigger'"
+            "SELECT count(*) FROM deliveries WHERE outcome = 'request_queued'"
         )
         .await,
         3

@@ -1,5 +1,6 @@
 //! Real `conveyor worker` processes: a worker killed with SIGKILL mid-step has its task
-//! running again elsewhere within 40 s; one sent SIGTERM hands its task back.
+//! running again elsewhere within 40 s; one sent SIGTERM hands its task back; reports queued
+//! while GitHub is down outlive a worker killed before it could deliver them.
 
 mod support;
 
@@ -46,7 +47,8 @@ struct Scenario {
     data: tempfile::TempDir,
 }
 
-async fn scenario(pool: &PgPool) -> Scenario {
+/// The step sleeps `seconds` and a fraction that makes its processes findable.
+async fn scenario(pool: &PgPool, seconds: u32) -> Scenario {
     let options = pool.connect_options();
     let database_url = format!(
         "postgres://postgres@127.0.0.1:5432/{}",
@@ -54,7 +56,7 @@ async fn scenario(pool: &PgPool) -> Scenario {
     );
     let github = FakeGitHub::start().await;
     github.add_installation(INSTALLATION_ID, OWNER);
-    let marker = format!("{}.{}", 60 + fastrand::u32(..1000), fastrand::u32(..1000));
+    let marker = format!("{seconds}.{}", 100_000 + fastrand::u32(..900_000));
     let pipeline =
         "pipelines:\n  default:\n    steps:\n      - name: slow-once\n        run: sh step.sh\n";
     github.add_repo(
@@ -63,7 +65,10 @@ async fn scenario(pool: &PgPool) -> Scenario {
         REPO,
         &[
             (".github/conveyor.yml", pipeline),
-            ("step.sh", &format!("sleep {marker}\n")),
+            (
+                "step.sh",
+                &format!("sleep {marker}\necho done > done.txt\n"),
+            ),
         ],
     );
     let task = NewTask {
@@ -76,6 +81,7 @@ async fn scenario(pool: &PgPool) -> Scenario {
         body: String::new(),
         pipeline: "default".into(),
         delivery_id: None,
+        ..Default::default()
     };
     let task_id = tasks::create(&mut pool.acquire().await.unwrap(), &task)
         .await
@@ -127,7 +133,7 @@ impl Scenario {
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn a_killed_workers_task_runs_again_elsewhere_within_40_seconds(pool: PgPool) {
-    let scenario = scenario(&pool).await;
+    let scenario = scenario(&pool, 60).await;
     let task_id = scenario.task_id;
     let mut first = scenario.worker();
     scenario.first_step().await;
@@ -183,7 +189,7 @@ async fn a_killed_workers_task_runs_again_elsewhere_within_40_seconds(pool: PgPo
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn sigterm_hands_a_running_task_to_another_worker(pool: PgPool) {
-    let scenario = scenario(&pool).await;
+    let scenario = scenario(&pool, 60).await;
     let mut first = scenario.worker();
     scenario.first_step().await;
     // SAFETY: kill only sends SIGTERM to the worker we spawned.
@@ -210,4 +216,68 @@ async fn sigterm_hands_a_running_task_to_another_worker(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(attempts, 1, "the handed-back attempt does not count");
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn reports_queued_during_an_outage_survive_a_killed_worker_and_land_once(pool: PgPool) {
+    let scenario = scenario(&pool, 2).await;
+    let mut first = scenario.worker();
+    support::wait_until("the step to start", || async {
+        (!support::processes_with(&scenario.marker).is_empty()).then_some(())
+    })
+    .await;
+    // GitHub's API fails from now on for 30 s; git keeps working, so the run ends and its
+    // branch is pushed while its pull request, check run and comment wait in the outbox.
+    scenario.github.outage(502, Duration::from_secs(30));
+    scenario.succeeded(&pool).await;
+    support::wait_until("a delivery to have been tried and refused", || async {
+        let tried: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND last_error IS NOT NULL",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (tried > 0).then_some(())
+    })
+    .await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+
+    let mut second = scenario.worker();
+    // Past the outage, and past the claims the killed worker held.
+    support::wait_until_within(
+        "the outbox to be delivered",
+        Duration::from_secs(120),
+        || async {
+            let pending: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            (pending == 0).then_some(())
+        },
+    )
+    .await;
+    second.start_kill().unwrap();
+
+    let comments = scenario.github.comments(OWNER, REPO, 1);
+    assert_eq!(comments.len(), 1, "one status comment: {comments:#?}");
+    assert!(
+        comments[0].body.contains("finished pipeline"),
+        "{}",
+        comments[0].body
+    );
+    assert_eq!(scenario.github.pull_requests(OWNER, REPO).len(), 1);
+    let head = scenario
+        .github
+        .branch_sha(OWNER, REPO, "conveyor/1-survive-a-crash")
+        .unwrap();
+    let checks: Vec<_> = scenario
+        .github
+        .check_runs(OWNER, REPO)
+        .into_iter()
+        .filter(|check| check.head_sha == head)
+        .collect();
+    assert_eq!(checks.len(), 1, "one check run on the head: {checks:#?}");
+    assert_eq!(checks[0].conclusion.as_deref(), Some("success"));
 }

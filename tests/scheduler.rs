@@ -14,6 +14,7 @@ use conveyor::engine::state::TransitionError;
 use conveyor::engine::tasks::{self, Ending, EngineError, NewTask, Rescued, Task};
 use conveyor::engine::{RunState, TaskState};
 use conveyor::housekeeping::vacuum;
+use conveyor::report::Outcome;
 use conveyor::scheduler::{
     self, Executor, Lease, SchedulerSettings, SessionFault, SessionPool, claim_next, leases,
 };
@@ -32,6 +33,7 @@ fn new_task(repo: &str, issue: i64) -> NewTask {
         body: String::new(),
         pipeline: "default".into(),
         delivery_id: None,
+        ..Default::default()
     }
 }
 
@@ -379,6 +381,7 @@ async fn a_silent_processes_task_is_rescued_and_its_late_results_refused(pool: P
         exit_code: Some(0),
         duration_ms: 1,
         output: String::new(),
+        timed_out: false,
     };
     assert!(
         !runs::record_step(&pool, run.id, held.lease_epoch, &step)
@@ -969,7 +972,7 @@ async fn a_lease_is_held_only_while_its_task_runs_under_it_and_nobody_asked_it_t
     assert!(!rescued_lease.is_held().await.unwrap(), "rescued");
 
     let mut tx = pool.begin().await.unwrap();
-    tasks::cancel(&mut tx, cancelled.id).await.unwrap();
+    tasks::cancel(&mut tx, cancelled.id, None).await.unwrap();
     tx.commit().await.unwrap();
     assert!(
         !cancelled_lease.is_held().await.unwrap(),
@@ -1078,9 +1081,9 @@ async fn a_run_taken_from_its_worker_cannot_be_finished_afterwards(pool: PgPool)
         .await
         .unwrap();
 
-    let published = runs::Published::default();
+    let outcome = Outcome::NoChanges;
     assert!(
-        !runs::finish(&pool, lost.id, RunState::Succeeded, &published, None)
+        !runs::finish(&pool, lost.id, RunState::Succeeded, &outcome)
             .await
             .unwrap(),
         "the late result is refused"
@@ -1091,7 +1094,7 @@ async fn a_run_taken_from_its_worker_cannot_be_finished_afterwards(pool: PgPool)
         .unwrap();
     let current = runs::start(&mut conn, task_id, "default").await.unwrap();
     assert!(
-        runs::finish(&pool, current.id, RunState::Succeeded, &published, None)
+        runs::finish(&pool, current.id, RunState::Succeeded, &outcome)
             .await
             .unwrap()
     );

@@ -24,6 +24,13 @@ async fn delivery_count(harness: &Harness) -> i64 {
         .unwrap()
 }
 
+async fn request_count(harness: &Harness) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM requests")
+        .fetch_one(&harness.pool)
+        .await
+        .unwrap()
+}
+
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn bad_or_missing_signatures_are_refused_and_nothing_is_stored(pool: sqlx::PgPool) {
     let harness = Harness::start(pool).await;
@@ -66,19 +73,20 @@ async fn a_redelivered_webhook_creates_one_task(pool: sqlx::PgPool) {
         (second, reply),
         (StatusCode::OK, json!({ "duplicate": true }))
     );
-    assert_eq!(harness.outcome("d-same").await, "task_created");
+    assert_eq!(harness.request_outcome("d-same").await, "task_created");
     assert_eq!(delivery_count(&harness).await, 1);
     assert_eq!(harness.task_ids().await.len(), 1);
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn labelling_again_while_a_task_is_live_does_not_queue_a_twin(pool: sqlx::PgPool) {
-    // Without an App no worker runs, so the first task is certainly still queued.
-    let harness = Harness::start_without_app(pool).await;
+    // Without worker sessions the first task is certainly still queued.
+    let harness = Harness::start_idle(pool).await;
+    harness.add_repo_with_pipeline();
     harness
         .post_signed("issues", "d-a", &labeled_issue(3, "Twice", "conveyor"))
         .await;
-    assert_eq!(harness.outcome("d-a").await, "task_created");
+    assert_eq!(harness.request_outcome("d-a").await, "task_created");
     // Labelled again: GitHub's second event differs from the first, in its timestamps at
     // least (the same bytes again would be a duplicate).
     let mut again: serde_json::Value =
@@ -88,7 +96,7 @@ async fn labelling_again_while_a_task_is_live_does_not_queue_a_twin(pool: sqlx::
         .post_signed("issues", "d-b", &serde_json::to_vec(&again).unwrap())
         .await;
     assert_eq!(
-        harness.outcome("d-b").await,
+        harness.request_outcome("d-b").await,
         "ignored: the issue already has a live task"
     );
     assert_eq!(harness.task_ids().await.len(), 1);
@@ -97,12 +105,13 @@ async fn labelling_again_while_a_task_is_live_does_not_queue_a_twin(pool: sqlx::
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn deliveries_that_are_not_tasks_get_a_recorded_reason(pool: sqlx::PgPool) {
     let harness = Harness::start(pool).await;
+    harness.add_repo_with_pipeline();
     let (status, _) = harness
         .post_signed("issues", "d-label", &labeled_issue(4, "x", "bug"))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(
-        harness.outcome("d-label").await,
+        harness.request_outcome("d-label").await,
         "ignored: label is not the trigger"
     );
 
@@ -253,9 +262,9 @@ async fn the_same_payload_under_another_delivery_id_is_a_duplicate(pool: sqlx::P
         (second, reply),
         (StatusCode::OK, json!({ "duplicate": true }))
     );
-    assert_eq!(harness.outcome("d-original").await, "task_created");
+    assert_eq!(harness.outcome("d-original").await, "request_queued");
     assert_eq!(delivery_count(&harness).await, 1);
-    assert_eq!(harness.task_ids().await.len(), 1);
+    assert_eq!(request_count(&harness).await, 1);
 
     // Arriving together, so they meet in one insert: ten ids, each sent twice, same bytes.
     let body = labeled_issue(6, "Same bytes at once", "conveyor");
@@ -282,8 +291,8 @@ async fn the_same_payload_under_another_delivery_id_is_a_duplicate(pool: sqlx::P
             .fetch_one(&harness.pool)
             .await
             .unwrap();
-    assert_eq!(harness.outcome(&burst).await, "task_created");
-    assert_eq!(harness.task_ids().await.len(), 2);
+    assert_eq!(harness.outcome(&burst).await, "request_queued");
+    assert_eq!(request_count(&harness).await, 2);
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]

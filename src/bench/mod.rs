@@ -2,6 +2,7 @@
 //! cost of the steps' sandbox.
 
 pub mod intake;
+pub mod loop_latency;
 pub mod sandbox;
 pub mod scheduler;
 

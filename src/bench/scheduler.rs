@@ -202,13 +202,13 @@ async fn enqueue_batch(
 /// A database of the bench's own on the server of `DATABASE_URL`, created for one run and
 /// dropped after it: the bench deletes and vacuums freely, and must never do that to the
 /// tasks of a real database.
-struct ScratchDatabase {
-    name: String,
-    url: String,
+pub(super) struct ScratchDatabase {
+    pub(super) name: String,
+    pub(super) url: String,
 }
 
 impl ScratchDatabase {
-    async fn create(server_url: &str) -> anyhow::Result<Self> {
+    pub(super) async fn create(server_url: &str) -> anyhow::Result<Self> {
         let mut url = url::Url::parse(server_url).context("DATABASE_URL is not a URL")?;
         let name = format!("conveyor_bench_{:016x}", fastrand::u64(..));
         url.set_path(&name);
@@ -220,7 +220,7 @@ impl ScratchDatabase {
     }
 
     /// Drops the database, ending any connection still open to it.
-    async fn drop(self) -> anyhow::Result<()> {
+    pub(super) async fn drop(self) -> anyhow::Result<()> {
         Postgres::force_drop_database(&self.url)
             .await
             .with_context(|| format!("dropping the scratch database {}", self.name))

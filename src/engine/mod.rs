@@ -1,6 +1,7 @@
 //! The task engine: tasks, their state machine, runs, steps and the audit trail.
 //! Every entry point (webhook, API, CLI, workers) changes tasks through these functions.
 
+pub mod approvals;
 pub mod blockers;
 pub mod deferral;
 pub mod events;

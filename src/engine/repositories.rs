@@ -69,7 +69,8 @@ pub async fn stop(
     }
     let live: Vec<i64> = sqlx::query_scalar(
         "SELECT id FROM tasks
-         WHERE repo_owner = $1 AND repo_name = $2 AND state IN ('queued', 'running')
+         WHERE repo_owner = $1 AND repo_name = $2
+           AND state IN ('queued', 'running', 'scheduled', 'awaiting_approval')
          ORDER BY id",
     )
     .bind(owner)
@@ -77,7 +78,7 @@ pub async fn stop(
     .fetch_all(&mut *conn)
     .await?;
     for &task_id in &live {
-        tasks::cancel(conn, task_id)
+        tasks::cancel(conn, task_id, None)
             .await
             .map_err(|err| RepositoryError::Db(err.to_string()))?;
     }

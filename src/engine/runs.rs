@@ -1,8 +1,12 @@
-//! Runs of a task and the results of their steps.
+//! Runs of a task, the results of their steps, and what they published.
 
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 
+use super::approvals::Gate;
 use super::state::RunState;
+use crate::pipeline::StepResult;
+use crate::report::Outcome;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Run {
@@ -12,11 +16,23 @@ pub struct Run {
     pub state: RunState,
     pub pipeline: String,
     pub branch: Option<String>,
+    /// The last commit the run pushed.
     pub head_sha: Option<String>,
     pub pull_request_number: Option<i64>,
     pub pull_request_url: Option<String>,
-    pub check_run_id: Option<i64>,
     pub failure: Option<String>,
+    pub outcome: Option<Json<Outcome>>,
+    /// The pipeline file the run started with.
+    pub definition: Option<String>,
+    /// Where a run resumed after an approval goes on: the step after the gate.
+    pub resume_at_step: Option<i32>,
+    pub previous_run_id: Option<i64>,
+    /// The commit the run reports on now.
+    pub check_sha: Option<String>,
+    /// The commit the run's work started from: what its diff is taken against.
+    pub base_sha: Option<String>,
+    /// The gate the run waits at, or waited at last.
+    pub approval: Option<Json<Gate>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -27,21 +43,93 @@ pub struct StepRecord {
     pub exit_code: Option<i32>,
     pub duration_ms: i64,
     pub output: String,
+    pub timed_out: bool,
+}
+
+impl StepRecord {
+    pub fn from_result(step: &StepResult) -> Self {
+        Self {
+            position: step.position as i32,
+            name: step.name.clone(),
+            command: step.command.clone(),
+            exit_code: step.exit_code,
+            duration_ms: step.duration.as_millis() as i64,
+            output: step.output.clone(),
+            timed_out: step.timed_out,
+        }
+    }
+
+    pub fn to_result(&self) -> StepResult {
+        StepResult {
+            position: self.position.max(0) as usize,
+            name: self.name.clone(),
+            command: self.command.clone(),
+            exit_code: self.exit_code,
+            duration: std::time::Duration::from_millis(self.duration_ms.max(0) as u64),
+            output: self.output.clone(),
+            timed_out: self.timed_out,
+        }
+    }
 }
 
 const RUN_COLUMNS: &str = "id, task_id, attempt, state, pipeline, branch, head_sha, \
-     pull_request_number, pull_request_url, check_run_id, failure";
+     pull_request_number, pull_request_url, failure, outcome, definition, resume_at_step, \
+     previous_run_id, check_sha, base_sha, approval";
 
-/// Starts the next attempt of a task.
+/// Starts the next attempt of a task; a retry's first run follows the last run of the task
+/// it retries.
 pub async fn start(conn: &mut PgConnection, task_id: i64, pipeline: &str) -> sqlx::Result<Run> {
     sqlx::query_as(&format!(
-        "INSERT INTO runs (task_id, attempt, pipeline)
-         VALUES ($1, (SELECT COALESCE(MAX(attempt), 0) + 1 FROM runs WHERE task_id = $1), $2)
+        "INSERT INTO runs (task_id, attempt, pipeline, previous_run_id)
+         VALUES ($1, (SELECT COALESCE(MAX(attempt), 0) + 1 FROM runs WHERE task_id = $1), $2,
+                 COALESCE((SELECT max(id) FROM runs WHERE task_id = $1),
+                          (SELECT max(r.id) FROM runs r JOIN tasks t ON r.task_id = t.retry_of
+                           WHERE t.id = $1)))
          RETURNING {RUN_COLUMNS}"
     ))
     .bind(task_id)
     .bind(pipeline)
     .fetch_one(conn)
+    .await
+}
+
+/// The task's run that was approved and waits to go on, if any.
+pub async fn approved(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<Option<Run>> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs
+         WHERE task_id = $1 AND state = 'awaiting_approval' AND resume_at_step IS NOT NULL
+         ORDER BY id DESC LIMIT 1"
+    ))
+    .bind(task_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Takes an approved run up again under its task's new claim.
+pub async fn resume(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE runs SET state = 'running'
+         WHERE id = $1 AND state = 'awaiting_approval' AND resume_at_step IS NOT NULL",
+    )
+    .bind(run_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn get(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Option<Run>> {
+    sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+        .bind(run_id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn latest(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<Option<Run>> {
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE task_id = $1 ORDER BY id DESC LIMIT 1"
+    ))
+    .bind(task_id)
+    .fetch_optional(db)
     .await
 }
 
@@ -54,6 +142,22 @@ pub async fn for_task(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<Vec
     .await
 }
 
+/// Pins the pipeline file a run goes by, and the commit its work starts from.
+pub async fn pin(
+    db: impl PgExecutor<'_>,
+    run_id: i64,
+    definition: &str,
+    base_sha: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE runs SET definition = $2, base_sha = $3 WHERE id = $1")
+        .bind(run_id)
+        .bind(definition)
+        .bind(base_sha)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Records a step's result if the run's task is still held under lease `epoch`; `false` when
 /// the result is stale (the task was rescued) and was dropped.
 pub async fn record_step(
@@ -63,8 +167,9 @@ pub async fn record_step(
     step: &StepRecord,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "INSERT INTO run_steps (run_id, position, name, command, exit_code, duration_ms, output)
-         SELECT $1, $2, $3, $4, $5, $6, $7
+        "INSERT INTO run_steps (run_id, position, name, command, exit_code, duration_ms, output,
+                                timed_out)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $9
          FROM runs r JOIN tasks t ON t.id = r.task_id
          WHERE r.id = $1 AND t.lease_epoch = $8 AND t.state = 'running'",
     )
@@ -76,14 +181,40 @@ pub async fn record_step(
     .bind(step.duration_ms)
     .bind(&step.output)
     .bind(epoch)
+    .bind(step.timed_out)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
+/// Records the decision taken at a gate as the gate step's result, so the run's timeline
+/// shows who let it through (or that nobody had to).
+pub async fn record_gate_step(
+    db: impl PgExecutor<'_>,
+    run_id: i64,
+    step: &StepRecord,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO run_steps (run_id, position, name, command, exit_code, duration_ms, output)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (run_id, position) DO UPDATE SET output = EXCLUDED.output,
+             exit_code = EXCLUDED.exit_code",
+    )
+    .bind(run_id)
+    .bind(step.position)
+    .bind(&step.name)
+    .bind(&step.command)
+    .bind(step.exit_code)
+    .bind(step.duration_ms)
+    .bind(&step.output)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 pub async fn steps(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Vec<StepRecord>> {
     sqlx::query_as(
-        "SELECT position, name, command, exit_code, duration_ms, output
+        "SELECT position, name, command, exit_code, duration_ms, output, timed_out
          FROM run_steps WHERE run_id = $1 ORDER BY position",
     )
     .bind(run_id)
@@ -91,57 +222,83 @@ pub async fn steps(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Vec<Ste
     .await
 }
 
-/// What a finished run produced on GitHub.
-#[derive(Debug, Default, Clone)]
-pub struct Published {
-    pub branch: Option<String>,
-    pub head_sha: Option<String>,
-    pub pull_request_number: Option<i64>,
-    pub pull_request_url: Option<String>,
-    pub check_run_id: Option<i64>,
-}
-
 /// Records how the run ended; `false` when it had already ended (its task was taken from its
-/// worker, which closed the run as interrupted or cancelled) and the result was dropped. A
-/// push already recorded stays recorded when the run failed after it.
+/// worker, which closed the run as interrupted or cancelled) and the result was dropped.
 pub async fn finish(
     db: impl PgExecutor<'_>,
     run_id: i64,
     state: RunState,
-    published: &Published,
-    failure: Option<&str>,
+    outcome: &Outcome,
 ) -> sqlx::Result<bool> {
+    let failure = match outcome {
+        Outcome::Failed(failure) => Some(failure.headline()),
+        _ => None,
+    };
     let done = sqlx::query(
-        "UPDATE runs SET state = $2, finished_at = now(),
-                branch = COALESCE($3, branch), head_sha = COALESCE($4, head_sha),
-                pull_request_number = $5, pull_request_url = $6, check_run_id = $7, failure = $8
+        "UPDATE runs SET state = $2, finished_at = now(), outcome = $3, failure = $4
          WHERE id = $1 AND state = 'running'",
     )
     .bind(run_id)
     .bind(state)
-    .bind(&published.branch)
-    .bind(&published.head_sha)
-    .bind(published.pull_request_number)
-    .bind(&published.pull_request_url)
-    .bind(published.check_run_id)
+    .bind(Json(outcome))
     .bind(failure)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
+/// Records how a run that ended without its worker's result was stopped, for its reports.
+pub async fn record_outcome(
+    db: impl PgExecutor<'_>,
+    run_id: i64,
+    outcome: &Outcome,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE runs SET outcome = $2 WHERE id = $1 AND outcome IS NULL")
+        .bind(run_id)
+        .bind(Json(outcome))
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Records a push as soon as it happened, so that a later attempt knows the branch holds
-/// Conveyor's own commit even if this one never finishes.
+/// Conveyor's own commit even if this one never finishes; the run reports on that commit
+/// from now on.
 pub async fn record_push(
     db: impl PgExecutor<'_>,
     run_id: i64,
     branch: &str,
     head_sha: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE runs SET branch = $2, head_sha = $3 WHERE id = $1")
+    sqlx::query("UPDATE runs SET branch = $2, head_sha = $3, check_sha = $3 WHERE id = $1")
         .bind(run_id)
         .bind(branch)
         .bind(head_sha)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Sets the commit the run reports on (a pull request's head, before it pushed anything).
+pub async fn report_on(db: impl PgExecutor<'_>, run_id: i64, sha: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE runs SET check_sha = $2 WHERE id = $1")
+        .bind(run_id)
+        .bind(sha)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn record_pull_request(
+    db: impl PgExecutor<'_>,
+    run_id: i64,
+    number: i64,
+    url: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE runs SET pull_request_number = $2, pull_request_url = $3 WHERE id = $1")
+        .bind(run_id)
+        .bind(number)
+        .bind(url)
         .execute(db)
         .await?;
     Ok(())
@@ -165,5 +322,49 @@ pub async fn last_pushed(
     .bind(task_id)
     .bind(branch)
     .fetch_optional(db)
+    .await
+}
+
+/// The GitHub id of the task's check run on `head_sha`, once the outbox created it.
+pub async fn check_run_id(
+    db: impl PgExecutor<'_>,
+    task_id: i64,
+    head_sha: &str,
+) -> sqlx::Result<Option<i64>> {
+    let id: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT check_run_id FROM check_runs WHERE task_id = $1 AND head_sha = $2",
+    )
+    .bind(task_id)
+    .bind(head_sha)
+    .fetch_optional(db)
+    .await?;
+    Ok(id.flatten())
+}
+
+pub async fn set_check_run_id(
+    db: impl PgExecutor<'_>,
+    task_id: i64,
+    head_sha: &str,
+    check_run_id: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO check_runs (task_id, head_sha, check_run_id) VALUES ($1, $2, $3)
+         ON CONFLICT (task_id, head_sha) DO UPDATE SET check_run_id = $3",
+    )
+    .bind(task_id)
+    .bind(head_sha)
+    .bind(check_run_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The commits the task has check runs on, oldest first.
+pub async fn check_shas(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT head_sha FROM check_runs WHERE task_id = $1 ORDER BY created_at, head_sha",
+    )
+    .bind(task_id)
+    .fetch_all(db)
     .await
 }

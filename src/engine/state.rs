@@ -13,6 +13,9 @@ pub enum TaskState {
     Succeeded,
     Failed,
     Cancelled,
+    /// Its run is parked at an approval step: it holds no worker and no repository slot
+    /// until someone approves (back to the queue) or rejects (failed).
+    AwaitingApproval,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize)]
@@ -27,16 +30,19 @@ pub enum RunState {
     /// Ended without a result from its worker: the process died or shut down, or the
     /// session crashed.
     Interrupted,
+    /// Parked at an approval step; resumed by the task's next claim once approved.
+    AwaitingApproval,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 6] = [
+    pub const ALL: [TaskState; 7] = [
         Self::Queued,
         Self::Running,
         Self::Scheduled,
         Self::Succeeded,
         Self::Failed,
         Self::Cancelled,
+        Self::AwaitingApproval,
     ];
 
     pub fn is_final(self) -> bool {
@@ -56,6 +62,10 @@ impl TaskState {
                 | (Running, Scheduled)
                 | (Scheduled, Queued)
                 | (Scheduled, Cancelled)
+                | (Running, AwaitingApproval)
+                | (AwaitingApproval, Queued)
+                | (AwaitingApproval, Failed)
+                | (AwaitingApproval, Cancelled)
         )
     }
 
@@ -86,7 +96,7 @@ pub enum TransitionError {
 mod tests {
     use super::TaskState::{self, *};
 
-    const ALL: [TaskState; 6] = TaskState::ALL;
+    const ALL: [TaskState; 7] = TaskState::ALL;
 
     #[test]
     fn final_states_never_change() {
@@ -102,12 +112,33 @@ mod tests {
         for from in ALL {
             assert_eq!(from.can_become(Running), from == Queued, "{from:?}");
             assert_eq!(from.can_become(Succeeded), from == Running, "{from:?}");
-            assert_eq!(from.can_become(Failed), from == Running, "{from:?}");
+            assert_eq!(
+                from.can_become(Failed),
+                matches!(from, Running | AwaitingApproval),
+                "{from:?}: only a run's worker, or a rejection, fails a task"
+            );
         }
         assert!(Queued.can_become(Cancelled));
         assert!(
             Running.can_become(Queued),
             "a rescued task goes back to the queue"
         );
+    }
+
+    #[test]
+    fn only_a_running_task_parks_and_a_parked_one_waits_for_a_decision() {
+        for from in ALL {
+            assert_eq!(
+                from.can_become(AwaitingApproval),
+                from == Running,
+                "{from:?}"
+            );
+        }
+        let after_parking: Vec<TaskState> = ALL
+            .into_iter()
+            .filter(|to| AwaitingApproval.can_become(*to))
+            .collect();
+        assert_eq!(after_parking, vec![Queued, Failed, Cancelled]);
+        assert!(!AwaitingApproval.is_final());
     }
 }

@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgExecutor};
 use super::events;
 use super::state::{TaskState, TransitionError};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewTask {
     pub installation_id: i64,
     pub repo_owner: String,
@@ -17,6 +17,22 @@ pub struct NewTask {
     pub body: String,
     pub pipeline: String,
     pub delivery_id: Option<i64>,
+    /// Who asked for the task (labelled the issue, typed the command).
+    pub requested_by: Option<String>,
+    /// Set for a run on a pull request's own branch.
+    pub pull_request: Option<PullRequestTarget>,
+    /// The task this one runs again.
+    pub retry_of: Option<i64>,
+}
+
+/// A pull request a task runs on: its new commits go to `head_branch`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PullRequestTarget {
+    #[sqlx(rename = "pull_request")]
+    pub number: i64,
+    pub head_branch: String,
+    /// The head when the run was asked for.
+    pub head_sha: String,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -34,6 +50,23 @@ pub struct Task {
     pub lease_epoch: i64,
     /// Attempts started so far, the running one included.
     pub attempts: i32,
+    pub requested_by: Option<String>,
+    pub pull_request: Option<i64>,
+    pub head_branch: Option<String>,
+    pub head_sha: Option<String>,
+    pub retry_of: Option<i64>,
+    pub cancelled_by: Option<String>,
+}
+
+impl Task {
+    /// The pull request the task runs on, when it runs on one.
+    pub fn pull_request_target(&self) -> Option<PullRequestTarget> {
+        Some(PullRequestTarget {
+            number: self.pull_request?,
+            head_branch: self.head_branch.clone()?,
+            head_sha: self.head_sha.clone()?,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,15 +78,17 @@ pub enum EngineError {
 }
 
 pub(crate) const TASK_COLUMNS: &str = "id, installation_id, repo_owner, repo_name, default_branch, issue_number, \
-     title, body, pipeline, state, lease_epoch, attempts";
+     title, body, pipeline, state, lease_epoch, attempts, requested_by, pull_request, head_branch, \
+     head_sha, retry_of, cancelled_by";
 
 /// Creates a queued task; `None` when the issue already has a live task or the delivery
 /// already created one.
 pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Option<i64>> {
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO tasks (installation_id, repo_owner, repo_name, default_branch, issue_number,
-                            title, body, pipeline, delivery_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                            title, body, pipeline, delivery_id, requested_by, pull_request,
+                            head_branch, head_sha, retry_of)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          ON CONFLICT DO NOTHING
          RETURNING id",
     )
@@ -66,6 +101,11 @@ pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Opt
     .bind(&task.body)
     .bind(&task.pipeline)
     .bind(task.delivery_id)
+    .bind(&task.requested_by)
+    .bind(task.pull_request.as_ref().map(|pull| pull.number))
+    .bind(task.pull_request.as_ref().map(|pull| &pull.head_branch))
+    .bind(task.pull_request.as_ref().map(|pull| &pull.head_sha))
+    .bind(task.retry_of)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {
@@ -81,7 +121,11 @@ pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Opt
             id,
             None,
             "created",
-            json!({ "delivery": task.delivery_id }),
+            json!({
+                "delivery": task.delivery_id,
+                "requested_by": task.requested_by,
+                "retry_of": task.retry_of,
+            }),
         )
         .await?;
         wake_workers(&mut *conn).await?;
@@ -240,10 +284,14 @@ async fn set_states(
          ), interrupted AS (
              UPDATE runs SET finished_at = now(),
                  state = CASE WHEN moved.to_state = 'cancelled' THEN 'cancelled'::run_state
+                              WHEN runs.state = 'awaiting_approval' THEN 'failed'
                               ELSE 'interrupted' END
              FROM moved
-             WHERE runs.task_id = moved.id AND moved.from_state = 'running'
-               AND runs.state = 'running'
+             WHERE runs.task_id = moved.id
+               AND ((moved.from_state = 'running' AND runs.state = 'running')
+                    -- A parked run, or an approved one waiting to resume, ends with its task.
+                    OR (moved.to_state IN ('failed', 'cancelled')
+                        AND runs.state = 'awaiting_approval'))
          ), audit AS (
              INSERT INTO task_events (task_id, kind, detail)
              SELECT id, 'state', jsonb_build_object('from', from_state, 'to', to_state) || detail
@@ -350,7 +398,8 @@ pub async fn crashed(
     take_back(conn, task_id, Some(epoch), Some(message)).await
 }
 
-/// Requeues a running task with its attempt counted, or fails it when attempts are used up.
+/// Requeues a running task with its attempt counted, or fails it when attempts are used up;
+/// call it in a transaction.
 async fn take_back(
     conn: &mut PgConnection,
     task_id: i64,
@@ -379,6 +428,8 @@ async fn take_back(
         detail["crashed"] = json!(message);
     }
     set_state(conn, Change::unguarded(task_id, to, detail)).await?;
+    // Its worker will report nothing more: its comment and check runs learn it here.
+    crate::outbox::sync_tasks(conn, &[task_id]).await?;
     Ok(rescued)
 }
 
@@ -401,7 +452,70 @@ pub async fn hand_back(
         return Err(refused_unless_running(conn, task_id, Some(epoch), TaskState::Queued).await);
     }
     let detail = json!({ "handed_back": true });
-    set_state(conn, Change::unguarded(task_id, TaskState::Queued, detail)).await
+    set_state(conn, Change::unguarded(task_id, TaskState::Queued, detail)).await?;
+    crate::outbox::sync_tasks(conn, &[task_id]).await?;
+    Ok(())
+}
+
+/// Ends a running task cancelled at someone's request, from its worker under lease `epoch`,
+/// with its reports.
+pub async fn stopped_cancelled(
+    conn: &mut PgConnection,
+    task_id: i64,
+    epoch: i64,
+) -> Result<(), EngineError> {
+    end_lease(conn, &Ending::new(task_id, epoch, TaskState::Cancelled)).await?;
+    crate::outbox::sync_tasks(conn, &[task_id]).await?;
+    Ok(())
+}
+
+/// Moves a task out of its approval gate: back to the queue when approved (the resumed run
+/// is not a new attempt, so the claim's count is given back beforehand), or failed when
+/// rejected. The caller holds the task row.
+pub(super) async fn leave_gate(
+    conn: &mut PgConnection,
+    task_id: i64,
+    to: TaskState,
+    detail: serde_json::Value,
+) -> Result<(), EngineError> {
+    if to == TaskState::Queued {
+        sqlx::query("UPDATE tasks SET attempts = GREATEST(attempts - 1, 0) WHERE id = $1")
+            .bind(task_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    set_state(conn, Change::unguarded(task_id, to, detail)).await
+}
+
+/// The live task (queued, running, scheduled or awaiting approval) of an issue or pull
+/// request, if there is one: its newest task, since no task starts while one is live.
+pub async fn live_for_issue(
+    db: impl PgExecutor<'_>,
+    owner: &str,
+    name: &str,
+    issue: i64,
+) -> sqlx::Result<Option<Task>> {
+    let latest = latest_for_issue(db, owner, name, issue).await?;
+    Ok(latest.filter(|task| !task.state.is_final()))
+}
+
+/// The newest task of an issue or pull request, live or not.
+pub async fn latest_for_issue(
+    db: impl PgExecutor<'_>,
+    owner: &str,
+    name: &str,
+    issue: i64,
+) -> sqlx::Result<Option<Task>> {
+    sqlx::query_as(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasks
+         WHERE repo_owner = $1 AND repo_name = $2 AND issue_number = $3
+         ORDER BY id DESC LIMIT 1"
+    ))
+    .bind(owner)
+    .bind(name)
+    .bind(issue)
+    .fetch_optional(db)
+    .await
 }
 
 /// Queues every scheduled task whose retry is due; returns how many.
@@ -431,20 +545,35 @@ pub enum Cancel {
     Requested,
 }
 
-/// Cancels a queued task at once, or asks the worker of a running one to stop it.
-pub async fn cancel(conn: &mut PgConnection, task_id: i64) -> Result<Cancel, EngineError> {
+/// Cancels a waiting task at once, or asks the worker of a running one to stop it. `by` is
+/// the person who asked, when one did.
+pub async fn cancel(
+    conn: &mut PgConnection,
+    task_id: i64,
+    by: Option<&str>,
+) -> Result<Cancel, EngineError> {
     let state: Option<TaskState> =
         sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1 FOR UPDATE")
             .bind(task_id)
             .fetch_optional(&mut *conn)
             .await?;
-    match state.ok_or(TransitionError::NotFound { task_id })? {
-        TaskState::Queued | TaskState::Scheduled => {
+    let state = state.ok_or(TransitionError::NotFound { task_id })?;
+    if !state.is_final() {
+        sqlx::query("UPDATE tasks SET cancelled_by = $2 WHERE id = $1")
+            .bind(task_id)
+            .bind(by)
+            .execute(&mut *conn)
+            .await?;
+    }
+    match state {
+        TaskState::Queued | TaskState::Scheduled | TaskState::AwaitingApproval => {
             set_state(
                 conn,
-                Change::unguarded(task_id, TaskState::Cancelled, json!({})),
+                Change::unguarded(task_id, TaskState::Cancelled, json!({ "by": by })),
             )
             .await?;
+            // No worker holds it to report its end: its comment and check run learn it here.
+            crate::outbox::sync_tasks(conn, &[task_id]).await?;
             Ok(Cancel::Cancelled)
         }
         TaskState::Running => {
@@ -452,7 +581,14 @@ pub async fn cancel(conn: &mut PgConnection, task_id: i64) -> Result<Cancel, Eng
                 .bind(task_id)
                 .execute(&mut *conn)
                 .await?;
-            events::record(&mut *conn, task_id, None, "cancel_requested", json!({})).await?;
+            events::record(
+                &mut *conn,
+                task_id,
+                None,
+                "cancel_requested",
+                json!({ "by": by }),
+            )
+            .await?;
             Ok(Cancel::Requested)
         }
         from => Err(TransitionError::NotAllowed {

@@ -20,6 +20,13 @@ pub enum GitHubError {
     },
     #[error("{call}: {message}")]
     Transport { call: &'static str, message: String },
+    /// The path names something other than a file (a directory, a submodule).
+    #[error("{call}: {path} is a {kind}, not a file")]
+    NotAFile {
+        call: &'static str,
+        path: String,
+        kind: String,
+    },
 }
 
 impl GitHubError {
@@ -29,6 +36,16 @@ impl GitHubError {
             Self::RateLimited { .. } | Self::Transport { .. } => true,
             Self::Status { status, .. } => *status >= 500,
             _ => false,
+        }
+    }
+
+    /// How long GitHub asked callers to wait before trying again, when it said so (a rate
+    /// limit, from `retry-after` or `x-ratelimit-reset`). A caller that keeps the work for
+    /// later reschedules it no sooner than this.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { wait, .. } => Some(*wait),
+            _ => None,
         }
     }
 
@@ -130,6 +147,22 @@ fn transport_message(err: &octocrab::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_rate_limit_says_when_to_come_back() {
+        let limited = GitHubError::RateLimited {
+            call: "x",
+            wait: Duration::from_secs(7),
+        };
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(7)));
+        let outage = GitHubError::Status {
+            call: "x",
+            status: 502,
+            message: "Bad Gateway".to_owned(),
+        };
+        assert!(outage.is_retryable());
+        assert_eq!(outage.retry_after(), None);
+    }
 
     #[test]
     fn rate_limit_waits_follow_githubs_headers() {

@@ -1,5 +1,5 @@
-//! Retention: old delivery payloads and long-finished tasks are deleted in batches, so no
-//! statement holds locks for long.
+//! Retention: old delivery payloads, decided requests, delivered effects and long-finished
+//! tasks are deleted in batches, so no statement holds locks for long.
 
 use std::time::Duration;
 
@@ -7,6 +7,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::tasks;
+use crate::outbox;
+use crate::requests::queue;
 use crate::webhook::inbox;
 
 const BATCH: i64 = 1000;
@@ -15,6 +17,7 @@ const INTERVAL: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
     /// Delivery payloads older than this are dropped; the delivery and its outcome stay.
+    /// Requests decided and effects delivered longer ago than this are deleted too.
     pub delivery_payloads: Duration,
     /// Tasks finished longer ago than this are deleted with their runs, steps and events.
     pub finished_tasks: Duration,
@@ -23,6 +26,14 @@ pub struct Retention {
 /// Drops every delivery payload older than `age`; returns how many.
 pub async fn prune_payloads(pool: &PgPool, age: Duration) -> sqlx::Result<u64> {
     in_batches(|| inbox::drop_old_payloads(pool, age, BATCH)).await
+}
+
+/// Deletes every request decided and every effect delivered more than `age` ago; returns
+/// how many.
+pub async fn prune_requests_and_effects(pool: &PgPool, age: Duration) -> sqlx::Result<u64> {
+    let requests = in_batches(|| queue::delete_processed(pool, age, BATCH)).await?;
+    let effects = in_batches(|| outbox::delete_delivered(pool, age, BATCH)).await?;
+    Ok(requests + effects)
 }
 
 /// Deletes every task that finished more than `age` ago; returns how many.
@@ -52,6 +63,11 @@ pub async fn run(pool: PgPool, retention: Retention, shutdown: CancellationToken
             Ok(0) => {}
             Ok(dropped) => tracing::info!(dropped, "old delivery payloads deleted"),
             Err(err) => tracing::warn!(error = %err, "delivery retention failed"),
+        }
+        match prune_requests_and_effects(&pool, retention.delivery_payloads).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "old requests and delivered effects deleted"),
+            Err(err) => tracing::warn!(error = %err, "request and outbox retention failed"),
         }
         match prune_tasks(&pool, retention.finished_tasks).await {
             Ok(0) => {}

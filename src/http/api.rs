@@ -15,7 +15,7 @@ use crate::engine::blockers::{self, BlockerError};
 use crate::engine::repositories::{self, RepositoryError};
 use crate::engine::state::TransitionError;
 use crate::engine::tasks::{self, Cancel, EngineError};
-use crate::engine::{deferral, runs};
+use crate::engine::{deferral, events, runs};
 use crate::webhook::inbox::{self, Replay};
 
 const MAX_PAGE: i64 = 500;
@@ -156,7 +156,7 @@ pub async fn cancel_task(
 ) -> Result<Response, Refusal> {
     authorize(&state, &headers)?;
     let mut tx = state.pool.begin().await.map_err(database)?;
-    let outcome = tasks::cancel(&mut tx, id).await;
+    let outcome = tasks::cancel(&mut tx, id, None).await;
     let reply = match outcome {
         Ok(Cancel::Cancelled) => (
             StatusCode::OK,
@@ -196,7 +196,8 @@ pub async fn stop_repository(
     .into_response())
 }
 
-/// `GET /api/v2/tasks/{id}`: the task, why it waits if it does, and its runs.
+/// `GET /api/v2/tasks/{id}`: the task, why it waits if it does, its runs (with the gate a run
+/// waits or waited at) and its audit trail. Check runs link here until pages exist.
 pub async fn get_task(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -213,15 +214,25 @@ pub async fn get_task(
         .iter()
         .map(|run| {
             json!({
+                "id": run.id,
                 "attempt": run.attempt,
                 "state": run.state,
                 "pipeline": run.pipeline,
                 "failure": run.failure,
+                "outcome": run.outcome.as_ref().map(|outcome| &outcome.0),
                 "branch": run.branch,
                 "head_sha": run.head_sha,
                 "pull_request_url": run.pull_request_url,
+                "previous_run": run.previous_run_id,
+                "approval": run.approval.as_ref().map(|gate| &gate.0),
             })
         })
+        .collect();
+    let trail: Vec<_> = events::for_task(&state.pool, id)
+        .await
+        .map_err(database)?
+        .into_iter()
+        .map(|event| json!({ "kind": event.kind, "run": event.run_id, "detail": event.detail }))
         .collect();
     Ok(Json(json!({
         "id": task.id,
@@ -230,8 +241,12 @@ pub async fn get_task(
         "title": task.title,
         "pipeline": task.pipeline,
         "state": task.state,
+        "requested_by": task.requested_by,
+        "pull_request": task.pull_request,
+        "retry_of": task.retry_of,
         "waiting": waiting,
         "runs": runs,
+        "events": trail,
     }))
     .into_response())
 }

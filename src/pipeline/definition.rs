@@ -4,6 +4,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_norway::Value;
+
+use super::protected::Protected;
+use crate::authz::Permission;
+use crate::text_bounds::title;
 
 pub const PIPELINE_FILE: &str = ".github/conveyor.yml";
 /// The pipeline file is read whole before anything checks it; larger files are refused.
@@ -14,6 +19,13 @@ const DEFAULT_STEP_TIMEOUT_MINUTES: u64 = 60;
 const MAX_ATTEMPTS: u32 = 10;
 const MAX_SECONDS: u64 = 24 * 60 * 60;
 const MAX_TIMEOUT_MINUTES: u64 = 24 * 60;
+const DEFAULT_TRIGGER_LABEL: &str = "conveyor";
+/// The pipeline a label, or `/conveyor run` without a name, runs.
+pub const DEFAULT_PIPELINE: &str = "default";
+/// GitHub refuses longer label names, so a longer trigger label could never be applied.
+const LABEL_MAX_CHARS: usize = 50;
+/// A value quoted back in an error: enough to recognise it.
+const SHOWN_VALUE_MAX_CHARS: usize = 60;
 
 /// Paths a run may not change unless its pipeline says otherwise (`protected_paths:`): CI
 /// definitions, Conveyor's own file and code ownership are how a repository governs itself,
@@ -34,27 +46,81 @@ pub const EXAMPLE: &str = "pipelines:
       - name: verify
         run: cargo test";
 
+/// The whole file as written. `settings` is read by hand so its errors can say the fix.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PipelineFile {
-    pipelines: BTreeMap<String, Pipeline>,
+    pipelines: BTreeMap<String, PipelineEntry>,
+    #[serde(default)]
+    settings: Value,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// The file read for its settings alone: whatever else it holds, valid or not, is skipped.
+#[derive(Debug, Deserialize)]
+struct SettingsOnly {
+    #[serde(default)]
+    settings: Value,
+}
+
+/// A pipeline as written in the file; [`parse`] checks it and makes it a [`Pipeline`].
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct PipelineEntry {
+    steps: Vec<StepEntry>,
+    #[serde(default)]
+    retry: RetryPolicy,
+    #[serde(default = "network_default")]
+    network: bool,
+    #[serde(default)]
+    limits: LimitSettings,
+    #[serde(default = "protected_paths_default")]
+    protected_paths: Vec<String>,
+}
+
+/// A step as written: which of its keys are there is what decides its kind, so each one is
+/// kept as given and [`step_from`] judges the combination.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepEntry {
+    name: String,
+    /// `Some(None)` is a `run:` left empty, told apart from no `run` at all.
+    #[serde(default, deserialize_with = "present")]
+    run: Option<Option<String>>,
+    /// `Some(None)` is a bare `approval:`, an approval with nothing more to say.
+    #[serde(default, deserialize_with = "present")]
+    approval: Option<Option<ApprovalEntry>>,
+    required_for_paths: Option<Vec<String>>,
+    timeout_minutes: Option<u64>,
+    network: Option<bool>,
+    limits: Option<LimitSettings>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalEntry {
+    message: Option<String>,
+    required_for_paths: Option<Vec<String>>,
+}
+
+/// A key that is present, even with an empty value: `Some` of what serde makes of the value.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pipeline {
     pub steps: Vec<Step>,
     /// What happens when a step fails; by default the task fails at once.
-    #[serde(default)]
     pub retry: RetryPolicy,
     /// Whether steps reach the internet (never the host's own services); a step may override it.
-    #[serde(default = "network_default")]
     pub network: bool,
     /// Resource limits for every step; a step may override each one.
-    #[serde(default)]
     pub limits: LimitSettings,
     /// Globs of paths a run may not change; replaces [`DEFAULT_PROTECTED_PATHS`].
-    #[serde(default = "protected_paths_default")]
     pub protected_paths: Vec<String>,
 }
 
@@ -67,6 +133,30 @@ fn protected_paths_default() -> Vec<String> {
         .iter()
         .map(|path| (*path).to_owned())
         .collect()
+}
+
+/// How a repository wants Conveyor to treat the people and bots who use it (`settings:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The issue label that starts a task.
+    pub trigger_label: String,
+    /// The least permission that may run, retry, cancel, approve and reject.
+    pub approver_permission: Permission,
+    /// Whether the person who started a run may approve it.
+    pub allow_self_approval: bool,
+    /// Bot logins whose labels and commands are honoured; other bots are ignored.
+    pub allowed_bots: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            trigger_label: DEFAULT_TRIGGER_LABEL.to_owned(),
+            approver_permission: Permission::Write,
+            allow_self_approval: false,
+            allowed_bots: Vec::new(),
+        }
+    }
 }
 
 /// Limits as written in the file: each one unset means "inherit".
@@ -148,39 +238,63 @@ impl RetryPolicy {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub name: String,
-    pub run: String,
-    /// A step still running after this long is stopped and fails.
-    #[serde(default = "default_timeout_minutes")]
+    pub action: Action,
+    /// A command still running after this long is stopped and fails.
     pub timeout_minutes: u64,
-    /// `None` in the file means the pipeline's setting; [`parse`] fills it in.
-    #[serde(default)]
+    /// Whether the command reaches the internet; [`parse`] fills in the pipeline's setting
+    /// where the step has none.
     pub network: Option<bool>,
-    #[serde(default, rename = "limits")]
-    pub(crate) limit_settings: LimitSettings,
-    /// The limits in force, the pipeline's and the step's own settings applied; [`parse`]
-    /// fills them in.
-    #[serde(skip)]
+    /// The limits in force, the pipeline's and the step's own settings applied.
     pub limits: Limits,
 }
 
-fn default_timeout_minutes() -> u64 {
-    DEFAULT_STEP_TIMEOUT_MINUTES
+/// What a step does: run a command in the sandbox, or wait for a person's approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The shell script to run.
+    Run(String),
+    Approval(Approval),
+}
+
+/// A gate: the run stops here until someone allowed to approves the work so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Approval {
+    /// Shown to the approvers: what to look at before approving.
+    pub message: Option<String>,
+    /// Globs (as in `protected_paths`); the gate passes by itself when the run's changes
+    /// touch none of them. Empty: always required.
+    pub required_for_paths: Vec<String>,
 }
 
 impl Step {
-    /// A step with the default settings, as `parse` would make it.
+    /// A command step with the default settings, as `parse` would make it.
     pub fn new(name: &str, run: &str) -> Self {
+        Self::with_action(name, Action::Run(run.to_owned()))
+    }
+
+    /// An approval step, as `parse` would make it.
+    pub fn approval(name: &str, approval: Approval) -> Self {
+        Self::with_action(name, Action::Approval(approval))
+    }
+
+    fn with_action(name: &str, action: Action) -> Self {
         Self {
             name: name.to_owned(),
-            run: run.to_owned(),
+            action,
             timeout_minutes: DEFAULT_STEP_TIMEOUT_MINUTES,
             network: Some(true),
-            limit_settings: LimitSettings::default(),
             limits: Limits::default(),
+        }
+    }
+
+    /// The command a command step runs; `None` for an approval.
+    pub fn script(&self) -> Option<&str> {
+        match &self.action {
+            Action::Run(script) => Some(script),
+            Action::Approval(_) => None,
         }
     }
 
@@ -193,7 +307,22 @@ impl Step {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Whether `approval` must wait for a person, given the paths the run changed (a renamed
+/// file's old path among them): always when it lists no paths, else when one of them changed.
+pub fn approval_needed(approval: &Approval, changed: &[&str]) -> Result<bool, DefinitionError> {
+    if approval.required_for_paths.is_empty() {
+        return Ok(true);
+    }
+    let globs =
+        Protected::new(&approval.required_for_paths).map_err(|err| DefinitionError::BadGlob {
+            glob: err.glob,
+            reason: err.reason,
+        })?;
+    let changed: Vec<String> = changed.iter().map(|path| (*path).to_owned()).collect();
+    Ok(!globs.touched(&changed).is_empty())
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DefinitionError {
     #[error(
         "`{PIPELINE_FILE}` was not found in the repository. Add it to the default branch, for example:\n\n```yaml\n{EXAMPLE}\n```"
@@ -219,36 +348,49 @@ pub enum DefinitionError {
     NoSuchPipeline { name: String, available: String },
     #[error("`{PIPELINE_FILE}`: pipeline `{pipeline}` {problem}.")]
     BadPipeline { pipeline: String, problem: String },
+    /// The `settings:` block; the text says what is wrong and how to write it.
+    #[error("`{PIPELINE_FILE}` has {0}.")]
+    BadSettings(String),
+    #[error(
+        "`{PIPELINE_FILE}`: `required_for_paths` entry `{glob}` is not a valid glob: {reason}."
+    )]
+    BadGlob { glob: String, reason: String },
 }
 
 pub fn parse(text: &str, name: &str) -> Result<Pipeline, DefinitionError> {
     let file: PipelineFile =
         serde_norway::from_str(text).map_err(|err| DefinitionError::Invalid(err.to_string()))?;
+    settings_from(&file.settings)?;
     let available = file
         .pipelines
         .keys()
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut pipeline =
-        file.pipelines
-            .get(name)
-            .cloned()
-            .ok_or_else(|| DefinitionError::NoSuchPipeline {
-                name: name.to_owned(),
-                available: if available.is_empty() {
-                    "none".to_owned()
-                } else {
-                    available
-                },
-            })?;
-    validate(name, &pipeline)?;
-    let limits = Limits::default().overridden_by(pipeline.limits);
-    for step in &mut pipeline.steps {
-        step.network = Some(step.network.unwrap_or(pipeline.network));
-        step.limits = limits.overridden_by(step.limit_settings);
-    }
-    Ok(pipeline)
+    let entry = file
+        .pipelines
+        .get(name)
+        .ok_or_else(|| DefinitionError::NoSuchPipeline {
+            name: name.to_owned(),
+            available: if available.is_empty() {
+                "none".to_owned()
+            } else {
+                available
+            },
+        })?;
+    pipeline_from(entry).map_err(|problem| DefinitionError::BadPipeline {
+        pipeline: name.to_owned(),
+        problem,
+    })
+}
+
+/// The repository's settings. Only the `settings:` block is checked, so that labels and
+/// commands keep working while a pipeline in the file is broken; a file without the block
+/// gives the defaults.
+pub fn parse_settings(text: &str) -> Result<Settings, DefinitionError> {
+    let file: SettingsOnly =
+        serde_norway::from_str(text).map_err(|err| DefinitionError::Invalid(err.to_string()))?;
+    settings_from(&file.settings)
 }
 
 /// Why `settings` are out of bounds, if they are.
@@ -265,68 +407,277 @@ fn check_limits(settings: &LimitSettings) -> Option<String> {
     })
 }
 
-fn validate(name: &str, pipeline: &Pipeline) -> Result<(), DefinitionError> {
-    let bad = |problem: String| DefinitionError::BadPipeline {
-        pipeline: name.to_owned(),
-        problem,
-    };
-    if pipeline.steps.is_empty() {
-        return Err(bad(
-            "has no steps: give it at least one `- name: … run: …`".to_owned()
-        ));
+/// The pipeline `entry` describes, or what is wrong with it (to follow "pipeline `name`").
+fn pipeline_from(entry: &PipelineEntry) -> Result<Pipeline, String> {
+    if entry.steps.is_empty() {
+        return Err("has no steps: give it at least one `- name: … run: …`".to_owned());
     }
-    let retry = &pipeline.retry;
+    let retry = &entry.retry;
     if retry.attempts == 0 || retry.attempts > MAX_ATTEMPTS {
-        return Err(bad(format!(
+        return Err(format!(
             "has `retry: attempts: {}`; use 1 (no retry) to {MAX_ATTEMPTS}",
             retry.attempts
-        )));
+        ));
     }
     for (key, seconds) in [
         ("backoff_seconds", retry.backoff_seconds),
         ("max_backoff_seconds", retry.max_backoff_seconds),
     ] {
         if seconds > MAX_SECONDS {
-            return Err(bad(format!(
+            return Err(format!(
                 "has `retry: {key}: {seconds}`; the most is {MAX_SECONDS} (a day)"
-            )));
+            ));
         }
     }
-    if let Some(problem) = check_limits(&pipeline.limits) {
-        return Err(bad(format!("has {problem}")));
+    if let Some(problem) = check_limits(&entry.limits) {
+        return Err(format!("has {problem}"));
     }
-    if let Err(err) = super::protected::Protected::new(&pipeline.protected_paths) {
-        return Err(bad(err.to_string()));
+    if let Err(err) = Protected::new(&entry.protected_paths) {
+        return Err(err.to_string());
     }
+    let limits = Limits::default().overridden_by(entry.limits);
     let mut seen = HashSet::new();
-    for (index, step) in pipeline.steps.iter().enumerate() {
-        let number = index + 1;
-        if step.name.trim().is_empty() {
-            return Err(bad(format!("step {number} has an empty `name`")));
-        }
-        if step.run.trim().is_empty() {
-            return Err(bad(format!(
-                "step `{}` has an empty `run` command",
-                step.name
-            )));
-        }
-        if step.timeout_minutes == 0 || step.timeout_minutes > MAX_TIMEOUT_MINUTES {
-            return Err(bad(format!(
-                "step `{}` has `timeout_minutes: {}`; use 1 to {MAX_TIMEOUT_MINUTES} (a day)",
-                step.name, step.timeout_minutes
-            )));
-        }
-        if let Some(problem) = check_limits(&step.limit_settings) {
-            return Err(bad(format!("step `{}` has {problem}", step.name)));
-        }
-        if !seen.insert(step.name.as_str()) {
-            return Err(bad(format!(
+    let mut steps = Vec::with_capacity(entry.steps.len());
+    for (index, step) in entry.steps.iter().enumerate() {
+        let step = step_from(index + 1, step, entry.network, limits)?;
+        if !seen.insert(step.name.clone()) {
+            return Err(format!(
                 "has two steps named `{}`; step names must be unique",
                 step.name
-            )));
+            ));
+        }
+        steps.push(step);
+    }
+    Ok(Pipeline {
+        steps,
+        retry: entry.retry,
+        network: entry.network,
+        limits: entry.limits,
+        protected_paths: entry.protected_paths.clone(),
+    })
+}
+
+/// Step `number` as `entry` describes it, inheriting the pipeline's network and limits.
+fn step_from(
+    number: usize,
+    entry: &StepEntry,
+    network: bool,
+    limits: Limits,
+) -> Result<Step, String> {
+    let name = &entry.name;
+    if name.trim().is_empty() {
+        return Err(format!("step {number} has an empty `name`"));
+    }
+    let action = match (&entry.run, &entry.approval) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "step `{name}` has both `run` and `approval`; a step either runs a command or waits for an approval, so make them two steps"
+            ));
+        }
+        (None, None) => {
+            return Err(format!(
+                "step `{name}` has neither `run` nor `approval`; give it `run: <command>` or `approval: {{}}`"
+            ));
+        }
+        (Some(run), None) => {
+            let run = run.as_deref().unwrap_or_default();
+            if run.trim().is_empty() {
+                return Err(format!("step `{name}` has an empty `run` command"));
+            }
+            if entry.required_for_paths.is_some() {
+                return Err(format!(
+                    "step `{name}` has `required_for_paths`, which only an approval step may have"
+                ));
+            }
+            Action::Run(run.to_owned())
+        }
+        (None, Some(approval)) => Action::Approval(approval_from(name, approval.as_ref(), entry)?),
+    };
+    let timeout_minutes = entry
+        .timeout_minutes
+        .unwrap_or(DEFAULT_STEP_TIMEOUT_MINUTES);
+    if timeout_minutes == 0 || timeout_minutes > MAX_TIMEOUT_MINUTES {
+        return Err(format!(
+            "step `{name}` has `timeout_minutes: {timeout_minutes}`; use 1 to {MAX_TIMEOUT_MINUTES} (a day)"
+        ));
+    }
+    let limit_settings = entry.limits.unwrap_or_default();
+    if let Some(problem) = check_limits(&limit_settings) {
+        return Err(format!("step `{name}` has {problem}"));
+    }
+    Ok(Step {
+        name: name.clone(),
+        action,
+        timeout_minutes,
+        network: Some(entry.network.unwrap_or(network)),
+        limits: limits.overridden_by(limit_settings),
+    })
+}
+
+/// The approval of step `name`; `required_for_paths` may sit under `approval:` or beside it.
+fn approval_from(
+    name: &str,
+    approval: Option<&ApprovalEntry>,
+    step: &StepEntry,
+) -> Result<Approval, String> {
+    // These only mean something for a command: a gate runs nothing and waits for as long as
+    // people take.
+    for (key, given) in [
+        ("timeout_minutes", step.timeout_minutes.is_some()),
+        ("network", step.network.is_some()),
+        ("limits", step.limits.is_some()),
+    ] {
+        if given {
+            return Err(format!(
+                "step `{name}` is an approval and cannot have `{key}`; only a step that runs a command (`run:`) has it"
+            ));
         }
     }
-    Ok(())
+    let none = ApprovalEntry::default();
+    let approval = approval.unwrap_or(&none);
+    let message = match approval.message.as_deref() {
+        Some(message) if message.trim().is_empty() => {
+            return Err(format!(
+                "step `{name}` has an empty `approval: message`; write what approvers should check, or leave `message` out"
+            ));
+        }
+        message => message.map(str::to_owned),
+    };
+    let required_for_paths = match (&step.required_for_paths, &approval.required_for_paths) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "step `{name}` has `required_for_paths` twice, beside `approval` and under it; keep one"
+            ));
+        }
+        (paths, inner) => paths
+            .as_ref()
+            .or(inner.as_ref())
+            .cloned()
+            .unwrap_or_default(),
+    };
+    if let Err(err) = Protected::new(&required_for_paths) {
+        return Err(format!(
+            "step `{name}` has `required_for_paths` entry `{}` that is not a valid glob: {}",
+            err.glob, err.reason
+        ));
+    }
+    Ok(Approval {
+        message,
+        required_for_paths,
+    })
+}
+
+/// The settings a `settings:` block gives; `Null` (no block, or an empty one) gives the
+/// defaults.
+fn settings_from(block: &Value) -> Result<Settings, DefinitionError> {
+    let bad = |problem: String| Err(DefinitionError::BadSettings(problem));
+    let mut settings = Settings::default();
+    let keys = match block {
+        Value::Null => return Ok(settings),
+        Value::Mapping(keys) => keys,
+        other => {
+            return bad(format!(
+                "`settings: {}`; `settings` takes keys, one a line below it, such as `trigger_label: {DEFAULT_TRIGGER_LABEL}`",
+                shown(other)
+            ));
+        }
+    };
+    for (key, value) in keys {
+        match key.as_str().unwrap_or_default() {
+            "trigger_label" => {
+                let label = match value {
+                    Value::Null => "",
+                    Value::String(label) => label.as_str(),
+                    other => {
+                        return bad(format!(
+                            "`settings: trigger_label: {}`; write the label's name as text, such as `trigger_label: \"{}\"`",
+                            shown(other),
+                            shown(other)
+                        ));
+                    }
+                };
+                if label.trim().is_empty() {
+                    return bad(format!(
+                        "an empty `settings: trigger_label`; give the name of the label that starts a task, such as `{DEFAULT_TRIGGER_LABEL}`"
+                    ));
+                }
+                if label.chars().count() > LABEL_MAX_CHARS {
+                    return bad(format!(
+                        "a `settings: trigger_label` of {} characters; GitHub's labels have at most {LABEL_MAX_CHARS}",
+                        label.chars().count()
+                    ));
+                }
+                settings.trigger_label = label.to_owned();
+            }
+            "approver_permission" => {
+                settings.approver_permission = match value.as_str().and_then(Permission::from_name)
+                {
+                    Some(
+                        permission @ (Permission::Write | Permission::Maintain | Permission::Admin),
+                    ) => permission,
+                    _ => {
+                        return bad(format!(
+                            "`settings: approver_permission: {}`; use write, maintain or admin",
+                            shown(value)
+                        ));
+                    }
+                };
+            }
+            "allow_self_approval" => {
+                let Some(allow) = value.as_bool() else {
+                    return bad(format!(
+                        "`settings: allow_self_approval: {}`; use true or false",
+                        shown(value)
+                    ));
+                };
+                settings.allow_self_approval = allow;
+            }
+            "allowed_bots" => {
+                let example = "such as `allowed_bots: [\"renovate[bot]\"]`";
+                let Some(entries) = value.as_sequence() else {
+                    return bad(format!(
+                        "`settings: allowed_bots: {}`; give a list of bot logins, {example}",
+                        shown(value)
+                    ));
+                };
+                let mut bots = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    match entry.as_str().map(str::trim) {
+                        Some(login) if !login.is_empty() => bots.push(login.to_owned()),
+                        _ => {
+                            return bad(format!(
+                                "`settings: allowed_bots` entry `{}` that is not a bot login; list logins, {example}",
+                                shown(entry)
+                            ));
+                        }
+                    }
+                }
+                settings.allowed_bots = bots;
+            }
+            _ => {
+                return bad(format!(
+                    "an unknown key `{}` under `settings:`; the keys are trigger_label, approver_permission, allow_self_approval and allowed_bots",
+                    shown(key)
+                ));
+            }
+        }
+    }
+    Ok(settings)
+}
+
+/// A YAML value as it would read in the file, on one line and short.
+fn shown(value: &Value) -> String {
+    let text = match value {
+        Value::Null => String::new(),
+        Value::Bool(flag) => flag.to_string(),
+        Value::Number(number) => number.to_string(),
+        Value::String(text) if text.is_empty() => "''".to_owned(),
+        Value::String(text) => text.clone(),
+        Value::Sequence(_) => "[…]".to_owned(),
+        Value::Mapping(_) => "{…}".to_owned(),
+        Value::Tagged(tagged) => format!("{} …", tagged.tag),
+    };
+    title(&text, SHOWN_VALUE_MAX_CHARS)
 }
 
 #[cfg(test)]
@@ -338,7 +689,7 @@ mod tests {
         let pipeline = parse(EXAMPLE, "default").unwrap();
         let names: Vec<_> = pipeline.steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["implement", "verify"]);
-        assert_eq!(pipeline.steps[1].run, "cargo test");
+        assert_eq!(pipeline.steps[1].script(), Some("cargo test"));
         assert_eq!(pipeline.steps[0].timeout(), Duration::from_secs(3600));
     }
 
@@ -421,6 +772,81 @@ mod tests {
                 "default",
                 "`protected_paths`",
             ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, run: x, approval: {}}]",
+                "default",
+                "step `a` has both `run` and `approval`; a step either runs a command or waits for an approval, so make them two steps",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a}]",
+                "default",
+                "step `a` has neither `run` nor `approval`; give it `run: <command>` or `approval: {}`",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, run: }]",
+                "default",
+                "step `a` has an empty `run` command",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, run: x, required_for_paths: [src]}]",
+                "default",
+                "step `a` has `required_for_paths`, which only an approval step may have",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, approval: {}, timeout_minutes: 5}]",
+                "default",
+                "step `a` is an approval and cannot have `timeout_minutes`; only a step that runs a command (`run:`) has it",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, approval: {}, network: false}]",
+                "default",
+                "step `a` is an approval and cannot have `network`",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, approval: {}, limits: {processes: 10}}]",
+                "default",
+                "step `a` is an approval and cannot have `limits`",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, approval: {message: '  '}}]",
+                "default",
+                "step `a` has an empty `approval: message`",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, approval: {required_for_paths: ['src/[']}}]",
+                "default",
+                "step `a` has `required_for_paths` entry `src/[` that is not a valid glob",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, required_for_paths: [x], approval: {required_for_paths: [y]}}]",
+                "default",
+                "step `a` has `required_for_paths` twice, beside `approval` and under it; keep one",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, approval: {reviewers: [x]}}]",
+                "default",
+                "unknown field `reviewers`",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, approval: yes}]",
+                "default",
+                "is not valid",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, run: x}, {name: a, approval: {}}]",
+                "default",
+                "two steps named `a`",
+            ),
+            (
+                "settings: {trigger_label: x}\npipelines:\n  default:\n    steps: [{name: a, run: x}]\nextra: 1",
+                "default",
+                "unknown field `extra`",
+            ),
+            (
+                "settings: {approver_permission: read}\npipelines:\n  default:\n    steps: [{name: a, run: x}]",
+                "default",
+                "`settings: approver_permission: read`; use write, maintain or admin",
+            ),
         ];
         for (text, name, expected) in cases {
             let err = parse(text, name).unwrap_err().to_string();
@@ -493,5 +919,215 @@ mod tests {
         assert!(defaults.steps[0].has_network());
         assert_eq!(defaults.steps[0].limits, Limits::default());
         assert_eq!(defaults.protected_paths, protected_paths_default());
+    }
+
+    #[test]
+    fn settings_have_defaults_and_take_each_key() {
+        let cases: &[(&str, Settings)] = &[
+            ("pipelines: {}", Settings::default()),
+            ("settings:\npipelines: {}", Settings::default()),
+            ("settings: {}", Settings::default()),
+            (
+                "settings:\n  trigger_label: ship-it\n  approver_permission: maintain\n  allow_self_approval: true\n  allowed_bots: [renovate, ' dependabot[bot] ']\n",
+                Settings {
+                    trigger_label: "ship-it".into(),
+                    approver_permission: Permission::Maintain,
+                    allow_self_approval: true,
+                    allowed_bots: vec!["renovate".into(), "dependabot[bot]".into()],
+                },
+            ),
+            (
+                "settings: {approver_permission: admin}",
+                Settings {
+                    approver_permission: Permission::Admin,
+                    ..Settings::default()
+                },
+            ),
+            (
+                "settings: {approver_permission: write, allowed_bots: []}",
+                Settings::default(),
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(&parse_settings(text).unwrap(), expected, "{text:?}");
+        }
+        let defaults = Settings::default();
+        assert_eq!(defaults.trigger_label, "conveyor");
+        assert_eq!(defaults.approver_permission, Permission::Write);
+        assert!(!defaults.allow_self_approval && defaults.allowed_bots.is_empty());
+    }
+
+    #[test]
+    fn bad_settings_say_how_to_fix_them() {
+        let cases = [
+            (
+                "settings: {approver_permission: read}",
+                "`.github/conveyor.yml` has `settings: approver_permission: read`; use write, maintain or admin.",
+            ),
+            (
+                "settings: {approver_permission: triage}",
+                "`settings: approver_permission: triage`; use write, maintain or admin",
+            ),
+            (
+                "settings: {approver_permission: Write}",
+                "`settings: approver_permission: Write`; use write, maintain or admin",
+            ),
+            (
+                "settings: {approver_permission: 3}",
+                "`settings: approver_permission: 3`; use write",
+            ),
+            (
+                "settings: {trigger_label: ''}",
+                "an empty `settings: trigger_label`; give the name of the label that starts a task, such as `conveyor`",
+            ),
+            (
+                "settings: {trigger_label: }",
+                "an empty `settings: trigger_label`",
+            ),
+            (
+                "settings: {trigger_label: 42}",
+                "`settings: trigger_label: 42`; write the label's name as text, such as `trigger_label: \"42\"`",
+            ),
+            (
+                "settings: {trigger_label: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}",
+                "a `settings: trigger_label` of 51 characters; GitHub's labels have at most 50",
+            ),
+            (
+                "settings: {allow_self_approval: 'yes'}",
+                "`settings: allow_self_approval: yes`; use true or false",
+            ),
+            (
+                "settings: {allowed_bots: renovate}",
+                "`settings: allowed_bots: renovate`; give a list of bot logins, such as `allowed_bots: [\"renovate[bot]\"]`",
+            ),
+            (
+                "settings: {allowed_bots: [renovate, '']}",
+                "`settings: allowed_bots` entry `''` that is not a bot login",
+            ),
+            (
+                "settings: {allowed_bots: [[x]]}",
+                "`settings: allowed_bots` entry `[…]` that is not a bot login",
+            ),
+            (
+                "settings: {approvers: [alice]}",
+                "an unknown key `approvers` under `settings:`; the keys are trigger_label, approver_permission, allow_self_approval and allowed_bots",
+            ),
+            (
+                "settings: [trigger_label]",
+                "`settings: […]`; `settings` takes keys, one a line below it, such as `trigger_label: conveyor`",
+            ),
+            ("settings: {a: 1", "is not valid"),
+        ];
+        for (text, expected) in cases {
+            let err = parse_settings(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn settings_survive_a_broken_pipeline_but_not_the_other_way_round() {
+        let broken_pipeline = "settings: {trigger_label: go}\npipelines:\n  default:\n    steps: []\n    colour: red\n";
+        assert_eq!(parse_settings(broken_pipeline).unwrap().trigger_label, "go");
+        assert!(parse(broken_pipeline, "default").is_err());
+        let broken_settings = format!("settings: {{allow_self_approval: maybe}}\n{EXAMPLE}");
+        let err = parse(&broken_settings, "default").unwrap_err();
+        assert!(matches!(err, DefinitionError::BadSettings(_)), "{err}");
+        let with_settings = format!("settings: {{trigger_label: go}}\n{EXAMPLE}");
+        assert_eq!(parse(&with_settings, "default").unwrap().steps.len(), 2);
+    }
+
+    #[test]
+    fn a_step_is_a_command_or_an_approval() {
+        let text = "pipelines:
+  default:
+    network: false
+    steps:
+      - name: implement
+        run: ./do-it.sh
+      - name: bare
+        approval:
+      - name: empty
+        approval: {}
+      - name: review
+        approval:
+          message: Check the change before the pull request opens
+          required_for_paths: ['src/**', Cargo.toml]
+      - name: beside
+        required_for_paths: ['migrations/*.sql']
+        approval: {message: Look at the schema}
+";
+        let pipeline = parse(text, "default").unwrap();
+        let actions: Vec<(&str, &Action)> = pipeline
+            .steps
+            .iter()
+            .map(|step| (step.name.as_str(), &step.action))
+            .collect();
+        let approval = |message: Option<&str>, paths: &[&str]| {
+            Action::Approval(Approval {
+                message: message.map(str::to_owned),
+                required_for_paths: paths.iter().map(|path| (*path).to_owned()).collect(),
+            })
+        };
+        assert_eq!(
+            actions,
+            [
+                ("implement", &Action::Run("./do-it.sh".into())),
+                ("bare", &approval(None, &[])),
+                ("empty", &approval(None, &[])),
+                (
+                    "review",
+                    &approval(
+                        Some("Check the change before the pull request opens"),
+                        &["src/**", "Cargo.toml"]
+                    )
+                ),
+                (
+                    "beside",
+                    &approval(Some("Look at the schema"), &["migrations/*.sql"])
+                ),
+            ]
+        );
+        assert_eq!(pipeline.steps[0].script(), Some("./do-it.sh"));
+        assert_eq!(pipeline.steps[1].script(), None);
+        assert!(!pipeline.steps[0].has_network());
+        assert_eq!(
+            Step::approval("bare", Approval::default()),
+            Step {
+                network: Some(true),
+                ..pipeline.steps[1].clone()
+            }
+        );
+    }
+
+    #[test]
+    fn an_approval_is_needed_when_no_paths_are_listed_or_a_listed_one_changed() {
+        let approval = |paths: &[&str]| Approval {
+            message: None,
+            required_for_paths: paths.iter().map(|path| (*path).to_owned()).collect(),
+        };
+        let cases: &[(&[&str], &[&str], bool)] = &[
+            (&[], &[], true),
+            (&[], &["README.md"], true),
+            (&["src/**"], &["README.md", "docs/a.md"], false),
+            (&["src/**"], &["README.md", "src/deep/lib.rs"], true),
+            (&["src/**"], &[], false),
+            (&["*.toml"], &["crates/a/Cargo.toml"], false),
+            (&["*.toml", "**/*.toml"], &["crates/a/Cargo.toml"], true),
+            (&["migrations/*.sql"], &["migrations/1.sql"], true),
+        ];
+        for (paths, changed, expected) in cases {
+            assert_eq!(
+                approval_needed(&approval(paths), changed),
+                Ok(*expected),
+                "{paths:?} {changed:?}"
+            );
+        }
+        assert_eq!(
+            approval_needed(&approval(&["a/["]), &["a"]),
+            Err(DefinitionError::BadGlob {
+                glob: "a/[".into(),
+                reason: "unclosed character class; missing ']'".into()
+            })
+        );
     }
 }

@@ -12,6 +12,8 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::process::Command;
 
+use super::changes::{self, ChangedFile};
+
 const AUTHOR_NAME: &str = "Conveyor";
 const AUTHOR_EMAIL: &str = "conveyor@users.noreply.github.com";
 /// Settings that override anything a repository could carry.
@@ -396,6 +398,25 @@ impl Git {
         )
         .await?;
         Ok(())
+    }
+
+    /// What changed from commit `from` to commit `to`, file by file, renames found.
+    pub async fn changed_files(
+        &self,
+        git_dir: &Path,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<ChangedFile>, GitError> {
+        let mut outputs = Vec::with_capacity(2);
+        for format in ["--numstat", "--name-status"] {
+            let command = self.command(Some(git_dir), None, false);
+            let args = ["diff", format, "-z", "-M", from, to];
+            outputs.push(self.output_bytes("diff", command, &args).await?);
+        }
+        changes::parse(&outputs[0], &outputs[1]).map_err(|err| GitError {
+            action: "diff",
+            message: err.to_string(),
+        })
     }
 
     pub async fn diff(&self, git_dir: &Path, from: &str, to: &str) -> Result<String, GitError> {

@@ -1,6 +1,7 @@
 //! Pipelines: their definition in `.github/conveyor.yml`, the workspace they run in, git,
 //! the sandbox, and step execution.
 
+pub mod changes;
 pub mod definition;
 pub mod git;
 pub mod protected;
@@ -96,9 +97,14 @@ impl Checkout {
             .await
     }
 
-    /// Reads pipeline `name` from the default branch, as git holds it: the file must be a
-    /// regular file of the repository, and nothing outside it is ever read.
+    /// Reads pipeline `name` from the default branch; see [`Checkout::pipeline_text`].
     pub async fn pipeline(&self, git: &Git, name: &str) -> Result<Pipeline, PrepareError> {
+        Ok(definition::parse(&self.pipeline_text(git).await?, name)?)
+    }
+
+    /// The pipeline file of the default branch, as git holds it: it must be a regular file
+    /// of the repository, and nothing outside it is ever read.
+    pub async fn pipeline_text(&self, git: &Git) -> Result<String, PrepareError> {
         let git_dir = self.workspace.git_dir();
         let not_a_file = |what: String| Err(DefinitionError::NotAFile(what).into());
         match git.entry(&git_dir, &self.default_head, ".github").await? {
@@ -119,9 +125,8 @@ impl Checkout {
             }
             TreeEntry::File { blob, .. } => blob,
         };
-        let text = String::from_utf8(git.blob(&git_dir, &blob).await?)
-            .map_err(|_| DefinitionError::Unreadable("it is not UTF-8 text".to_owned()))?;
-        Ok(definition::parse(&text, name)?)
+        Ok(String::from_utf8(git.blob(&git_dir, &blob).await?)
+            .map_err(|_| DefinitionError::Unreadable("it is not UTF-8 text".to_owned()))?)
     }
 
     /// Fills the work tree with `base`, gives the steps a git repository of their own whose
@@ -141,22 +146,30 @@ impl Checkout {
         Ok(())
     }
 
-    /// Runs the steps of `pipeline` in order in the work tree, stopping at the first that
-    /// fails. `on_step` sees each result as soon as the step ends.
+    /// Runs the steps of `pipeline` from position `from` in order in the work tree, stopping
+    /// at the first that fails or before the first approval step. `on_step` sees each result
+    /// as soon as the step ends.
     pub async fn run_steps<F, Fut>(
         &self,
         pipeline: &Pipeline,
+        from: usize,
         env: &[(String, String)],
         sandbox: &Sandbox,
         mut on_step: F,
-    ) -> Result<Vec<StepResult>, SandboxError>
+    ) -> Result<Steps, SandboxError>
     where
         F: FnMut(StepResult) -> Fut,
         Fut: Future<Output = ()>,
     {
         let dir = self.workspace.repo_dir();
         let mut results = Vec::with_capacity(pipeline.steps.len());
-        for (position, step) in pipeline.steps.iter().enumerate() {
+        for (position, step) in pipeline.steps.iter().enumerate().skip(from) {
+            if let definition::Action::Approval(_) = step.action {
+                return Ok(Steps {
+                    results,
+                    gate: Some(position),
+                });
+            }
             let result = step::run(position, step, &dir, env, sandbox).await?;
             on_step(result.clone()).await;
             let failed = !result.succeeded();
@@ -165,7 +178,10 @@ impl Checkout {
                 break;
             }
         }
-        Ok(results)
+        Ok(Steps {
+            results,
+            gate: None,
+        })
     }
 
     /// Stages what the steps left in the work tree; the paths that differ from `base`.
@@ -174,10 +190,27 @@ impl Checkout {
             .await
     }
 
+    /// What changed from commit `from` to commit `to`, file by file.
+    pub async fn changed_files(
+        &self,
+        git: &Git,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<changes::ChangedFile>, GitError> {
+        git.changed_files(&self.workspace.git_dir(), from, to).await
+    }
+
     /// Commits the staged changes on top of `base`.
     pub async fn commit(&self, git: &Git, base: &str, message: &str) -> Result<String, GitError> {
         git.commit(&self.workspace.git_dir(), base, message).await
     }
+}
+
+/// What a stretch of a pipeline's steps did.
+pub struct Steps {
+    pub results: Vec<StepResult>,
+    /// The approval step the steps stopped before, by position.
+    pub gate: Option<usize>,
 }
 
 /// The failed step, if the steps stopped at one.

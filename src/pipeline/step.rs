@@ -47,10 +47,25 @@ pub async fn run(
     env: &[(String, String)],
     sandbox: &Sandbox,
 ) -> Result<StepResult, SandboxError> {
+    // A gate is the runner's to wait at; one that reaches here must fail rather than pass.
+    let Some(script) = step.script() else {
+        return Ok(StepResult {
+            position,
+            name: step.name.clone(),
+            command: String::new(),
+            exit_code: None,
+            duration: Duration::ZERO,
+            output: format!(
+                "conveyor: step `{}` is an approval, which this runner cannot wait for\n",
+                step.name
+            ),
+            timed_out: false,
+        });
+    };
     let started = Instant::now();
     let (reader, writer) = std::io::pipe().map_err(SandboxError::Spawn)?;
     let command = StepCommand {
-        script: &step.run,
+        script,
         workspace: dir,
         env,
         network: step.has_network(),
@@ -77,7 +92,7 @@ pub async fn run(
     Ok(StepResult {
         position,
         name: step.name.clone(),
-        command: step.run.clone(),
+        command: script.to_owned(),
         exit_code,
         duration: started.elapsed(),
         output,
@@ -427,6 +442,16 @@ mod tests {
             "the file size limit held: {}",
             result.output
         );
+    }
+
+    #[tokio::test]
+    async fn an_approval_step_fails_instead_of_passing_unapproved() {
+        let gate = Step::approval("review", Default::default());
+        let dir = tempfile::tempdir().unwrap();
+        let off = Sandbox::new(SandboxMode::Off, Vec::new());
+        let result = run(0, &gate, dir.path(), &[], &off).await.unwrap();
+        assert!(!result.succeeded());
+        assert!(result.output.contains("approval"), "{}", result.output);
     }
 
     #[test]

@@ -3,11 +3,9 @@
 
 use std::time::Duration;
 
-use super::{Failure, Outcome, steps_table};
-use crate::engine::tasks::Rescued;
+use super::{Failure, Interruption, Outcome, STEP_NAME_MAX_CHARS, steps_table};
 use crate::pipeline::StepResult;
-use crate::scheduler::Stop;
-use crate::text_bounds::{github_body, quote_output};
+use crate::text_bounds::{self, github_body, quote_output};
 
 /// Lines of a failed step's output quoted in the comment.
 pub const TAIL_LINES: usize = 30;
@@ -22,11 +20,16 @@ pub fn marker(task_id: i64) -> String {
     format!("<!-- conveyor:task:{task_id} -->")
 }
 
-pub fn started(task_id: i64, pipeline: &str, attempt: i32) -> String {
-    github_body(&format!(
-        "{}\n🚧 **Conveyor** is running pipeline `{pipeline}` for this issue (task {task_id}, attempt {attempt}).\n\nThis comment will be updated when the run ends.",
+pub fn started(task_id: i64, pipeline: &str, attempt: i32, steps: &[StepResult]) -> String {
+    let mut body = format!(
+        "{}\n🚧 **Conveyor** is running pipeline `{pipeline}` for this issue (task {task_id}, attempt {attempt}).\n\nThis comment will be updated when the run ends.\n",
         marker(task_id)
-    ))
+    );
+    if !steps.is_empty() {
+        body.push('\n');
+        body.push_str(&steps_table(steps));
+    }
+    github_body(&body)
 }
 
 /// The task is queued and has not run yet; `reason` says why it waits.
@@ -37,42 +40,81 @@ pub fn waiting(task_id: i64, pipeline: &str, reason: &str) -> String {
     ))
 }
 
-/// The run was stopped before it ended: cancelled, handed back by a worker shutting down,
-/// or its session crashed.
-pub fn stopped(task_id: i64, pipeline: &str, attempt: i32, stop: Stop) -> String {
-    let what = match stop {
-        Stop::Cancel => {
-            format!("⏹️ **Conveyor** stopped pipeline `{pipeline}`: the task was cancelled")
-        }
-        Stop::HandBack => format!(
-            "⏸️ **Conveyor** paused pipeline `{pipeline}`: its worker shut down, and the task is back in the queue for another worker to run again"
-        ),
-        Stop::Crash(Rescued::Requeued) => format!(
-            "⚠️ **Conveyor**'s worker crashed running pipeline `{pipeline}`; the task is back in the queue for another attempt"
-        ),
-        Stop::Crash(Rescued::Failed) => format!(
-            "❌ **Conveyor**'s worker crashed running pipeline `{pipeline}`, and the task has no attempts left"
-        ),
-    };
-    github_body(&format!(
-        "{}\n{what} (task {task_id}, attempt {attempt}).\n",
-        marker(task_id)
-    ))
+/// The run waits at approval step `step` for the work on commit `head_sha`.
+pub struct Gate<'a> {
+    pub step: &'a str,
+    pub message: Option<&'a str>,
+    pub head_sha: &'a str,
+    /// Who may approve, in words.
+    pub approvers: &'a str,
 }
 
-pub fn finished(
+pub fn awaiting_approval(
     task_id: i64,
     pipeline: &str,
+    gate: &Gate,
+    steps: &[StepResult],
+) -> String {
+    let mut body = format!(
+        "{}\n✋ **Conveyor** pipeline `{pipeline}` waits for approval at step `{}` (task {task_id}), for commit {}.\n",
+        marker(task_id),
+        text_bounds::title(gate.step, STEP_NAME_MAX_CHARS),
+        gate.head_sha,
+    );
+    if let Some(message) = gate.message {
+        body.push_str(&format!(
+            "\n> {}\n",
+            quote_output(message, MESSAGE_MAX_BYTES).replace('\n', "\n> ")
+        ));
+    }
+    body.push_str(&format!(
+        "\nIt may be approved by {}: with the **Approve** button on the `conveyor` check run, or by commenting `/conveyor approve`. `/conveyor reject <reason>` or the **Reject** button ends the run.\n",
+        gate.approvers
+    ));
+    if !steps.is_empty() {
+        body.push('\n');
+        body.push_str(&steps_table(steps));
+    }
+    github_body(&body)
+}
+
+/// The run was approved and goes on as soon as a worker is free.
+pub fn approved(task_id: i64, pipeline: &str, by: Option<&str>, steps: &[StepResult]) -> String {
+    let by = by.map(|by| format!(" by @{by}")).unwrap_or_default();
+    let mut body = format!(
+        "{}\n▶️ **Conveyor** pipeline `{pipeline}` was approved{by} and goes on as soon as a worker is free (task {task_id}).\n",
+        marker(task_id)
+    );
+    if !steps.is_empty() {
+        body.push('\n');
+        body.push_str(&steps_table(steps));
+    }
+    github_body(&body)
+}
+
+/// How the task's run ended; `retry_in` when it runs again after a wait, `requeued` when it
+/// is back in the queue already.
+#[allow(clippy::too_many_arguments)]
+pub fn ended(
+    task_id: i64,
+    pipeline: &str,
+    attempt: i32,
     outcome: &Outcome,
+    pull_request_url: Option<&str>,
     steps: &[StepResult],
     retry_in: Option<Duration>,
+    requeued: bool,
 ) -> String {
     let mut body = marker(task_id);
     body.push('\n');
     match outcome {
-        Outcome::Proposed { pull_request_url, branch, built_on } => {
+        Outcome::Proposed { branch, built_on } => {
+            let place = match pull_request_url {
+                Some(url) => format!("the changes are in {url} (branch `{branch}`)"),
+                None => format!("the changes are on branch `{branch}`; the pull request is being opened"),
+            };
             body.push_str(&format!(
-                "✅ **Conveyor** finished pipeline `{pipeline}`: the changes are in {pull_request_url} (branch `{branch}`).\n"
+                "✅ **Conveyor** finished pipeline `{pipeline}`: {place}.\n"
             ));
             if let Some(commit) = built_on {
                 body.push_str(&format!(
@@ -112,6 +154,37 @@ pub fn finished(
             "❌ **Conveyor** could not finish this task: {}\n",
             quote_output(message, MESSAGE_MAX_BYTES)
         )),
+        Outcome::Rejected { by, reason } => {
+            body.push_str(&format!(
+                "🛑 **Conveyor** pipeline `{pipeline}` was rejected by @{by}; the run ended without going further.\n"
+            ));
+            if let Some(reason) = reason {
+                body.push_str(&format!("\n> {}\n", quote_output(reason, MESSAGE_MAX_BYTES).replace('\n', "\n> ")));
+            }
+        }
+        Outcome::Cancelled { by } => {
+            let by = by.as_ref().map(|by| format!(" by @{by}")).unwrap_or_default();
+            body.push_str(&format!(
+                "⏹️ **Conveyor** stopped pipeline `{pipeline}`: the task was cancelled{by}.\n"
+            ));
+        }
+        Outcome::Interrupted(why) => {
+            let what = match why {
+                Interruption::HandedBack => "its worker shut down",
+                Interruption::Crashed => "its worker crashed",
+                Interruption::Lost => "its worker stopped answering",
+            };
+            let next = if requeued {
+                "the task is back in the queue for another attempt"
+            } else if retry_in.is_some() {
+                "the task will be tried again"
+            } else {
+                "the task has no attempts left"
+            };
+            body.push_str(&format!(
+                "⚠️ **Conveyor** pipeline `{pipeline}` was interrupted (attempt {attempt}): {what}, and {next}.\n"
+            ));
+        }
     }
     if let Some(delay) = retry_in {
         body.push_str(&format!(
@@ -136,6 +209,27 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    const PULL: &str = "https://github.com/o/r/pull/9";
+
+    fn finished(
+        task_id: i64,
+        pipeline: &str,
+        outcome: &Outcome,
+        steps: &[StepResult],
+        retry_in: Option<Duration>,
+    ) -> String {
+        ended(
+            task_id,
+            pipeline,
+            1,
+            outcome,
+            Some(PULL),
+            steps,
+            retry_in,
+            false,
+        )
+    }
 
     fn step(name: &str, exit_code: Option<i32>, output: &str) -> StepResult {
         StepResult {
@@ -179,9 +273,10 @@ mod tests {
         let body = waiting(4, "default", "waiting: repository limit 1/1");
         assert!(body.starts_with("<!-- conveyor:task:4 -->"));
         assert!(body.contains("waiting: repository limit 1/1"), "{body}");
-        let requeued = stopped(4, "default", 1, Stop::Crash(Rescued::Requeued));
+        let crashed = Outcome::Interrupted(Interruption::Crashed);
+        let requeued = ended(4, "default", 1, &crashed, None, &[], None, true);
         assert!(requeued.contains("back in the queue"), "{requeued}");
-        let failed = stopped(4, "default", 3, Stop::Crash(Rescued::Failed));
+        let failed = ended(4, "default", 3, &crashed, None, &[], None, false);
         assert!(failed.contains("no attempts left"), "{failed}");
         assert!(failed.contains("attempt 3"), "{failed}");
     }
@@ -245,8 +340,28 @@ mod tests {
         }
         for body in [
             waiting(4, &long, &long),
-            started(4, &long, 1),
-            stopped(4, &long, 1, Stop::Cancel),
+            started(4, &long, 1, &many_steps),
+            finished(
+                4,
+                &long,
+                &Outcome::Cancelled {
+                    by: Some(long.clone()),
+                },
+                &[],
+                None,
+            ),
+            awaiting_approval(
+                4,
+                &long,
+                &Gate {
+                    step: &long,
+                    message: Some(&long),
+                    head_sha: "abc",
+                    approvers: &long,
+                },
+                &many_steps,
+            ),
+            approved(4, &long, Some(&long), &many_steps),
         ] {
             within_githubs_limit(&body);
             assert!(body.starts_with("<!-- conveyor:task:4 -->"));
@@ -256,7 +371,6 @@ mod tests {
     #[test]
     fn success_links_the_pull_request() {
         let outcome = Outcome::Proposed {
-            pull_request_url: "https://github.com/o/r/pull/9".into(),
             branch: "conveyor/1-x".into(),
             built_on: None,
         };
@@ -265,12 +379,51 @@ mod tests {
         assert!(body.contains("`conveyor/1-x`"));
         assert!(!body.contains("Someone else"), "{body}");
         let moved = Outcome::Proposed {
-            pull_request_url: "https://github.com/o/r/pull/9".into(),
             branch: "conveyor/1-x".into(),
             built_on: Some("abc123".into()),
         };
         let body = finished(1, "default", &moved, &[], None);
         assert!(body.contains("built on their commit abc123"), "{body}");
+        let opening = ended(1, "default", 1, &outcome, None, &[], None, false);
+        assert!(
+            opening.contains("pull request is being opened"),
+            "{opening}"
+        );
+    }
+
+    #[test]
+    fn a_gate_says_who_may_approve_and_how_and_a_decision_names_its_person() {
+        let gate = Gate {
+            step: "review",
+            message: Some("Check the change"),
+            head_sha: "abc123",
+            approvers: "anyone with write permission or more",
+        };
+        let body = awaiting_approval(7, "default", &gate, &[step("implement", Some(0), "")]);
+        assert!(body.starts_with("<!-- conveyor:task:7 -->"), "{body}");
+        for expected in [
+            "step `review`",
+            "commit abc123",
+            "> Check the change",
+            "anyone with write permission or more",
+            "`/conveyor approve`",
+            "**Approve** button",
+            "| `implement` | ✅ passed |",
+        ] {
+            assert!(body.contains(expected), "{expected}: {body}");
+        }
+        let rejected = Outcome::Rejected {
+            by: "carol".into(),
+            reason: Some("too risky".into()),
+        };
+        let body = finished(7, "default", &rejected, &[], None);
+        assert!(body.contains("rejected by @carol"), "{body}");
+        assert!(body.contains("> too risky"), "{body}");
+        let cancelled = Outcome::Cancelled {
+            by: Some("dave".into()),
+        };
+        assert!(finished(7, "default", &cancelled, &[], None).contains("cancelled by @dave"));
+        assert!(approved(7, "default", Some("erin"), &[]).contains("approved by @erin"));
     }
 
     #[test]

@@ -69,11 +69,11 @@ impl Lease {
         self.ended.load(Ordering::SeqCst)
     }
 
-    pub(super) fn task_id(&self) -> i64 {
+    pub fn task_id(&self) -> i64 {
         self.task_id
     }
 
-    pub(super) fn epoch(&self) -> i64 {
+    pub fn epoch(&self) -> i64 {
         self.epoch
     }
 
@@ -90,6 +90,29 @@ impl Lease {
             ..Ending::new(self.task_id, self.epoch, TaskState::Scheduled)
         };
         self.submit(ending).await
+    }
+
+    /// Moves the task to `to` (after `retry_in`, when scheduled) in the caller's transaction
+    /// `tx`, which holds what the change must be written with (the run's end, the effects on
+    /// GitHub it causes), and commits it; nothing of `tx` is written when the ending is refused.
+    pub async fn end_in(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        to: TaskState,
+        retry_in: Option<Duration>,
+    ) -> Result<(), EngineError> {
+        let ending = Ending {
+            retry_in,
+            ..Ending::new(self.task_id, self.epoch, to)
+        };
+        let result = match tasks::end_lease(&mut tx, &ending).await {
+            Ok(()) => tx.commit().await.map_err(EngineError::from),
+            Err(err) => Err(err),
+        };
+        if ends_lease(&result) {
+            self.ended.store(true, Ordering::SeqCst);
+        }
+        result
     }
 
     async fn submit(&self, ending: Ending) -> Result<(), EngineError> {

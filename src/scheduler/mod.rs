@@ -5,7 +5,6 @@ mod claim;
 mod lease;
 pub mod leases;
 mod sessions;
-mod wakeup;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,7 +18,6 @@ pub use claim::{claim, claim_next};
 pub use lease::Lease;
 pub use sessions::{SessionFault, SessionPool};
 
-use crate::engine::TaskState;
 use crate::engine::tasks::{self, EngineError, Rescued, Task};
 use crate::housekeeping::vacuum;
 use claim::Claims;
@@ -106,8 +104,9 @@ pub async fn run_workers<E: Executor>(
         settings,
         stopped.clone(),
     ));
-    background.spawn(wakeup::listen(
+    background.spawn(crate::wakeup::listen(
         pool.clone(),
+        crate::engine::tasks::WAKE_CHANNEL,
         tasks_added.clone(),
         stopped.clone(),
     ));
@@ -302,12 +301,16 @@ impl<E: Executor> Worker<E> {
                 Stop::HandBack
             }
             Interruption::Cancel => {
-                lease.end(TaskState::Cancelled).await?;
+                let mut tx = self.pool.begin().await?;
+                tasks::stopped_cancelled(&mut tx, task_id, epoch).await?;
+                tx.commit().await?;
                 Stop::Cancel
             }
             Interruption::Crash(message) => {
-                let mut conn = self.pool.acquire().await?;
-                Stop::Crash(tasks::crashed(&mut conn, task_id, epoch, message).await?)
+                let mut tx = self.pool.begin().await?;
+                let rescued = tasks::crashed(&mut tx, task_id, epoch, message).await?;
+                tx.commit().await?;
+                Stop::Crash(rescued)
             }
         })
     }

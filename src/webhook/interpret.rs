@@ -8,14 +8,15 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::event::{Event, EventKind};
+use super::event::{CommentRef, Event, EventKind};
 use super::inbox::{self, PendingDelivery, Summary};
-use crate::engine::tasks::{self, NewTask};
 use crate::installations::{self, Change, Status};
+use crate::report::check_run;
+use crate::requests::{Asked, Request, queue};
+use crate::{commands, outbox};
 
-/// The label that enqueues an issue unless a repository chooses another.
-pub const DEFAULT_TRIGGER_LABEL: &str = "conveyor";
-pub const DEFAULT_PIPELINE: &str = "default";
+/// Every comment Conveyor writes starts with a hidden marker beginning so.
+const MARKER_PREFIX: &str = "<!-- conveyor:";
 
 /// How often the job looks for deliveries even when nobody woke it (retries fall due too).
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -27,12 +28,13 @@ const BATCH: i64 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Intent {
-    CreateTask(NewTask),
     Installation {
         id: i64,
         account: String,
         change: Change,
     },
+    /// Something a person asked of Conveyor, decided by the request workers.
+    Request(Asked),
     Ignore(&'static str),
 }
 
@@ -42,7 +44,7 @@ pub fn touches_database(event: &Event) -> bool {
 }
 
 /// What a delivery means, decided from the event and what is known of its installation.
-pub fn interpret(event: &Event, installation: Option<Status>, trigger_label: &str) -> Intent {
+pub fn interpret(event: &Event, installation: Option<Status>) -> Intent {
     let Some(installation_id) = event.installation_id else {
         return Intent::Ignore("no installation");
     };
@@ -77,42 +79,127 @@ pub fn interpret(event: &Event, installation: Option<Status>, trigger_label: &st
             };
         }
         EventKind::Unhandled => return Intent::Ignore("event not handled"),
-        EventKind::IssueLabeled { .. } => {}
+        _ => {}
     }
     match installation {
         Some(Status::Deleted) => return Intent::Ignore("installation deleted"),
         Some(Status::Suspended) => return Intent::Ignore("installation suspended"),
         Some(Status::Active) | None => {}
     }
-    if event.sender_is_bot {
-        return Intent::Ignore("sender is a bot");
-    }
-    match &event.kind {
-        EventKind::IssueLabeled { issue, label } => {
-            if label != trigger_label {
-                return Intent::Ignore("label is not the trigger");
-            }
-            let Some(repo) = &event.repository else {
-                return Intent::Ignore("no repository");
-            };
-            Intent::CreateTask(NewTask {
-                installation_id,
-                repo_owner: repo.owner.clone(),
-                repo_name: repo.name.clone(),
-                default_branch: repo.default_branch.clone(),
-                issue_number: issue.number,
+    let Some(repo) = &event.repository else {
+        return Intent::Ignore("no repository");
+    };
+    let Some(sender) = &event.sender else {
+        return Intent::Ignore("no sender");
+    };
+    let (issue, actor, request) = match &event.kind {
+        EventKind::IssueLabeled { issue, label } => (
+            Some(issue.number),
+            sender,
+            Request::Labeled {
+                label: label.clone(),
                 title: issue.title.clone(),
                 body: issue.body.clone(),
-                pipeline: DEFAULT_PIPELINE.to_owned(),
-                delivery_id: None,
-            })
+            },
+        ),
+        EventKind::IssueUnlabeled { issue, label } => (
+            Some(issue.number),
+            sender,
+            Request::Unlabeled {
+                label: label.clone(),
+            },
+        ),
+        EventKind::IssueClosed { issue } => (Some(issue.number), sender, Request::IssueClosed),
+        EventKind::CommentCreated {
+            issue,
+            is_pull_request,
+            comment,
+            body,
+            author,
+        } => {
+            // Conveyor's own comments never command it, whatever they quote.
+            if body.contains(MARKER_PREFIX) {
+                return Intent::Ignore("comment is Conveyor's own");
+            }
+            if commands::parse(body).is_empty() {
+                return Intent::Ignore("no command in the comment");
+            }
+            (
+                Some(issue.number),
+                author,
+                Request::Comment {
+                    comment: match comment {
+                        CommentRef::Issue(id) => outbox::Comment::Issue(*id),
+                        CommentRef::ReviewComment(id) => outbox::Comment::Review(*id),
+                    },
+                    text: body.clone(),
+                    is_pull_request: *is_pull_request,
+                    title: issue.title.clone(),
+                    body: issue.body.clone(),
+                },
+            )
         }
-        _ => Intent::Ignore("event not handled"),
-    }
+        EventKind::CheckRunRequestedAction {
+            check_run,
+            identifier,
+        } => {
+            if check_run.name != check_run::NAME {
+                return Intent::Ignore("not Conveyor's check run");
+            }
+            (
+                None,
+                sender,
+                Request::CheckRunAction {
+                    identifier: identifier.clone(),
+                    head_sha: check_run.head_sha.clone(),
+                    external_id: check_run.external_id.clone(),
+                },
+            )
+        }
+        EventKind::CheckRunRerequested { check_run } => {
+            if check_run.name != check_run::NAME {
+                return Intent::Ignore("not Conveyor's check run");
+            }
+            (
+                None,
+                sender,
+                Request::Rerequested {
+                    head_sha: check_run.head_sha.clone(),
+                    external_id: check_run.external_id.clone(),
+                },
+            )
+        }
+        EventKind::CheckSuiteRerequested { head_sha, .. } => (
+            None,
+            sender,
+            Request::Rerequested {
+                head_sha: head_sha.clone(),
+                external_id: None,
+            },
+        ),
+        EventKind::PullRequestClosed { number, merged, .. } => (
+            Some(*number),
+            sender,
+            Request::PullRequestClosed { merged: *merged },
+        ),
+        EventKind::Installation { .. }
+        | EventKind::InstallationRepositories { .. }
+        | EventKind::Unhandled => return Intent::Ignore("event not handled"),
+    };
+    Intent::Request(Asked {
+        installation_id,
+        owner: repo.owner.clone(),
+        name: repo.name.clone(),
+        default_branch: repo.default_branch.clone(),
+        issue,
+        actor: actor.login.clone(),
+        actor_is_bot: actor.is_bot,
+        request,
+    })
 }
 
 /// Interprets up to a batch of due deliveries in one transaction; returns how many.
-pub async fn process_batch(pool: &PgPool, tasks_added: &Notify) -> anyhow::Result<usize> {
+pub async fn process_batch(pool: &PgPool) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let deliveries = inbox::claim_pending(&mut *tx, BATCH).await?;
     let mut outcomes = Vec::with_capacity(deliveries.len());
@@ -124,12 +211,6 @@ pub async fn process_batch(pool: &PgPool, tasks_added: &Notify) -> anyhow::Resul
     }
     inbox::record_outcomes(&mut *tx, &outcomes).await?;
     tx.commit().await?;
-    if outcomes
-        .iter()
-        .any(|(_, _, outcome)| outcome == "task_created")
-    {
-        tasks_added.notify_one();
-    }
     Ok(deliveries.len())
 }
 
@@ -154,7 +235,7 @@ async fn process(
         }
     };
     if !touches_database(&event)
-        && let Intent::Ignore(reason) = interpret(&event, None, DEFAULT_TRIGGER_LABEL)
+        && let Intent::Ignore(reason) = interpret(&event, None)
     {
         return Ok(Some((event.summary(), format!("ignored: {reason}"))));
     }
@@ -182,7 +263,7 @@ async fn apply(conn: &mut PgConnection, delivery_id: i64, event: &Event) -> sqlx
         Some(id) => installations::status(&mut *conn, id).await?,
         None => None,
     };
-    Ok(match interpret(event, status, DEFAULT_TRIGGER_LABEL) {
+    Ok(match interpret(event, status) {
         Intent::Ignore(reason) => format!("ignored: {reason}"),
         Intent::Installation {
             id,
@@ -192,37 +273,20 @@ async fn apply(conn: &mut PgConnection, delivery_id: i64, event: &Event) -> sqlx
             installations::apply(conn, id, &account, &change).await?;
             "installation".to_owned()
         }
-        Intent::CreateTask(mut task) => {
-            task.delivery_id = Some(delivery_id);
-            match tasks::create(conn, &task).await? {
-                Some(task_id) => {
-                    tracing::info!(task = task_id, "task created");
-                    "task_created".to_owned()
-                }
-                // A replayed delivery finds the task it created the first time.
-                None if tasks::created_by_delivery(&mut *conn, delivery_id)
-                    .await?
-                    .is_some() =>
-                {
-                    "task_created".to_owned()
-                }
-                None => "ignored: the issue already has a live task".to_owned(),
-            }
+        Intent::Request(asked) => {
+            // A replayed delivery finds the request it queued the first time.
+            queue::insert(conn, delivery_id, &asked).await?;
+            "request_queued".to_owned()
         }
     })
 }
 
 /// Runs until `shutdown`, draining the inbox whenever `deliveries_added` fires.
-pub async fn run(
-    pool: PgPool,
-    deliveries_added: Arc<Notify>,
-    tasks_added: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(pool: PgPool, deliveries_added: Arc<Notify>, shutdown: CancellationToken) {
     loop {
         let woken = deliveries_added.notified();
         loop {
-            match process_batch(&pool, &tasks_added).await {
+            match process_batch(&pool).await {
                 Ok(0) => break,
                 Ok(_) => continue,
                 Err(err) => {
@@ -242,9 +306,9 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webhook::event::{InstallationAction, Issue, Repository};
+    use crate::webhook::event::{Actor, CheckRunRef, InstallationAction, Issue, Repository};
 
-    fn labeled(label: &str, installation_id: Option<i64>) -> Event {
+    fn event(kind: EventKind, installation_id: Option<i64>) -> Event {
         Event {
             name: "issues".into(),
             action: Some("labeled".into()),
@@ -254,44 +318,157 @@ mod tests {
                 name: "widgets".into(),
                 default_branch: "main".into(),
             }),
-            sender_is_bot: false,
-            kind: EventKind::IssueLabeled {
-                issue: Issue {
-                    number: 3,
-                    title: "Add a thing".into(),
-                    body: "please".into(),
-                },
+            sender: Some(Actor {
+                login: "alice".into(),
+                is_bot: false,
+            }),
+            kind,
+        }
+    }
+
+    fn issue() -> Issue {
+        Issue {
+            number: 3,
+            title: "Add a thing".into(),
+            body: "please".into(),
+        }
+    }
+
+    fn labeled(label: &str, installation_id: Option<i64>) -> Event {
+        event(
+            EventKind::IssueLabeled {
+                issue: issue(),
                 label: label.into(),
             },
+            installation_id,
+        )
+    }
+
+    fn comment(body: &str, author: &str, is_bot: bool) -> Event {
+        event(
+            EventKind::CommentCreated {
+                issue: issue(),
+                is_pull_request: false,
+                comment: CommentRef::Issue(77),
+                body: body.into(),
+                author: Actor {
+                    login: author.into(),
+                    is_bot,
+                },
+            },
+            Some(9),
+        )
+    }
+
+    #[test]
+    fn a_label_is_a_request_whatever_the_label_for_the_settings_decide_the_trigger() {
+        for status in [None, Some(Status::Active)] {
+            for label in ["conveyor", "bug"] {
+                let Intent::Request(asked) = interpret(&labeled(label, Some(9)), status) else {
+                    panic!("expected a request");
+                };
+                assert_eq!((asked.installation_id, asked.issue), (9, Some(3)));
+                assert_eq!(
+                    (asked.owner.as_str(), asked.name.as_str()),
+                    ("acme", "widgets")
+                );
+                assert_eq!(asked.actor, "alice");
+                assert_eq!(
+                    asked.request,
+                    Request::Labeled {
+                        label: label.into(),
+                        title: "Add a thing".into(),
+                        body: "please".into()
+                    }
+                );
+            }
         }
     }
 
     #[test]
-    fn the_trigger_label_creates_a_task() {
-        for status in [None, Some(Status::Active)] {
-            let Intent::CreateTask(task) =
-                interpret(&labeled("conveyor", Some(9)), status, "conveyor")
-            else {
-                panic!("expected a task");
-            };
-            assert_eq!((task.installation_id, task.issue_number), (9, 3));
-            assert_eq!(
-                (task.repo_owner.as_str(), task.repo_name.as_str()),
-                ("acme", "widgets")
-            );
-            assert_eq!(task.pipeline, "default");
-        }
+    fn a_comment_is_a_request_only_when_it_holds_a_command_and_is_not_conveyors_own() {
+        let Intent::Request(asked) = interpret(&comment("/conveyor run", "bob", false), None)
+        else {
+            panic!("expected a request");
+        };
+        assert!(matches!(
+            asked.request,
+            Request::Comment {
+                comment: outbox::Comment::Issue(77),
+                ..
+            }
+        ));
+        assert_eq!(asked.actor, "bob");
+        // A bot's command still goes to the workers: a repository may allow that bot.
+        let Intent::Request(asked) = interpret(&comment("/conveyor run", "ci[bot]", true), None)
+        else {
+            panic!("expected a request");
+        };
+        assert!(asked.actor_is_bot);
+        assert_eq!(
+            interpret(&comment("looks good", "bob", false), None),
+            Intent::Ignore("no command in the comment")
+        );
+        assert_eq!(
+            interpret(&comment("```\n/conveyor run\n```", "bob", false), None),
+            Intent::Ignore("no command in the comment")
+        );
+        assert_eq!(
+            interpret(
+                &comment(
+                    "<!-- conveyor:reply -->\n/conveyor run",
+                    "conveyor[bot]",
+                    true
+                ),
+                None
+            ),
+            Intent::Ignore("comment is Conveyor's own")
+        );
+    }
+
+    #[test]
+    fn only_conveyors_check_runs_are_asked_of_it() {
+        let check_run = |name: &str| CheckRunRef {
+            id: 5,
+            name: name.into(),
+            head_sha: "abc".into(),
+            external_id: Some("12".into()),
+        };
+        let action = |name: &str| {
+            event(
+                EventKind::CheckRunRequestedAction {
+                    check_run: check_run(name),
+                    identifier: "approve".into(),
+                },
+                Some(9),
+            )
+        };
+        let Intent::Request(asked) = interpret(&action("conveyor"), None) else {
+            panic!("expected a request");
+        };
+        assert_eq!(asked.issue, None, "the check run's task says the issue");
+        assert_eq!(
+            asked.request,
+            Request::CheckRunAction {
+                identifier: "approve".into(),
+                head_sha: "abc".into(),
+                external_id: Some("12".into())
+            }
+        );
+        assert_eq!(
+            interpret(&action("ci"), None),
+            Intent::Ignore("not Conveyor's check run")
+        );
     }
 
     #[test]
     fn ignores_with_a_reason() {
         let active = Some(Status::Active);
-        let mut bot = labeled("conveyor", Some(9));
-        bot.sender_is_bot = true;
         let mut unhandled = labeled("conveyor", Some(9));
         unhandled.kind = EventKind::Unhandled;
+        let mut anonymous = labeled("conveyor", Some(9));
+        anonymous.sender = None;
         let cases = [
-            (labeled("bug", Some(9)), active, "label is not the trigger"),
             (labeled("conveyor", None), active, "no installation"),
             (
                 labeled("conveyor", Some(9)),
@@ -303,14 +480,11 @@ mod tests {
                 Some(Status::Deleted),
                 "installation deleted",
             ),
-            (bot, active, "sender is a bot"),
+            (anonymous, active, "no sender"),
             (unhandled, active, "event not handled"),
         ];
         for (event, status, reason) in cases {
-            assert_eq!(
-                interpret(&event, status, "conveyor"),
-                Intent::Ignore(reason)
-            );
+            assert_eq!(interpret(&event, status), Intent::Ignore(reason));
         }
     }
 
@@ -323,7 +497,7 @@ mod tests {
             repositories: vec![],
         };
         assert!(matches!(
-            interpret(&event, Some(Status::Suspended), "conveyor"),
+            interpret(&event, Some(Status::Suspended)),
             Intent::Installation { id: 9, .. }
         ));
     }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_github;
+pub mod payloads;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -96,7 +97,12 @@ impl Harness {
         Self::start_with(pool, secret, true, true).await
     }
 
-    /// No GitHub App configured: deliveries are interpreted, tasks stay queued.
+    /// No worker sessions: requests are decided and tasks created, but none runs.
+    pub async fn start_idle(pool: PgPool) -> Harness {
+        Self::start_configured(pool, |config| config.workers = 0).await
+    }
+
+    /// No GitHub App configured: deliveries are interpreted, and their requests wait.
     pub async fn start_without_app(pool: PgPool) -> Harness {
         Self::start_with(pool, Some(WEBHOOK_SECRET), false, true).await
     }
@@ -136,12 +142,24 @@ impl Harness {
         }
     }
 
+    /// Stops every job of the service at once, as a killed process would, and starts the
+    /// service again on the same database, fake GitHub and data directory.
+    pub async fn restart(&mut self) {
+        self._jobs.abort_all();
+        while self._jobs.join_next().await.is_some() {}
+        let config = config(&self.github, self.data_dir.path(), Some(WEBHOOK_SECRET));
+        let service = Service::new(&config, self.pool.clone()).unwrap();
+        self._jobs = service.spawn_background(CancellationToken::new());
+        self.router = service.router();
+    }
+
     /// The repository `acme/widgets` of the installation, holding `files`.
     pub fn add_repo(&self, files: &[(&str, &str)]) {
         self.github.add_repo(INSTALLATION_ID, OWNER, REPO, files);
     }
 
-    /// Labels issue `number` with the trigger label and waits for the task it creates to end.
+    /// Labels issue `number` with the trigger label and waits for the task it creates to end
+    /// and its reports to reach GitHub.
     pub async fn label_and_finish(
         &self,
         delivery: &str,
@@ -149,7 +167,9 @@ impl Harness {
         title: &str,
     ) -> (i64, TaskState) {
         let task_id = self.label(delivery, number, title).await;
-        (task_id, self.final_state(task_id).await)
+        let state = self.final_state(task_id).await;
+        self.settled().await;
+        (task_id, state)
     }
 
     /// Labels issue `number` with the trigger label; returns the task it creates.
@@ -162,12 +182,42 @@ impl Harness {
             )
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
-        assert_eq!(self.outcome(delivery).await, "task_created");
+        assert_eq!(self.request_outcome(delivery).await, "task_created");
         sqlx::query_scalar("SELECT id FROM tasks WHERE issue_number = $1 ORDER BY id DESC LIMIT 1")
             .bind(number)
             .fetch_one(&self.pool)
             .await
             .unwrap()
+    }
+
+    /// Waits for the request the delivery queued to be decided, and returns its outcome.
+    pub async fn request_outcome(&self, delivery: &str) -> String {
+        assert_eq!(self.outcome(delivery).await, "request_queued");
+        wait_until(&format!("request of {delivery} decided"), || async {
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT r.outcome FROM requests r JOIN deliveries d ON d.id = r.delivery_id
+                 WHERE d.delivery_id = $1 AND r.processed_at IS NOT NULL",
+            )
+            .bind(delivery)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()
+            .flatten()
+        })
+        .await
+    }
+
+    /// Waits until the outbox has delivered everything queued for GitHub.
+    pub async fn settled(&self) {
+        wait_until("the outbox delivered everything", || async {
+            let pending: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")
+                    .fetch_one(&self.pool)
+                    .await
+                    .unwrap();
+            (pending == 0).then_some(())
+        })
+        .await
     }
 
     /// A repository of the installation with a working pipeline and its script.
@@ -275,16 +325,34 @@ impl Harness {
         .await
     }
 
-    /// The issue's status comment once it reports the end of a run (the task's final state is
-    /// written before the comment is edited).
+    /// The issue's one status comment once the issue's last task's run ended (finished, put
+    /// off for a retry, or parked) and the outbox delivered its report.
     pub async fn final_comment(&self, issue: u64) -> fake_github::Comment {
-        wait_until(&format!("final status comment on #{issue}"), || async {
-            self.github
-                .comments(OWNER, REPO, issue)
-                .into_iter()
-                .find(|c| !c.body.contains("is running pipeline"))
+        let task_id: i64 = wait_until(&format!("a task for #{issue}"), || async {
+            sqlx::query_scalar(
+                "SELECT id FROM tasks WHERE issue_number = $1 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(issue as i64)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()
         })
-        .await
+        .await;
+        wait_until(&format!("task {task_id}'s run to end"), || async {
+            let state = self.state(task_id).await;
+            (!matches!(state, TaskState::Queued | TaskState::Running)).then_some(())
+        })
+        .await;
+        self.settled().await;
+        let marker = format!("<!-- conveyor:task:{task_id} -->");
+        let mine: Vec<fake_github::Comment> = self
+            .github
+            .comments(OWNER, REPO, issue)
+            .into_iter()
+            .filter(|c| c.body.starts_with(&marker))
+            .collect();
+        assert_eq!(mine.len(), 1, "one status comment per task: {mine:#?}");
+        mine.into_iter().next().unwrap()
     }
 
     /// Run workspaces left in the data directory (each process keeps its own in a folder).
@@ -313,12 +381,21 @@ pub async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Value
 }
 
 /// Polls `probe` until it yields a value; fails the test after 30 s.
-pub async fn wait_until<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn wait_until<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    wait_until_within(what, Duration::from_secs(30), probe).await
+}
+
+/// [`wait_until`] for something that takes longer than usual by design (an outage).
+pub async fn wait_until_within<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = probe().await {
             return value;

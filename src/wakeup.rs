@@ -1,6 +1,6 @@
-//! Wake-ups across processes: work that becomes claimable anywhere (a task enqueued or
-//! requeued, a repository resumed, a blocker finished) sends `NOTIFY conveyor_tasks`, and
-//! this listener wakes the idle workers of this process.
+//! Wake-ups across processes: work that appears anywhere (a task enqueued or requeued, a
+//! request from GitHub, an effect for GitHub) is announced with `NOTIFY` on its channel when
+//! its transaction commits, and a listener wakes this process's job for it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,27 +10,30 @@ use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::tasks;
-
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
-pub async fn listen(pool: PgPool, tasks_added: Arc<Notify>, shutdown: CancellationToken) {
+pub async fn listen(
+    pool: PgPool,
+    channel: &'static str,
+    added: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     loop {
-        match subscribe(&pool).await {
+        match subscribe(&pool, channel).await {
             Ok(mut listener) => loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     received = listener.recv() => match received {
-                        Ok(_) => tasks_added.notify_one(),
+                        Ok(_) => added.notify_one(),
                         Err(err) => {
-                            tracing::warn!(error = %err, "task notifications lost; reconnecting");
+                            tracing::warn!(error = %err, channel, "notifications lost; reconnecting");
                             break;
                         }
                     },
                 }
             },
             Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for task notifications; polling")
+                tracing::warn!(error = %err, channel, "cannot listen for notifications; polling")
             }
         }
         tokio::select! {
@@ -40,8 +43,8 @@ pub async fn listen(pool: PgPool, tasks_added: Arc<Notify>, shutdown: Cancellati
     }
 }
 
-async fn subscribe(pool: &PgPool) -> sqlx::Result<PgListener> {
+async fn subscribe(pool: &PgPool, channel: &str) -> sqlx::Result<PgListener> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(tasks::WAKE_CHANNEL).await?;
+    listener.listen(channel).await?;
     Ok(listener)
 }

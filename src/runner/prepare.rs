@@ -1,0 +1,156 @@
+//! A run's workspace: the clone, the pipeline it goes by (read from the default branch and
+//! pinned to the run, or the pinned one when an approved run goes on), the branch it works
+//! on and the commit it starts from.
+
+use super::TaskRunner;
+use crate::engine::runs::{self, Run};
+use crate::engine::tasks::Task;
+use crate::pipeline::definition::{self, Settings};
+use crate::pipeline::git::{self, Git, GitError};
+use crate::pipeline::{Checkout, Pipeline, PrepareError};
+
+pub(super) struct Prepared {
+    pub checkout: Checkout,
+    pub pipeline: Pipeline,
+    /// The settings of the pipeline file the run goes by: who may approve its gates.
+    pub settings: Settings,
+    pub url: String,
+    pub branch: String,
+    /// The commit the work tree starts from.
+    pub base: String,
+    /// Where the branch stands on GitHub: what the first push expects to replace.
+    pub remote: Option<String>,
+    /// The commit of someone else's the run builds on, when they had pushed to its branch.
+    pub built_on: Option<String>,
+    /// The commit the run's whole diff is taken against.
+    pub diff_base: String,
+}
+
+pub(super) async fn prepare(
+    runner: &TaskRunner,
+    task: &Task,
+    run: &Run,
+    git: &Git,
+) -> Result<Prepared, PrepareError> {
+    let url = runner.repo_url(task);
+    let checkout = Checkout::clone(git, &url, &runner.workspaces).await?;
+    let text = match &run.definition {
+        Some(pinned) => pinned.clone(),
+        None => checkout.pipeline_text(git).await?,
+    };
+    let pipeline = definition::parse(&text, &task.pipeline)?;
+    let settings = definition::parse_settings(&text)?;
+    let start = if run.resume_at_step.is_some() {
+        resumed(&checkout, git, run).await?
+    } else if let Some(pull) = task.pull_request_target() {
+        let head = checkout
+            .branch_head(git, &pull.head_branch)
+            .await?
+            .ok_or_else(|| {
+                gone(format!(
+                    "the pull request's branch `{}` is gone",
+                    pull.head_branch
+                ))
+            })?;
+        Start {
+            branch: pull.head_branch,
+            base: head.clone(),
+            remote: Some(head),
+            built_on: None,
+        }
+    } else {
+        let branch = git::branch_name(&task.issue_number.to_string(), &task.title);
+        issue_start(runner, task, git, &checkout, branch).await?
+    };
+    let diff_base = match &run.base_sha {
+        Some(base) => base.clone(),
+        None => {
+            runs::pin(&runner.pool, run.id, &text, &start.base).await?;
+            start.base.clone()
+        }
+    };
+    checkout
+        .check_out(git, &start.base, &url, &runner.sandbox)
+        .await?;
+    Ok(Prepared {
+        checkout,
+        pipeline,
+        settings,
+        url,
+        branch: start.branch,
+        base: start.base,
+        remote: start.remote,
+        built_on: start.built_on,
+        diff_base,
+    })
+}
+
+struct Start {
+    branch: String,
+    base: String,
+    remote: Option<String>,
+    built_on: Option<String>,
+}
+
+/// An approved run goes on from the commit that was approved, which must still be its
+/// branch's head.
+async fn resumed(checkout: &Checkout, git: &Git, run: &Run) -> Result<Start, PrepareError> {
+    let (Some(branch), Some(approved)) = (&run.branch, &run.head_sha) else {
+        return Err(gone("the approved run has no pushed commit".to_owned()));
+    };
+    let head = checkout.branch_head(git, branch).await?;
+    if head.as_deref() != Some(approved.as_str()) {
+        return Err(gone(format!(
+            "the branch `{branch}` moved since the run was approved at {approved}"
+        )));
+    }
+    Ok(Start {
+        branch: branch.clone(),
+        base: approved.clone(),
+        remote: Some(approved.clone()),
+        built_on: None,
+    })
+}
+
+/// A branch that holds what Conveyor last pushed to it (or does not exist) is rebuilt from
+/// the default branch; one that someone else moved is built on, so their commits are kept.
+async fn issue_start(
+    runner: &TaskRunner,
+    task: &Task,
+    git: &Git,
+    checkout: &Checkout,
+    branch: String,
+) -> Result<Start, PrepareError> {
+    let ours = runs::last_pushed(&runner.pool, task.id, &branch).await?;
+    let remote = checkout.branch_head(git, &branch).await?;
+    Ok(match remote {
+        None => Start {
+            branch,
+            base: checkout.default_head.clone(),
+            remote: None,
+            built_on: None,
+        },
+        Some(head) if ours.as_deref() == Some(head.as_str()) => Start {
+            branch,
+            base: checkout.default_head.clone(),
+            remote: Some(head),
+            built_on: None,
+        },
+        Some(head) => {
+            tracing::info!(%branch, %head, "the branch has commits Conveyor did not push: building on them");
+            Start {
+                branch,
+                base: head.clone(),
+                remote: Some(head.clone()),
+                built_on: Some(head),
+            }
+        }
+    })
+}
+
+fn gone(message: String) -> PrepareError {
+    PrepareError::Git(GitError {
+        action: "start",
+        message,
+    })
+}
