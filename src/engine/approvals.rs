@@ -134,10 +134,10 @@ pub async fn decide(
             .fetch_optional(&mut *conn)
             .await?;
     let parked = match state {
-        Some(TaskState::AwaitingApproval) => waiting_run(&mut *conn, task_id).await?,
+        Some(TaskState::AwaitingApproval) => waiting(&mut *conn, task_id).await?,
         _ => None,
     };
-    let Some((run_id, mut gate, requester)) = parked else {
+    let Some((run_id, mut gate)) = parked else {
         let why = "the run is not waiting for an approval".to_owned();
         audit(conn, task_id, None, verdict, None, Err(&why)).await?;
         return Ok(Decided::Refused(why));
@@ -158,7 +158,7 @@ pub async fn decide(
         &verdict.actor,
         verdict.permission,
         &pinned,
-        requester.as_deref(),
+        gate.requester.as_deref(),
     ) {
         Some(refusal.to_string())
     } else if verdict.seen_sha.is_some_and(|seen| seen != gate.head_sha) {
@@ -246,23 +246,6 @@ pub async fn decide(
         .await?;
         Ok(Decided::Rejected { run_id, head_sha })
     }
-}
-
-/// The run parked at the task's gate, with the gate and who started the task.
-async fn waiting_run(
-    conn: &mut PgConnection,
-    task_id: i64,
-) -> sqlx::Result<Option<(i64, Gate, Option<String>)>> {
-    let row: Option<(i64, Json<Gate>, Option<String>)> = sqlx::query_as(
-        "SELECT r.id, r.approval, t.requested_by FROM runs r JOIN tasks t ON t.id = r.task_id
-         WHERE r.task_id = $1 AND r.state = 'awaiting_approval' AND r.resume_at_step IS NULL
-           AND r.approval IS NOT NULL
-         ORDER BY r.id DESC LIMIT 1",
-    )
-    .bind(task_id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|(id, gate, requester)| (id, gate.0, requester)))
 }
 
 /// The task's gate the run waits at now, if it waits.

@@ -77,6 +77,15 @@ impl Effect {
         }
     }
 
+    /// Whether delivering the effect brings its target to what the records say, so that it
+    /// stands for later effects of the same target queued behind it.
+    fn is_sync(&self) -> bool {
+        matches!(
+            self,
+            Effect::StatusComment { .. } | Effect::CheckRun { .. } | Effect::PullRequest { .. }
+        )
+    }
+
     /// What the effect changes on GitHub; `None` for effects that each change something new.
     fn target(&self) -> Option<String> {
         match self {
@@ -108,6 +117,16 @@ pub struct Place {
     pub name: String,
 }
 
+impl From<&crate::engine::tasks::Task> for Place {
+    fn from(task: &crate::engine::tasks::Task) -> Self {
+        Self {
+            installation_id: task.installation_id,
+            owner: task.repo_owner.clone(),
+            name: task.repo_name.clone(),
+        }
+    }
+}
+
 /// Queues `effects` for `place`, in order; call it in the transaction of the change that
 /// causes them. The delivery worker is woken when that transaction commits.
 pub async fn enqueue(
@@ -132,7 +151,8 @@ pub async fn sync_status_comment(conn: &mut sqlx::PgConnection, task_id: i64) ->
     sync_task(conn, task_id, &[Effect::StatusComment { task_id }]).await
 }
 
-/// Queues `effects` for the repository of task `task_id`.
+/// Queues `effects` for the repository of task `task_id`, read from the task (callers
+/// holding the task use [`enqueue`] with its [`Place`]).
 pub async fn sync_task(
     conn: &mut sqlx::PgConnection,
     task_id: i64,

@@ -137,13 +137,7 @@ pub(super) async fn claim(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<V
                     owner: row.repo_owner,
                     name: row.repo_name,
                 },
-                // Only syncs stand for later effects of their target.
-                absorbs: if matches!(
-                    effect,
-                    Effect::StatusComment { .. }
-                        | Effect::CheckRun { .. }
-                        | Effect::PullRequest { .. }
-                ) {
+                absorbs: if effect.is_sync() {
                     row.absorbs
                 } else {
                     Vec::new()

@@ -9,7 +9,7 @@ use crate::engine::TaskState;
 use crate::engine::approvals::{self, Gate};
 use crate::engine::runs::Run;
 use crate::engine::tasks::{EngineError, Task};
-use crate::outbox::{self, Effect};
+use crate::outbox::{self, Effect, Place};
 use crate::pipeline::definition::{self, Action};
 use crate::pipeline::git::Git;
 use crate::report::Failure;
@@ -100,7 +100,7 @@ async fn park(
     }
     let mut effects = outbox::check_runs(&mut tx, task.id, Some(&gate.head_sha)).await?;
     effects.push(Effect::StatusComment { task_id: task.id });
-    outbox::sync_task(&mut tx, task.id, &effects).await?;
+    outbox::enqueue(&mut tx, &Place::from(task), &effects).await?;
     match lease.end_in(tx, TaskState::AwaitingApproval, None).await {
         Ok(()) => {
             tracing::info!(step = %gate.step, head_sha = %gate.head_sha, "run waits for approval");

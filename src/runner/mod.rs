@@ -17,7 +17,7 @@ use crate::engine::runs::{self, Run, StepRecord};
 use crate::engine::tasks::{self, EngineError, Task};
 use crate::engine::{RunState, TaskState};
 use crate::github::GitHubApp;
-use crate::outbox::{self, Effect};
+use crate::outbox::{self, Effect, Place};
 use crate::pipeline::definition::RetryPolicy;
 use crate::pipeline::git::Git;
 use crate::pipeline::sandbox::Sandbox;
@@ -119,6 +119,17 @@ impl Ended {
             fault: None,
         }
     }
+
+    /// Failed because this session cannot work (no workspace, no sandbox): the run is
+    /// retried as Conveyor's failure and the session goes unhealthy.
+    fn session_fault(err: impl std::fmt::Display) -> Self {
+        let message = err.to_string();
+        Ended::Over {
+            outcome: Outcome::Failed(Failure::Infrastructure(message.clone())),
+            step_retry: None,
+            fault: Some(SessionFault(message)),
+        }
+    }
 }
 
 impl TaskRunner {
@@ -183,7 +194,7 @@ impl TaskRunner {
                 head_sha,
             });
         }
-        outbox::sync_task(&mut tx, task.id, &effects).await?;
+        outbox::enqueue(&mut tx, &Place::from(task), &effects).await?;
         tx.commit().await?;
         Ok(run)
     }
@@ -206,12 +217,7 @@ impl TaskRunner {
                 return Ended::failed(Failure::Definition(err.to_string()));
             }
             Err(err @ (PrepareError::Workspace(_) | PrepareError::Sandbox(_))) => {
-                let message = err.to_string();
-                return Ended::Over {
-                    outcome: Outcome::Failed(Failure::Infrastructure(message.clone())),
-                    step_retry: None,
-                    fault: Some(SessionFault(message)),
-                };
+                return Ended::session_fault(err);
             }
             Err(err) => return Ended::failed(Failure::Infrastructure(err.to_string())),
         };
@@ -235,14 +241,7 @@ impl TaskRunner {
                 .await
             {
                 Ok(steps) => steps,
-                Err(err) => {
-                    let message = err.to_string();
-                    return Ended::Over {
-                        outcome: Outcome::Failed(Failure::Infrastructure(message.clone())),
-                        step_retry: None,
-                        fault: Some(SessionFault(message)),
-                    };
-                }
+                Err(err) => return Ended::session_fault(err),
             };
             if let Some(step) = pipeline::failed_step(&steps.results) {
                 return Ended::Over {
@@ -316,7 +315,7 @@ impl TaskRunner {
         }
         effects.extend(outbox::check_runs(&mut tx, task.id, run.check_sha.as_deref()).await?);
         effects.push(Effect::StatusComment { task_id: task.id });
-        outbox::sync_task(&mut tx, task.id, &effects).await?;
+        outbox::enqueue(&mut tx, &Place::from(task), &effects).await?;
         let to = if retry_in.is_some() {
             TaskState::Scheduled
         } else {
