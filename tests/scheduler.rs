@@ -454,9 +454,11 @@ impl Executor for LongStep {
         let script = format!("echo $$ > {}; sleep 30", self.marker.display());
         let step = conveyor::pipeline::definition::Step::new("long", &script);
         let dir = tempfile::tempdir().unwrap();
+        let workspaces = conveyor::pipeline::workspace::Workspaces::open(dir.path());
+        let workspace = workspaces.create().unwrap();
         // Unconfined, so that the test sees the step's process group from the host.
         let sandbox = Sandbox::new(SandboxMode::Off, Vec::new());
-        let _ = conveyor::pipeline::step::run(0, &step, dir.path(), &[], &sandbox).await;
+        let _ = conveyor::pipeline::step::run(0, &step, &workspace, &[], &sandbox).await;
         lease.end(TaskState::Succeeded).await.unwrap();
         Ok(())
     }

@@ -117,7 +117,6 @@ pub async fn run(
     let workspace = workspaces
         .create()
         .with_context(|| format!("creating a workspace in {}", data_dir.display()))?;
-    let dir = workspace.repo_dir();
     sandboxed
         .hand_over(&workspace)
         .context("handing the workspace to the sandbox's user")?;
@@ -132,9 +131,15 @@ pub async fn run(
     };
     let time_step = async |variant: Variant| -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let result = step::run(0, &steps[index(variant)], &dir, &[], sandbox_for(variant))
-            .await
-            .with_context(|| format!("{}: the step could not run", variant.label()))?;
+        let result = step::run(
+            0,
+            &steps[index(variant)],
+            &workspace,
+            &[],
+            sandbox_for(variant),
+        )
+        .await
+        .with_context(|| format!("{}: the step could not run", variant.label()))?;
         let elapsed = started.elapsed();
         if !result.succeeded() {
             let code = result.exit_code.map_or("no exit code".to_owned(), |code| {

@@ -161,7 +161,6 @@ impl Checkout {
         F: FnMut(StepResult) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let dir = self.workspace.repo_dir();
         let mut results = Vec::with_capacity(pipeline.steps.len());
         for (position, step) in pipeline.steps.iter().enumerate().skip(from) {
             if let definition::Action::Approval(_) = step.action {
@@ -170,7 +169,7 @@ impl Checkout {
                     gate: Some(position),
                 });
             }
-            let result = step::run(position, step, &dir, env, sandbox).await?;
+            let result = step::run(position, step, &self.workspace, env, sandbox).await?;
             on_step(result.clone()).await;
             let failed = !result.succeeded();
             results.push(result);

@@ -18,6 +18,9 @@ use super::workspace::Workspace;
 
 /// Where a step finds its workspace, whatever the host path.
 pub const WORKSPACE: &str = "/workspace";
+/// Where a step finds the files Conveyor hands it beside the work (its workspace's
+/// [`Workspace::io_dir`]).
+pub const IO: &str = "/conveyor";
 /// A step's user inside the sandbox.
 const SANDBOX_UID: u32 = 1000;
 /// When Conveyor runs as root, the sandbox runs as `nobody` on the host: a process mapped to
@@ -68,6 +71,8 @@ pub enum SandboxError {
 pub struct StepCommand<'a> {
     pub script: &'a str,
     pub workspace: &'a Path,
+    /// The workspace's exchange directory, mounted at [`IO`].
+    pub io: Option<&'a Path>,
     pub env: &'a [(String, String)],
     pub network: bool,
     pub limits: Limits,
@@ -107,7 +112,16 @@ impl Sandbox {
             permissions.set_mode(permissions.mode() | 0o111);
             std::fs::set_permissions(parent, permissions)?;
         }
-        chown_tree(&workspace.repo_dir(), owner)
+        chown_tree(&workspace.repo_dir(), owner)?;
+        chown_tree(&workspace.io_dir(), owner)
+    }
+
+    /// The path by which a step reaches `file` of the workspace's exchange directory `io`.
+    pub fn step_path(&self, io: &Path, file: &str) -> String {
+        match self.mode {
+            SandboxMode::On => format!("{IO}/{file}"),
+            SandboxMode::Off => io.join(file).to_string_lossy().into_owned(),
+        }
     }
 
     /// Whether a step can run here: starts a sandbox (with its network) that runs `true`.
@@ -115,6 +129,7 @@ impl Sandbox {
         let command = StepCommand {
             script: "true",
             workspace: scratch,
+            io: None,
             env: &[],
             network: true,
             limits: Limits::default(),
@@ -346,6 +361,11 @@ impl Sandbox {
         args.add(["--bind"]);
         args.path(step.workspace);
         args.add([WORKSPACE, "--chdir", WORKSPACE]);
+        if let Some(io) = step.io {
+            args.add(["--bind"]);
+            args.path(io);
+            args.add([IO]);
+        }
         args.add(["--info-fd", &Fds::INFO.to_string()]);
         args.add(["--block-fd", &Fds::BLOCK.to_string()]);
         // Inside, before the step: its output goes to its own descriptor, not to

@@ -1,11 +1,11 @@
 //! Running one step in its sandbox, with its output captured and bounded.
 
 use std::io::Read;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::definition::Step;
 use super::sandbox::{Sandbox, SandboxError, StepCommand};
+use super::workspace::Workspace;
 
 /// Output kept per step: the head (how it started) and the tail (where failures show), with
 /// what lies between counted and cut.
@@ -38,12 +38,12 @@ impl StepResult {
     }
 }
 
-/// Runs `step` in `dir`; an error means it could not start at all (no sandbox, no shell),
+/// Runs `step` in `workspace`; an error means it could not start at all (no sandbox, no shell),
 /// which is Conveyor's failure, not the step's.
 pub async fn run(
     position: usize,
     step: &Step,
-    dir: &Path,
+    workspace: &Workspace,
     env: &[(String, String)],
     sandbox: &Sandbox,
 ) -> Result<StepResult, SandboxError> {
@@ -64,9 +64,11 @@ pub async fn run(
     };
     let started = Instant::now();
     let (reader, writer) = std::io::pipe().map_err(SandboxError::Spawn)?;
+    let (work_tree, io) = (workspace.repo_dir(), workspace.io_dir());
     let command = StepCommand {
         script,
-        workspace: dir,
+        workspace: &work_tree,
+        io: Some(&io),
         env,
         network: step.has_network(),
         limits: step.limits,
@@ -162,6 +164,16 @@ mod tests {
         fn dir(&self) -> PathBuf {
             self.workspace.repo_dir()
         }
+
+        /// Runs `step` here.
+        async fn run(
+            &self,
+            step: &Step,
+            env: &[(String, String)],
+            sandbox: &Sandbox,
+        ) -> StepResult {
+            run(0, step, &self.workspace, env, sandbox).await.unwrap()
+        }
     }
 
     fn sandbox() -> Sandbox {
@@ -170,7 +182,7 @@ mod tests {
 
     async fn run_in(sandbox: &Sandbox, step: &Step) -> (StepResult, Place) {
         let place = Place::new(sandbox);
-        let result = run(0, step, &place.dir(), &[], sandbox).await.unwrap();
+        let result = place.run(step, &[], sandbox).await;
         (result, place)
     }
 
@@ -224,9 +236,7 @@ mod tests {
         let env = [("CONVEYOR_ISSUE_NUMBER".to_owned(), "7".to_owned())];
         let script = "echo \"$CONVEYOR_ISSUE_NUMBER:$GITHUB_WEBHOOK_SECRET_STEP_TEST\"; \
                       cat /proc/1/environ /proc/*/environ 2>/dev/null | tr '\\0' '\\n'";
-        let result = run(0, &step(script), &place.dir(), &env, &sandbox)
-            .await
-            .unwrap();
+        let result = place.run(&step(script), &env, &sandbox).await;
         assert!(result.output.starts_with("7:\n"), "{}", result.output);
         assert!(!result.output.contains("hunter2"), "{}", result.output);
         assert!(
@@ -251,9 +261,7 @@ mod tests {
             here.display(),
             place.workspace.path().display()
         );
-        let result = run(0, &step(&script), &place.dir(), &[], &sandbox)
-            .await
-            .unwrap();
+        let result = place.run(&step(&script), &[], &sandbox).await;
         let out = &result.output;
         assert!(result.succeeded(), "{out}");
         let mut lines = out.lines();
@@ -298,6 +306,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_step_reaches_its_exchange_directory_outside_the_work_tree() {
+        for sandbox in [sandbox(), Sandbox::new(SandboxMode::Off, Vec::new())] {
+            let place = Place::new(&sandbox);
+            let io = place.workspace.io_dir();
+            std::fs::write(io.join("prompt.md"), "do it\n").unwrap();
+            let prompt = sandbox.step_path(&io, "prompt.md");
+            let questions = sandbox.step_path(&io, "questions.md");
+            let env = [
+                ("PROMPT".to_owned(), prompt),
+                ("QUESTIONS".to_owned(), questions),
+            ];
+            let script = "cat \"$PROMPT\" && echo why > \"$QUESTIONS\"";
+            let result = place.run(&step(script), &env, &sandbox).await;
+            assert_eq!(result.output, "do it\n", "{:?}", sandbox.mode());
+            assert_eq!(
+                std::fs::read_to_string(io.join("questions.md")).unwrap(),
+                "why\n"
+            );
+            assert!(!place.dir().join("questions.md").exists());
+        }
+    }
+
+    #[tokio::test]
     async fn every_process_the_step_started_ends_with_it() {
         let marker = format!("{}.{}", 3000 + fastrand::u32(..1000), fastrand::u32(..1000));
         let script = format!(
@@ -320,10 +351,16 @@ mod tests {
         let script = format!("setsid sleep {marker} & touch ready; sleep {marker}");
         let dir = place.dir();
         let running = tokio::spawn({
-            let (sandbox, dir) = (sandbox.clone(), dir.clone());
-            async move { run(0, &step(&script), &dir, &[], &sandbox).await }
+            let sandbox = sandbox.clone();
+            async move { place.run(&step(&script), &[], &sandbox).await }
         });
+        // Bounded, so that a sandbox that cannot start fails the test instead of hanging it.
+        let started = Instant::now();
         while !dir.join("ready").exists() {
+            assert!(
+                !running.is_finished() && started.elapsed() < Duration::from_secs(30),
+                "the step never started"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(!running_with(&marker).is_empty(), "the step runs");
@@ -412,8 +449,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_sandbox_that_cannot_start_is_conveyors_failure_not_the_steps() {
-        let missing = std::path::Path::new("/nonexistent/workspace");
-        let err = run(0, &step("true"), missing, &[], &sandbox())
+        let sandbox = sandbox();
+        let place = Place::new(&sandbox);
+        std::fs::remove_dir_all(place.dir()).unwrap();
+        let err = run(0, &step("true"), &place.workspace, &[], &sandbox)
             .await
             .unwrap_err();
         assert!(matches!(err, SandboxError::Unavailable(_)), "{err}");
@@ -424,8 +463,8 @@ mod tests {
     async fn unconfined_steps_still_get_a_cleared_environment_and_their_limits() {
         // SAFETY: no other thread of this test reads or writes this variable.
         unsafe { std::env::set_var("GITHUB_WEBHOOK_SECRET_OFF_TEST", "hunter2") };
-        let dir = tempfile::tempdir().unwrap();
         let off = Sandbox::new(SandboxMode::Off, Vec::new());
+        let place = Place::new(&off);
         let env = [("CONVEYOR_ISSUE_NUMBER".to_owned(), "7".to_owned())];
         let script = "echo \"$CONVEYOR_ISSUE_NUMBER:$GITHUB_WEBHOOK_SECRET_OFF_TEST\"; head -c 3000000 /dev/zero > big";
         let small = Step {
@@ -435,7 +474,7 @@ mod tests {
             },
             ..step(script)
         };
-        let result = run(0, &small, dir.path(), &env, &off).await.unwrap();
+        let result = place.run(&small, &env, &off).await;
         assert!(result.output.starts_with("7:\n"), "{}", result.output);
         assert!(
             !result.succeeded(),
@@ -447,9 +486,8 @@ mod tests {
     #[tokio::test]
     async fn an_approval_step_fails_instead_of_passing_unapproved() {
         let gate = Step::approval("review", Default::default());
-        let dir = tempfile::tempdir().unwrap();
         let off = Sandbox::new(SandboxMode::Off, Vec::new());
-        let result = run(0, &gate, dir.path(), &[], &off).await.unwrap();
+        let result = Place::new(&off).run(&gate, &[], &off).await;
         assert!(!result.succeeded());
         assert!(result.output.contains("approval"), "{}", result.output);
     }

@@ -15,6 +15,7 @@ use tempfile::TempDir;
 const LOCK_SUFFIX: &str = ".lock";
 const REPO: &str = "repo";
 const GIT: &str = "git";
+const IO: &str = "io";
 
 /// This process's workspaces.
 pub struct Workspaces {
@@ -55,6 +56,7 @@ impl Workspaces {
         };
         let run = tempfile::Builder::new().prefix("run-").tempdir_in(&dir)?;
         std::fs::create_dir(run.path().join(REPO))?;
+        std::fs::create_dir(run.path().join(IO))?;
         Ok(Workspace {
             dir: run,
             data_dir: self.data_dir.clone(),
@@ -84,6 +86,12 @@ impl Workspace {
     /// The work tree: the steps' to change, mounted in their sandbox.
     pub fn repo_dir(&self) -> PathBuf {
         self.dir.path().join(REPO)
+    }
+
+    /// Where Conveyor and the steps hand each other files that are no part of the work (a
+    /// rendered prompt, questions and answers): mounted in the sandbox, never committed.
+    pub fn io_dir(&self) -> PathBuf {
+        self.dir.path().join(IO)
     }
 
     /// Conveyor's own git directory for the work tree, out of the steps' reach.
