@@ -13,16 +13,27 @@ pub const PREFIX: &str = "/conveyor";
 /// Pipeline names longer than this are refused: a name is a YAML key, not a paragraph.
 const PIPELINE_NAME_MAX_CHARS: usize = 100;
 
+/// The longest budget `timeout=` may ask for, as a pipeline's `timeout_minutes` may: a day.
+const TIMEOUT_MAX_MINUTES: u32 = 24 * 60;
+
 /// Text quoted back to the user in an error is cut to this many characters.
 const QUOTE_MAX_CHARS: usize = 60;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Run { pipeline: Option<String> },
-    Retry { step: Option<String> },
+    Run {
+        pipeline: Option<String>,
+        /// `timeout=30m`: a budget for the run below its pipeline's `timeout_minutes`.
+        timeout_minutes: Option<u32>,
+    },
+    Retry {
+        step: Option<String>,
+    },
     Cancel,
     Approve,
-    Reject { reason: Option<String> },
+    Reject {
+        reason: Option<String>,
+    },
     Status,
     Help,
 }
@@ -67,6 +78,11 @@ pub enum ParseError {
         code(.0)
     )]
     InvalidPipelineName(String),
+    #[error(
+        "{} is not a time limit: write minutes or hours, such as `timeout=30m`, `timeout=2h` or `timeout=1h30m`, up to `timeout=24h`.",
+        code(.0)
+    )]
+    InvalidTimeout(String),
 }
 
 /// Every command in `comment`, in order, each as the command or why its line is not one.
@@ -157,11 +173,7 @@ fn parse_command(line: &str) -> Result<Command, ParseError> {
     };
     let arguments = line[word.len()..].trim_start();
     let command = match word.to_ascii_lowercase().as_str() {
-        "run" => Command::Run {
-            pipeline: at_most_one("run", arguments)?
-                .map(pipeline_name)
-                .transpose()?,
-        },
+        "run" => run_command(arguments)?,
         "retry" => Command::Retry {
             step: at_most_one("retry", arguments)?.map(str::to_owned),
         },
@@ -175,6 +187,54 @@ fn parse_command(line: &str) -> Result<Command, ParseError> {
         _ => return Err(ParseError::UnknownCommand(word.to_owned())),
     };
     Ok(command)
+}
+
+/// `run [pipeline] [timeout=…]`, in either order.
+fn run_command(arguments: &str) -> Result<Command, ParseError> {
+    let (mut pipeline, mut timeout_minutes) = (None, None);
+    let mut rest = arguments;
+    while let Some(word) = rest.split_whitespace().next() {
+        let unexpected = || ParseError::UnexpectedArgument {
+            command: "run",
+            argument: rest.to_owned(),
+        };
+        match word.split_once('=') {
+            Some((key, value)) if key.eq_ignore_ascii_case("timeout") => {
+                if timeout_minutes.is_some() {
+                    return Err(unexpected());
+                }
+                timeout_minutes = Some(
+                    minutes(value).ok_or_else(|| ParseError::InvalidTimeout(word.to_owned()))?,
+                );
+            }
+            _ if pipeline.is_some() => return Err(unexpected()),
+            _ => pipeline = Some(word),
+        }
+        rest = rest[word.len()..].trim_start();
+    }
+    Ok(Command::Run {
+        pipeline: pipeline.map(pipeline_name).transpose()?,
+        timeout_minutes,
+    })
+}
+
+/// `30m`, `2h` or `1h30m` in minutes, when it is from a minute to a day.
+fn minutes(value: &str) -> Option<u32> {
+    let lower = value.to_ascii_lowercase();
+    let (hours, rest) = match lower.split_once('h') {
+        Some((hours, rest)) => (hours.parse::<u32>().ok()?, rest),
+        None => (0, lower.as_str()),
+    };
+    let minutes = match rest {
+        "" if lower.contains('h') => 0,
+        rest => rest
+            .strip_suffix('m')
+            .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))?
+            .parse::<u32>()
+            .ok()?,
+    };
+    let total = hours.checked_mul(60)?.checked_add(minutes)?;
+    (1..=TIMEOUT_MAX_MINUTES).contains(&total).then_some(total)
 }
 
 /// The single word in `arguments`, if any; `arguments` is trimmed.
@@ -223,7 +283,7 @@ fn pipeline_name(name: &str) -> Result<String, ParseError> {
 
 fn arguments_taken(command: &str) -> &'static str {
     match command {
-        "run" => "one pipeline name at most",
+        "run" => "one pipeline name and one `timeout=…` at most",
         "retry" => "one step name at most",
         _ => "no arguments",
     }
@@ -231,7 +291,7 @@ fn arguments_taken(command: &str) -> &'static str {
 
 /// `text` as a markdown code span whatever it holds (backticks included), cut to
 /// [`QUOTE_MAX_CHARS`].
-fn code(full: &str) -> String {
+pub fn code(full: &str) -> String {
     let mut text: String = full.chars().take(QUOTE_MAX_CHARS).collect();
     if text.len() < full.len() {
         text.push('…');
@@ -259,8 +319,21 @@ mod tests {
     fn run(pipeline: &str) -> Result<Command, ParseError> {
         Ok(Run {
             pipeline: Some(pipeline.to_owned()),
+            timeout_minutes: None,
         })
     }
+
+    fn run_within(pipeline: Option<&str>, minutes: u32) -> Result<Command, ParseError> {
+        Ok(Run {
+            pipeline: pipeline.map(str::to_owned),
+            timeout_minutes: Some(minutes),
+        })
+    }
+
+    const RUN: Command = Run {
+        pipeline: None,
+        timeout_minutes: None,
+    };
 
     fn unexpected(command: &'static str, argument: &str) -> Result<Command, ParseError> {
         Err(UnexpectedArgument {
@@ -273,7 +346,7 @@ mod tests {
     fn comments_to_commands() {
         let cases: Vec<(&str, Vec<Result<Command, ParseError>>)> = vec![
             // Each command, bare and with arguments.
-            ("/conveyor run", vec![Ok(Run { pipeline: None })]),
+            ("/conveyor run", vec![Ok(RUN)]),
             (
                 "/conveyor run nightly-build_2.x",
                 vec![run("nightly-build_2.x")],
@@ -323,6 +396,46 @@ mod tests {
             ("/conveyor status x", vec![unexpected("status", "x")]),
             ("/conveyor help me", vec![unexpected("help", "me")]),
             ("/conveyor run a b", vec![unexpected("run", "b")]),
+            // A budget for the run, before or after the pipeline's name.
+            (
+                "/conveyor run docs timeout=30m",
+                vec![run_within(Some("docs"), 30)],
+            ),
+            ("/conveyor run TIMEOUT=2H", vec![run_within(None, 120)]),
+            (
+                "/conveyor run timeout=1h30m fix",
+                vec![run_within(Some("fix"), 90)],
+            ),
+            ("/conveyor run timeout=24h", vec![run_within(None, 1440)]),
+            (
+                "/conveyor run timeout=30",
+                vec![Err(InvalidTimeout("timeout=30".into()))],
+            ),
+            (
+                "/conveyor run timeout=0m",
+                vec![Err(InvalidTimeout("timeout=0m".into()))],
+            ),
+            (
+                "/conveyor run timeout=25h",
+                vec![Err(InvalidTimeout("timeout=25h".into()))],
+            ),
+            (
+                "/conveyor run timeout=h",
+                vec![Err(InvalidTimeout("timeout=h".into()))],
+            ),
+            (
+                "/conveyor run timeout=1h-5m",
+                vec![Err(InvalidTimeout("timeout=1h-5m".into()))],
+            ),
+            (
+                "/conveyor run timeout=99999999999h",
+                vec![Err(InvalidTimeout("timeout=99999999999h".into()))],
+            ),
+            (
+                "/conveyor run a timeout=5m timeout=6m",
+                vec![unexpected("run", "timeout=6m")],
+            ),
+            ("/conveyor run a timeout=5m b", vec![unexpected("run", "b")]),
             ("/conveyor retry a b  c", vec![unexpected("retry", "b  c")]),
             (
                 "/conveyor run `rm -rf`",
@@ -395,7 +508,7 @@ mod tests {
             ("<!-- /conveyor run -->", vec![]),
             ("note <!--\n/conveyor run\n--> done", vec![]),
             // Lists, nested, tight and loose, bullets and numbers.
-            ("- /conveyor run", vec![Ok(Run { pipeline: None })]),
+            ("- /conveyor run", vec![Ok(RUN)]),
             (
                 "* first\n  * /conveyor retry build\n    /conveyor status\n1. /conveyor help",
                 vec![
@@ -414,7 +527,7 @@ mod tests {
             ("[see\n/conveyor run](https://example.com)", vec![]),
             ("**/conveyor run**", vec![]),
             // An escaped slash shows as the prefix; an encoded one is not the prefix as typed.
-            ("\\/conveyor run", vec![Ok(Run { pipeline: None })]),
+            ("\\/conveyor run", vec![Ok(RUN)]),
             ("&#47;conveyor run", vec![]),
             // Markup after the command word belongs to the arguments as written.
             (
@@ -448,7 +561,7 @@ mod tests {
     #[test]
     fn every_command_parses_back_from_its_name() {
         for command in [
-            Run { pipeline: None },
+            RUN,
             Retry { step: None },
             Cancel,
             Approve,
@@ -494,7 +607,7 @@ mod tests {
                     command: "run",
                     argument: "b".into(),
                 },
-                "`/conveyor run` takes one pipeline name at most; remove `b`.",
+                "`/conveyor run` takes one pipeline name and one `timeout=…` at most; remove `b`.",
             ),
             (
                 InvalidPipelineName("a/b".into()),

@@ -185,6 +185,30 @@ pub struct Settings {
     pub allowed_bots: Vec<String>,
 }
 
+/// Separates the trigger label from a pipeline's name in a label that names one
+/// (`conveyor:docs`).
+const PIPELINE_LABEL_SEPARATOR: char = ':';
+
+impl Settings {
+    /// Whether adding `label` starts a task: `Some(None)` for the trigger label,
+    /// `Some(Some(name))` for a label that names a pipeline (`conveyor:docs`).
+    pub fn started_by<'a>(&self, label: &'a str) -> Option<Option<&'a str>> {
+        if label == self.trigger_label {
+            return Some(None);
+        }
+        self.pipeline_named_by(label).map(Some)
+    }
+
+    /// The pipeline `label` names (`conveyor:docs` names `docs`), if it names one.
+    pub fn pipeline_named_by<'a>(&self, label: &'a str) -> Option<&'a str> {
+        label
+            .strip_prefix(self.trigger_label.as_str())?
+            .strip_prefix(PIPELINE_LABEL_SEPARATOR)
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -1300,6 +1324,27 @@ pipelines:
                 .to_string()
                 .contains("no pipeline named `default` (it defines: `fix`)")
         );
+    }
+
+    #[test]
+    fn the_trigger_label_starts_a_task_and_a_label_after_it_names_the_pipeline() {
+        let settings = Settings {
+            trigger_label: "ship".into(),
+            ..Settings::default()
+        };
+        let cases: &[(&str, Option<Option<&str>>)] = &[
+            ("ship", Some(None)),
+            ("ship:docs", Some(Some("docs"))),
+            ("ship: fix ", Some(Some("fix"))),
+            ("ship:", None),
+            ("ship-docs", None),
+            ("shipping:docs", None),
+            ("Ship", None),
+            ("bug", None),
+        ];
+        for (label, expected) in cases {
+            assert_eq!(settings.started_by(label), *expected, "{label:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Short replies to comment commands: the list of commands, a refusal, a line Conveyor
 //! could not read as a command.
 
-use crate::commands::{PREFIX, ParseError};
+use crate::commands::{PREFIX, ParseError, code};
 use crate::text_bounds::github_body;
 
 /// Starts every reply, so Conveyor can tell its own replies from people's comments.
@@ -10,8 +10,8 @@ pub const MARKER: &str = "<!-- conveyor:reply -->";
 /// Each command as typed and what it does, in the order `help` lists them.
 const COMMANDS: [(&str, &str); 7] = [
     (
-        "run [pipeline]",
-        "start `pipeline` (`default` when omitted) for this issue, or on this pull request's branch",
+        "run [pipeline] [timeout=30m]",
+        "start `pipeline` for this issue, or on this pull request's branch; without a name, the one `task_types` gives this issue's labels, else `default`; `timeout=` lowers the run's time budget",
     ),
     (
         "retry [step]",
@@ -60,6 +60,14 @@ pub fn refused(command: &str, reason: &str) -> String {
     ))
 }
 
+/// Why adding the label `label` started nothing; `reason` is a sentence of Conveyor's own.
+pub fn label_refused(label: &str, reason: &str) -> String {
+    github_body(&format!(
+        "{MARKER}\n🚫 The label {} started nothing: {reason}\n",
+        code(label)
+    ))
+}
+
 /// What was wrong with a command line; an unknown command gets the list of commands.
 pub fn parse_error(err: &ParseError) -> String {
     match err {
@@ -93,7 +101,10 @@ mod tests {
             "{text}"
         );
         for command in [
-            Command::Run { pipeline: None },
+            Command::Run {
+                pipeline: None,
+                timeout_minutes: None,
+            },
             Command::Retry { step: None },
             Command::Cancel,
             Command::Approve,

@@ -5,6 +5,7 @@ use anyhow::Context;
 use serde_json::json;
 use sqlx::PgConnection;
 
+use super::lookup::PipelineText;
 use super::queue::Taken;
 use super::{Asked, Request, Requests};
 use crate::authz::{self, Action, Actor, Permission};
@@ -15,7 +16,7 @@ use crate::engine::{TaskState, events, runs};
 use crate::github::InstallationClient;
 use crate::github::client::Repo;
 use crate::outbox::{self, Comment, Effect, Place, Reaction};
-use crate::pipeline::definition::{DEFAULT_PIPELINE, DefinitionError, Settings};
+use crate::pipeline::definition::{self, DEFAULT_PIPELINE, DefinitionError, Settings};
 use crate::report::{check_run, reply};
 
 /// What deciding a request needs at hand.
@@ -41,12 +42,41 @@ impl Scope<'_> {
         }
     }
 
-    async fn settings(&self) -> anyhow::Result<Result<Settings, DefinitionError>> {
+    async fn pipeline_file(&self) -> anyhow::Result<PipelineText> {
         Ok(self
             .requests
             .lookups
-            .settings(&self.client, self.repo(), &self.asked.default_branch)
+            .pipeline_file(&self.client, self.repo(), &self.asked.default_branch)
             .await?)
+    }
+
+    /// The repository's settings: the defaults when it has no pipeline file, the error when
+    /// its `settings` block is wrong.
+    async fn settings(&self) -> anyhow::Result<Result<Settings, DefinitionError>> {
+        Ok(match self.pipeline_file().await? {
+            Ok(Some(text)) => definition::parse_settings(&text),
+            Ok(None) => Ok(Settings::default()),
+            Err(err) => Err(err),
+        })
+    }
+
+    /// The pipeline a new task runs (see [`definition::choose`]); an error only when the
+    /// file names no such pipeline. A file that cannot be read or parsed gives the name
+    /// asked for, or the default, and the run reports what is wrong with the file.
+    async fn pipeline_for(
+        &self,
+        named: Option<&str>,
+        labels: &[String],
+    ) -> anyhow::Result<Result<String, DefinitionError>> {
+        let fallback = || named.unwrap_or(DEFAULT_PIPELINE).to_owned();
+        Ok(match self.pipeline_file().await? {
+            Ok(Some(text)) => match definition::choose(&text, named, labels) {
+                Err(err @ DefinitionError::NoSuchPipeline { .. }) => Err(err),
+                Err(_) => Ok(fallback()),
+                chosen => chosen,
+            },
+            Ok(None) | Err(_) => Ok(fallback()),
+        })
     }
 
     async fn permission(&self) -> anyhow::Result<Permission> {
@@ -138,20 +168,31 @@ pub(super) async fn apply(
         },
     };
     match &asked.request {
-        Request::Labeled { label, title, body } => {
-            labeled(&scope, conn, taken.delivery_id, label, title, body).await
+        Request::Labeled {
+            label,
+            title,
+            body,
+            labels,
+        } => {
+            let issue = Issue {
+                title,
+                body,
+                labels,
+            };
+            labeled(&scope, conn, taken.delivery_id, label, &issue).await
         }
         Request::Unlabeled { label } => {
             let settings = match scope.settings().await? {
                 Ok(settings) => settings,
                 Err(_) => return Ok("ignored: settings unreadable".to_owned()),
             };
-            if *label != settings.trigger_label {
-                return Ok("ignored: label is not the trigger".to_owned());
+            match settings.started_by(label) {
+                Some(None) => cancel_live(&scope, conn, None).await,
+                Some(Some(pipeline)) => cancel_live(&scope, conn, Some(pipeline)).await,
+                None => Ok("ignored: label is not the trigger".to_owned()),
             }
-            cancel_live(&scope, conn).await
         }
-        Request::IssueClosed => cancel_live(&scope, conn).await,
+        Request::IssueClosed => cancel_live(&scope, conn, None).await,
         Request::PullRequestClosed { merged } => pull_request_closed(&scope, conn, *merged).await,
         Request::Comment {
             comment,
@@ -159,12 +200,16 @@ pub(super) async fn apply(
             is_pull_request,
             title,
             body,
+            labels,
         } => {
             let said = Said {
                 comment: *comment,
                 is_pull_request: *is_pull_request,
-                title,
-                body,
+                issue: Issue {
+                    title,
+                    body,
+                    labels,
+                },
                 delivery_id: taken.delivery_id,
             };
             commented(&scope, conn, &said, text).await
@@ -239,38 +284,72 @@ pub(super) async fn apply(
     }
 }
 
+/// What a request knows of its issue.
+struct Issue<'a> {
+    title: &'a str,
+    body: &'a str,
+    labels: &'a [String],
+}
+
 async fn labeled(
     scope: &Scope<'_>,
     conn: &mut PgConnection,
     delivery_id: Option<i64>,
     label: &str,
-    title: &str,
-    body: &str,
+    issue: &Issue<'_>,
 ) -> anyhow::Result<String> {
-    let Some(issue) = scope.asked.issue else {
+    let Some(number) = scope.asked.issue else {
         return Ok("ignored: no issue".to_owned());
     };
     // A broken pipeline file falls back to the default settings: the default label then
     // starts a run, whose failure says what is wrong with the file.
     let settings = scope.settings().await?.unwrap_or_default();
-    if label != settings.trigger_label {
+    let Some(named) = settings.started_by(label) else {
         return Ok("ignored: label is not the trigger".to_owned());
-    }
+    };
     if !authz::honours(&scope.actor(), &settings) {
         return Ok("ignored: sender is a bot".to_owned());
     }
-    let task = scope.new_task(delivery_id, issue, title, body);
+    // The trigger label runs the pipeline another of the issue's labels names, if one does.
+    let named = named.or_else(|| {
+        issue
+            .labels
+            .iter()
+            .find_map(|other| settings.pipeline_named_by(other))
+    });
+    let pipeline = match scope.pipeline_for(named, issue.labels).await? {
+        Ok(pipeline) => pipeline,
+        Err(err) => {
+            let why = err.to_string();
+            let reply = Effect::Reply {
+                issue: number,
+                to: None,
+                body: reply::label_refused(label, &why),
+            };
+            scope.enqueue(conn, &[reply]).await?;
+            return Ok(format!("refused: {why}"));
+        }
+    };
+    let task = NewTask {
+        pipeline,
+        ..scope.new_task(delivery_id, number, issue.title, issue.body)
+    };
     Ok(match tasks::create(conn, &task).await? {
         Some(task_id) => {
-            tracing::info!(task = task_id, "task created");
+            tracing::info!(task = task_id, pipeline = %task.pipeline, "task created");
             "task_created".to_owned()
         }
         None => "ignored: the issue already has a live task".to_owned(),
     })
 }
 
-/// Cancels the issue's live task, if it has one.
-async fn cancel_live(scope: &Scope<'_>, conn: &mut PgConnection) -> anyhow::Result<String> {
+/// Cancels the issue's live task, if it has one; with `pipeline`, only a task running that
+/// pipeline (its label was taken off).
+async fn cancel_live(
+    scope: &Scope<'_>,
+    conn: &mut PgConnection,
+    pipeline: Option<&str>,
+) -> anyhow::Result<String> {
     let Some(issue) = scope.asked.issue else {
         return Ok("ignored: no issue".to_owned());
     };
@@ -279,6 +358,12 @@ async fn cancel_live(scope: &Scope<'_>, conn: &mut PgConnection) -> anyhow::Resu
     else {
         return Ok("ignored: no live task".to_owned());
     };
+    if pipeline.is_some_and(|pipeline| pipeline != task.pipeline) {
+        return Ok(format!(
+            "ignored: the live task runs pipeline `{}`",
+            task.pipeline
+        ));
+    }
     tasks::cancel(conn, task.id, Some(&scope.asked.actor)).await?;
     Ok(format!("cancelled task {}", task.id))
 }
@@ -332,8 +417,7 @@ async fn pull_request_closed(
 struct Said<'a> {
     comment: Comment,
     is_pull_request: bool,
-    title: &'a str,
-    body: &'a str,
+    issue: Issue<'a>,
     delivery_id: Option<i64>,
 }
 
@@ -474,17 +558,28 @@ async fn run_command(
             }
             None => refused(command, "no Conveyor task has run here yet".to_owned()),
         },
-        Command::Run { pipeline } => {
+        Command::Run {
+            pipeline,
+            timeout_minutes,
+        } => {
             if let Err(why) = scope.allowed(Action::Run, settings, None).await? {
                 return Ok(refused(command, why));
             }
             if let Some(live) = tasks::live_for_issue(&mut *conn, owner, name, issue).await? {
                 return Ok(refused(command, busy(&live)));
             }
-            let mut task = scope.new_task(said.delivery_id, issue, said.title, said.body);
-            if let Some(pipeline) = pipeline {
-                task.pipeline = pipeline.clone();
-            }
+            let pipeline = match scope
+                .pipeline_for(pipeline.as_deref(), said.issue.labels)
+                .await?
+            {
+                Ok(pipeline) => pipeline,
+                Err(err) => return Ok(refused(command, err.to_string())),
+            };
+            let mut task = NewTask {
+                pipeline,
+                timeout_minutes: timeout_minutes.map(|minutes| minutes as i32),
+                ..scope.new_task(said.delivery_id, issue, said.issue.title, said.issue.body)
+            };
             if said.is_pull_request {
                 match pull_request_target(scope, issue).await? {
                     Ok(target) => task.pull_request = Some(target),

@@ -1,17 +1,16 @@
-//! What deciding a request needs from GitHub, cached briefly: a repository's settings from
-//! its default branch, and a person's permission on it. GitHub is asked at most once a
-//! minute for each, so a burst of commands costs one lookup.
+//! What deciding a request needs from GitHub, cached briefly: a repository's pipeline file
+//! from its default branch (its settings, its pipelines' names), and a person's permission
+//! on it. GitHub is asked at most once a minute for each, so a burst of commands costs one
+//! lookup.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::authz::Permission;
 use crate::github::client::Repo;
 use crate::github::{GitHubError, InstallationClient};
-use crate::pipeline::definition::{
-    self, DefinitionError, MAX_PIPELINE_FILE_BYTES, PIPELINE_FILE, Settings,
-};
+use crate::pipeline::definition::{DefinitionError, MAX_PIPELINE_FILE_BYTES, PIPELINE_FILE};
 
 /// How long an answer is trusted: a permission taken away, or settings changed, apply
 /// within this.
@@ -19,35 +18,38 @@ pub const TTL: Duration = Duration::from_secs(60);
 /// Entries kept at most per cache; the oldest half goes when it is full.
 const MAX_ENTRIES: usize = 10_000;
 
+/// The pipeline file of a default branch as GitHub gave it: its text, `None` when there is
+/// none, or why it cannot be read.
+pub type PipelineText = Result<Option<Arc<str>>, DefinitionError>;
+
 #[derive(Default)]
 pub struct Lookups {
-    settings: Cache<String, Result<Settings, DefinitionError>>,
+    files: Cache<String, PipelineText>,
     permissions: Cache<(String, String), Permission>,
 }
 
 impl Lookups {
-    /// The repository's settings from `.github/conveyor.yml` on its default branch: the
-    /// defaults when the file is missing, the error when its `settings` block is wrong.
-    pub async fn settings(
+    /// `.github/conveyor.yml` on the repository's default branch.
+    pub async fn pipeline_file(
         &self,
         client: &InstallationClient,
         repo: Repo<'_>,
         default_branch: &str,
-    ) -> Result<Result<Settings, DefinitionError>, GitHubError> {
+    ) -> Result<PipelineText, GitHubError> {
         let key = format!("{}/{}", repo.owner, repo.name);
-        if let Some(settings) = self.settings.get(&key) {
-            return Ok(settings);
+        if let Some(file) = self.files.get(&key) {
+            return Ok(file);
         }
-        let settings = match client
+        let file = match client
             .file_contents(repo, PIPELINE_FILE, default_branch)
             .await
         {
-            Ok(None) => Ok(Settings::default()),
+            Ok(None) => Ok(None),
             Ok(Some(bytes)) if bytes.len() as u64 > MAX_PIPELINE_FILE_BYTES => {
                 Err(DefinitionError::TooLarge(bytes.len() as u64))
             }
             Ok(Some(bytes)) => match String::from_utf8(bytes) {
-                Ok(text) => definition::parse_settings(&text),
+                Ok(text) => Ok(Some(Arc::from(text))),
                 Err(_) => Err(DefinitionError::Unreadable(
                     "it is not UTF-8 text".to_owned(),
                 )),
@@ -57,8 +59,8 @@ impl Lookups {
             }
             Err(err) => return Err(err),
         };
-        self.settings.put(key, settings.clone());
-        Ok(settings)
+        self.files.put(key, file.clone());
+        Ok(file)
     }
 
     /// `login`'s permission on the repository.

@@ -52,6 +52,9 @@ pub enum Request {
         label: String,
         title: String,
         body: String,
+        /// All the issue's labels, the added one among them.
+        #[serde(default)]
+        labels: Vec<String>,
     },
     /// A label was taken off an issue.
     Unlabeled {
@@ -65,6 +68,9 @@ pub enum Request {
         is_pull_request: bool,
         title: String,
         body: String,
+        /// The issue's (or pull request's) labels.
+        #[serde(default)]
+        labels: Vec<String>,
     },
     /// A button of a `conveyor` check run was clicked.
     CheckRunAction {

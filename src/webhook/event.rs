@@ -26,6 +26,8 @@ pub struct Issue {
     pub number: i64,
     pub title: String,
     pub body: String,
+    /// Its labels' names when the event was sent: they may choose the pipeline.
+    pub labels: Vec<String>,
 }
 
 /// Who sent an event or wrote a comment.
@@ -209,6 +211,7 @@ fn kind(name: &str, raw: RawPayload) -> Option<EventKind> {
                     number: pull_request.number?,
                     title: pull_request.title.unwrap_or_default(),
                     body: pull_request.body.unwrap_or_default(),
+                    labels: label_names(pull_request.labels),
                 },
                 is_pull_request: true,
                 comment: CommentRef::ReviewComment(comment.id?),
@@ -327,6 +330,7 @@ struct RawIssue {
     body: Option<String>,
     /// Present, whatever it holds, only when the issue is a pull request.
     pull_request: Option<IgnoredAny>,
+    labels: Option<Vec<RawLabel>>,
 }
 
 impl RawIssue {
@@ -335,8 +339,17 @@ impl RawIssue {
             number: self.number?,
             title: self.title.unwrap_or_default(),
             body: self.body.unwrap_or_default(),
+            labels: label_names(self.labels),
         })
     }
+}
+
+fn label_names(labels: Option<Vec<RawLabel>>) -> Vec<String> {
+    labels
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|label| label.name)
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -353,6 +366,7 @@ struct RawPullRequest {
     body: Option<String>,
     merged: Option<bool>,
     head: Option<RawBranch>,
+    labels: Option<Vec<RawLabel>>,
 }
 
 #[derive(Deserialize)]
@@ -425,7 +439,8 @@ mod tests {
                 issue: Issue {
                     number: 7,
                     title: "Fix it".into(),
-                    body: String::new()
+                    body: String::new(),
+                    labels: vec![],
                 },
                 label: "conveyor".into(),
             }
@@ -503,6 +518,7 @@ mod tests {
             number,
             title: title.into(),
             body: body.into(),
+            labels: vec![],
         }
     }
 
@@ -514,6 +530,14 @@ mod tests {
     }
 
     const SPELLING: &str = "Spelling error in the README file";
+
+    /// The issue of GitHub's examples, labelled `bug`.
+    fn spelling(body: &str) -> Issue {
+        Issue {
+            labels: vec!["bug".into()],
+            ..issue(1, SPELLING, body)
+        }
+    }
     const SPELLING_BODY: &str = "It looks like you accidently spelled 'commit' with two 't's.";
 
     #[test]
@@ -530,7 +554,7 @@ mod tests {
             external_id: None,
         };
         let comment = |is_pull_request| EventKind::CommentCreated {
-            issue: issue(1, SPELLING, SPELLING_BODY),
+            issue: spelling(SPELLING_BODY),
             is_pull_request,
             comment: CommentRef::Issue(492700400),
             body: "You are totally right! I'll get this fixed right away.".into(),
@@ -541,7 +565,7 @@ mod tests {
                 "issues",
                 fixture("issues/unlabeled.payload.json"),
                 EventKind::IssueUnlabeled {
-                    issue: issue(1, SPELLING, SPELLING_BODY),
+                    issue: spelling(SPELLING_BODY),
                     label: "bug".into(),
                 },
             ),
@@ -549,7 +573,7 @@ mod tests {
                 "issues",
                 closed,
                 EventKind::IssueClosed {
-                    issue: issue(1, SPELLING, ""),
+                    issue: spelling(""),
                 },
             ),
             (
@@ -562,11 +586,14 @@ mod tests {
                 "pull_request_review_comment",
                 fixture("pull_request_review_comment/created.payload.json"),
                 EventKind::CommentCreated {
-                    issue: issue(
-                        2,
-                        "Update the README with new information.",
-                        "This is a pretty simple change that we need to pull into master.",
-                    ),
+                    issue: Issue {
+                        labels: vec!["bug".into()],
+                        ..issue(
+                            2,
+                            "Update the README with new information.",
+                            "This is a pretty simple change that we need to pull into master.",
+                        )
+                    },
                     is_pull_request: true,
                     comment: CommentRef::ReviewComment(284312630),
                     body: "Maybe you should use more emoji on this line.".into(),

@@ -100,6 +100,7 @@ pub fn interpret(event: &Event, installation: Option<Status>) -> Intent {
                 label: label.clone(),
                 title: issue.title.clone(),
                 body: issue.body.clone(),
+                labels: issue.labels.clone(),
             },
         ),
         EventKind::IssueUnlabeled { issue, label } => (
@@ -136,6 +137,7 @@ pub fn interpret(event: &Event, installation: Option<Status>) -> Intent {
                     is_pull_request: *is_pull_request,
                     title: issue.title.clone(),
                     body: issue.body.clone(),
+                    labels: issue.labels.clone(),
                 },
             )
         }
@@ -331,6 +333,7 @@ mod tests {
             number: 3,
             title: "Add a thing".into(),
             body: "please".into(),
+            labels: vec!["bug".into(), "conveyor".into()],
         }
     }
 
@@ -378,7 +381,8 @@ mod tests {
                     Request::Labeled {
                         label: label.into(),
                         title: "Add a thing".into(),
-                        body: "please".into()
+                        body: "please".into(),
+                        labels: vec!["bug".into(), "conveyor".into()],
                     }
                 );
             }
