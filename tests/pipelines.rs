@@ -162,7 +162,7 @@ async fn run_names_the_pipeline_and_may_lower_the_runs_budget(pool: sqlx::PgPool
         (task.pipeline.as_str(), task.timeout_minutes),
         ("fix", None)
     );
-    tasks::cancel(&mut *harness.pool.acquire().await.unwrap(), task.id, None)
+    tasks::cancel(&mut harness.pool.acquire().await.unwrap(), task.id, None)
         .await
         .unwrap();
 
