@@ -246,24 +246,6 @@ impl Git {
         Ok(())
     }
 
-    /// Fails unless every ref of `git_dir` names a commit it holds: a repository git cannot
-    /// open, a pack cut short or removed, or a lost ref tip all show here.
-    pub async fn verify_refs(&self, git_dir: &Path) -> Result<(), GitError> {
-        self.run(
-            "rev-list",
-            git_dir,
-            &["rev-list", "--no-walk", "--all", "--quiet"],
-        )
-        .await?;
-        if self.resolve(git_dir, MIRROR_HEAD).await?.is_none() {
-            return Err(GitError {
-                action: "rev-list",
-                message: format!("{MIRROR_HEAD} is missing"),
-            });
-        }
-        Ok(())
-    }
-
     /// Makes the new bare `git_dir` a clone of the local repository `source`, its objects
     /// hard links to `source`'s files where the file system allows (git never changes an
     /// object file once written, so nothing later done to `source` reaches it), its

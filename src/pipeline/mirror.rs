@@ -13,9 +13,9 @@
 //!   sandbox.
 //! - A mirror appears under its name only whole: it is made beside it and renamed into place,
 //!   and discarded by renaming it away before it is deleted.
-//! - A mirror git cannot use (it does not open, a ref's commit is missing, it cannot be cloned,
-//!   a fetch fails where a fresh clone succeeds) is discarded and cloned again: a broken cache
-//!   costs a clone, never a run. Only when the fresh clone fails too is the remote at fault.
+//! - A mirror git cannot fetch into or clone from (it does not open, a pack is damaged) is
+//!   discarded and cloned again: a broken cache costs a clone, never a run. Only when the
+//!   fresh clone fails too is the remote at fault.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -194,15 +194,11 @@ async fn refresh(
     if fetched_at(dir).is_some_and(|at| at >= asked) {
         return Ok(Refresh::Shared);
     }
-    if let Err(err) = git.verify_refs(dir).await {
-        tracing::warn!(mirror = %dir.display(), error = %err, "the mirror is broken: cloning it again");
-        replace(git, origin, dir).await?;
-        return Ok(Refresh::Repaired);
-    }
     let started = SystemTime::now();
     if let Err(err) = git.fetch_mirror(dir, &origin.url).await {
-        // The remote or the mirror failed: a fresh clone tells which, and if the remote did,
-        // the mirror is kept for when it is back.
+        // The remote or the mirror failed (git cannot open it, a pack is damaged; a ref whose
+        // commit is missing is fetched again instead): a fresh clone tells which, and if the
+        // remote did, the mirror is kept for when it is back.
         tracing::warn!(mirror = %dir.display(), error = %err, "fetching into the mirror failed: trying a fresh clone");
         replace(git, origin, dir).await?;
         return Ok(Refresh::Repaired);
@@ -223,8 +219,7 @@ async fn replace(git: &Git, origin: &Origin, dir: &Path) -> Result<(), MirrorErr
     let started = SystemTime::now();
     let cloned = async {
         git.init_mirror(&fresh).await?;
-        git.fetch_mirror(&fresh, &origin.url).await?;
-        git.verify_refs(&fresh).await
+        git.fetch_mirror(&fresh, &origin.url).await
     }
     .await;
     if let Err(err) = cloned {

@@ -34,7 +34,12 @@ pub(super) async fn prepare(
     git: &Git,
 ) -> Result<Prepared, PrepareError> {
     let url = runner.repo_url(task);
-    let origin = Origin::installation(task.installation_id, &task.repo_owner, &task.repo_name, &url);
+    let origin = Origin::installation(
+        task.installation_id,
+        &task.repo_owner,
+        &task.repo_name,
+        &url,
+    );
     let checkout = Checkout::clone(git, &origin, &runner.mirrors, &runner.workspaces).await?;
     let text = match &run.definition {
         Some(pinned) => pinned.clone(),
