@@ -52,6 +52,17 @@ pub struct Config {
     )]
     pub data_dir: PathBuf,
 
+    /// Megabytes the repository mirrors under CONVEYOR_DATA_DIR may take together; past it,
+    /// the least recently used are deleted (and cloned again when next needed).
+    #[arg(
+        long,
+        env = "CONVEYOR_MIRROR_BUDGET_MB",
+        value_name = "CONVEYOR_MIRROR_BUDGET_MB",
+        default_value_t = 10_240,
+        global = true
+    )]
+    pub mirror_budget_mb: u64,
+
     /// `on`: every pipeline step runs in a bubblewrap sandbox. `off`: steps run unconfined,
     /// as Conveyor's own user (a loud warning says so at start).
     #[arg(
@@ -212,6 +223,10 @@ impl Config {
             .filter_map(|path| std::fs::canonicalize(path).ok())
             .collect();
         Sandbox::new(self.sandbox, hidden)
+    }
+
+    pub fn mirror_budget_bytes(&self) -> u64 {
+        self.mirror_budget_mb.saturating_mul(1 << 20)
     }
 
     /// `CONVEYOR_API_TOKEN`, unless unset or empty.

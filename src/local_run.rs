@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::pipeline::git::{self, Git};
+use crate::pipeline::mirror::{Mirrors, Origin};
 use crate::pipeline::protected::Protected;
 use crate::pipeline::sandbox::Sandbox;
 use crate::pipeline::workspace::Workspaces;
@@ -19,6 +20,7 @@ pub struct LocalRun {
     pub body: String,
     pub pipeline: String,
     pub data_dir: PathBuf,
+    pub mirror_budget_bytes: u64,
     pub sandbox: Sandbox,
 }
 
@@ -48,7 +50,8 @@ pub async fn run(args: LocalRun, out: &mut impl Write) -> anyhow::Result<()> {
     )?;
     let git = Git::default();
     let workspaces = Workspaces::open(&args.data_dir);
-    let checkout = Checkout::clone(&git, &url, &workspaces).await?;
+    let mirrors = Mirrors::open(&args.data_dir, args.mirror_budget_bytes);
+    let checkout = Checkout::clone(&git, &Origin::local(&url), &mirrors, &workspaces).await?;
     let pipeline = checkout.pipeline(&git, &args.pipeline).await?;
     let branch = git::branch_name("local", &args.title);
     // A branch an earlier local run left is replaced, but only as it was when cloned.

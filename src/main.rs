@@ -127,6 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 body,
                 pipeline,
                 data_dir: config.data_dir.clone(),
+                mirror_budget_bytes: config.mirror_budget_bytes(),
                 sandbox: config.sandbox(),
             };
             local_run::run(args, &mut std::io::stdout()).await

@@ -15,6 +15,7 @@ use crate::github::{AppCredentials, GitHubApp};
 use crate::housekeeping::retention::{self, Retention};
 use crate::http::{self, AppState, BodyBudget};
 use crate::outbox::deliver::Deliverer;
+use crate::pipeline::mirror::Mirrors;
 use crate::pipeline::workspace::Workspaces;
 use crate::requests::Requests;
 use crate::runner::TaskRunner;
@@ -55,6 +56,7 @@ impl Service {
                 pool: pool.clone(),
                 github: github.clone(),
                 workspaces: Workspaces::open(&config.data_dir),
+                mirrors: Mirrors::open(&config.data_dir, config.mirror_budget_bytes()),
                 sandbox: config.sandbox(),
                 git_url: config.github.git_url.clone(),
             })

@@ -514,6 +514,7 @@ async fn conveyor_run_uses_the_same_sandbox() {
         body: String::new(),
         pipeline: "default".into(),
         data_dir: root.path().join("data"),
+        mirror_budget_bytes: u64::MAX,
         sandbox: conveyor::pipeline::sandbox::Sandbox::new(
             conveyor::pipeline::sandbox::SandboxMode::On,
             Vec::new(),

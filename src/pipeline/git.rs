@@ -47,6 +47,9 @@ pub enum TreeEntry {
     Other(&'static str),
 }
 
+/// Where a mirror keeps the remote's default branch (its `HEAD`) as last fetched.
+pub const MIRROR_HEAD: &str = "refs/conveyor/default-head";
+
 /// Longest any git command may take: a remote that stops answering must not hold a worker
 /// session, and its repository's slot, for good.
 const TIME_LIMIT: Duration = Duration::from_secs(30 * 60);
@@ -186,6 +189,93 @@ impl Git {
         )
         .await?;
         Ok(())
+    }
+
+    /// Makes `git_dir` an empty bare repository for [`Git::fetch_mirror`] to fill.
+    pub async fn init_mirror(&self, git_dir: &Path) -> Result<(), GitError> {
+        let path = git_dir.to_str().expect("data dir paths are UTF-8");
+        self.output(
+            "init",
+            self.command(None, None, false),
+            &["init", "--quiet", "--bare", path],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Brings every branch of `url` into the bare `git_dir` as its own branches (those gone
+    /// from the remote are deleted), and the remote's default branch to [`MIRROR_HEAD`].
+    /// Objects are never deleted: every fetch is kept as a pack of its own, and nothing
+    /// runs git's automatic maintenance; [`Git::tidy`] does that, when asked.
+    pub async fn fetch_mirror(&self, git_dir: &Path, url: &str) -> Result<(), GitError> {
+        let head = format!("+HEAD:{MIRROR_HEAD}");
+        let mut command = self.command(Some(git_dir), None, true);
+        command.args([
+            "-c",
+            "fetch.unpackLimit=1",
+            "-c",
+            "gc.auto=0",
+            "-c",
+            "maintenance.auto=false",
+        ]);
+        self.output(
+            "fetch",
+            command,
+            &[
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--no-tags",
+                "--no-write-fetch-head",
+                url,
+                "+refs/heads/*:refs/heads/*",
+                &head,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Repacks `git_dir` when git's own thresholds say it is due (many packs or loose
+    /// objects), in the foreground.
+    pub async fn tidy(&self, git_dir: &Path) -> Result<(), GitError> {
+        let mut command = self.command(Some(git_dir), None, false);
+        command.args(["-c", "gc.autoDetach=false"]);
+        self.output("gc", command, &["gc", "--auto", "--quiet"])
+            .await?;
+        Ok(())
+    }
+
+    /// Makes the new bare `git_dir` a clone of the local repository `source`, its objects
+    /// hard links to `source`'s files where the file system allows (git never changes an
+    /// object file once written, so nothing later done to `source` reaches it), its
+    /// branches `source`'s and its `HEAD` detached at `source`'s [`MIRROR_HEAD`], which is
+    /// returned.
+    pub async fn clone_local(&self, source: &Path, git_dir: &Path) -> Result<String, GitError> {
+        let (from, to) = (
+            source.to_str().expect("data dir paths are UTF-8"),
+            git_dir.to_str().expect("workspace paths are UTF-8"),
+        );
+        self.output(
+            "clone",
+            self.command(None, None, false),
+            &["clone", "--quiet", "--bare", "--no-tags", from, to],
+        )
+        .await?;
+        let head = self
+            .resolve(source, MIRROR_HEAD)
+            .await?
+            .ok_or_else(|| GitError {
+                action: "clone",
+                message: "the default branch has no commits".to_owned(),
+            })?;
+        self.run(
+            "clone",
+            git_dir,
+            &["update-ref", "--no-deref", "HEAD", &head],
+        )
+        .await?;
+        Ok(head)
     }
 
     /// The commit `rev` names, or `None` when there is no such ref.

@@ -4,6 +4,7 @@
 pub mod changes;
 pub mod definition;
 pub mod git;
+pub mod mirror;
 pub mod protected;
 pub mod sandbox;
 pub mod step;
@@ -14,6 +15,7 @@ pub use step::StepResult;
 
 use definition::{MAX_PIPELINE_FILE_BYTES, PIPELINE_FILE};
 use git::{Git, GitError, TreeEntry};
+use mirror::{MirrorError, Mirrors, Origin};
 use sandbox::{Sandbox, SandboxError};
 use workspace::{Workspace, Workspaces};
 
@@ -70,24 +72,25 @@ pub struct Checkout {
 }
 
 impl Checkout {
-    /// Clones `url` into a new workspace.
+    /// Makes a new workspace's git directory from the mirror of `origin`, brought up to date.
     pub async fn clone(
         git: &Git,
-        url: &str,
+        origin: &Origin,
+        mirrors: &Mirrors,
         workspaces: &Workspaces,
     ) -> Result<Self, PrepareError> {
         let workspace = workspaces.create()?;
-        git.clone(url, &workspace.git_dir()).await?;
-        let default_head = git
-            .resolve(&workspace.git_dir(), "HEAD")
-            .await?
-            .ok_or_else(|| GitError {
-                action: "clone",
-                message: "the default branch has no commits".to_owned(),
+        let made = mirrors
+            .workspace(git, origin, &workspace.git_dir())
+            .await
+            .map_err(|err| match err {
+                MirrorError::Remote(err) => PrepareError::Git(err),
+                MirrorError::Local(err) => PrepareError::Workspace(err),
             })?;
+        tracing::info!(refresh = ?made.refresh, default_head = %made.default_head, "workspace made from the mirror");
         Ok(Self {
             workspace,
-            default_head,
+            default_head: made.default_head,
         })
     }
 
@@ -224,9 +227,12 @@ mod tests {
     async fn pipeline_of(files: &[(&str, &str)], links: &[(&str, &str)]) -> PrepareError {
         let root = tempfile::tempdir().unwrap();
         let url = git::tests::origin(root.path(), files, links);
-        let workspaces = Workspaces::open(&root.path().join("data"));
+        let data = root.path().join("data");
+        let (workspaces, mirrors) = (Workspaces::open(&data), Mirrors::open(&data, u64::MAX));
         let git = Git::default();
-        let checkout = Checkout::clone(&git, &url, &workspaces).await.unwrap();
+        let checkout = Checkout::clone(&git, &Origin::local(&url), &mirrors, &workspaces)
+            .await
+            .unwrap();
         checkout.pipeline(&git, "default").await.unwrap_err()
     }
 

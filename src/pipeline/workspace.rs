@@ -69,7 +69,7 @@ fn claim(root: &Path) -> std::io::Result<(PathBuf, File)> {
     std::fs::create_dir_all(root)?;
     let name = format!("p{}-{:08x}", std::process::id(), fastrand::u32(..));
     let lock = File::create(root.join(format!("{name}{LOCK_SUFFIX}")))?;
-    if !try_lock(&lock)? {
+    if !flock(&lock, false)? {
         return Err(std::io::Error::other("workspace lock is taken"));
     }
     let dir = root.join(name);
@@ -134,7 +134,7 @@ fn remove_abandoned(root: &Path) -> std::io::Result<()> {
         let Ok(lock) = File::open(&path) else {
             continue;
         };
-        if try_lock(&lock)? {
+        if flock(&lock, false)? {
             let dir = root.join(owner);
             if dir.exists() {
                 tracing::info!(dir = %dir.display(), "removing workspaces a stopped process left behind");
@@ -146,17 +146,25 @@ fn remove_abandoned(root: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Takes the exclusive lock on `file` if nobody holds it.
-fn try_lock(file: &File) -> std::io::Result<bool> {
-    // SAFETY: flock only acts on the descriptor we pass.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(true);
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
+/// Takes the exclusive flock on `file`: waiting for whoever holds it (in this process or
+/// another) when `wait`, else only if nobody does. The lock goes with the descriptor.
+pub(super) fn flock(file: &File, wait: bool) -> std::io::Result<bool> {
+    let operation = if wait {
+        libc::LOCK_EX
     } else {
-        Err(err)
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    loop {
+        // SAFETY: flock only acts on the descriptor we pass.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(err),
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use crate::github::GitHubApp;
 use crate::outbox::{self, Effect, Place};
 use crate::pipeline::definition::RetryPolicy;
 use crate::pipeline::git::Git;
+use crate::pipeline::mirror::Mirrors;
 use crate::pipeline::sandbox::Sandbox;
 use crate::pipeline::workspace::Workspaces;
 use crate::pipeline::{self, PrepareError, StepResult, TaskContext};
@@ -39,6 +40,7 @@ pub struct TaskRunner {
     pub pool: PgPool,
     pub github: Arc<GitHubApp>,
     pub workspaces: Workspaces,
+    pub mirrors: Mirrors,
     pub sandbox: Sandbox,
     /// `GITHUB_GIT_URL`: repositories are at `{git_url}/{owner}/{repo}.git`.
     pub git_url: String,

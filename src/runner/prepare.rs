@@ -7,6 +7,7 @@ use crate::engine::runs::{self, Run};
 use crate::engine::tasks::Task;
 use crate::pipeline::definition::{self, Settings};
 use crate::pipeline::git::{self, Git, GitError};
+use crate::pipeline::mirror::Origin;
 use crate::pipeline::{Checkout, Pipeline, PrepareError};
 
 pub(super) struct Prepared {
@@ -33,7 +34,13 @@ pub(super) async fn prepare(
     git: &Git,
 ) -> Result<Prepared, PrepareError> {
     let url = runner.repo_url(task);
-    let checkout = Checkout::clone(git, &url, &runner.workspaces).await?;
+    let origin = Origin::installation(
+        task.installation_id,
+        &task.repo_owner,
+        &task.repo_name,
+        &url,
+    );
+    let checkout = Checkout::clone(git, &origin, &runner.mirrors, &runner.workspaces).await?;
     let text = match &run.definition {
         Some(pinned) => pinned.clone(),
         None => checkout.pipeline_text(git).await?,

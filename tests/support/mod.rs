@@ -64,6 +64,7 @@ pub fn config(github: &FakeGitHub, data_dir: &Path, webhook_secret: Option<&str>
         listen: "127.0.0.1:0".parse().unwrap(),
         public_url: None,
         data_dir: data_dir.to_owned(),
+        mirror_budget_mb: 10_240,
         sandbox: SandboxMode::On,
         workers: 2,
         api_token: Some(API_TOKEN.to_owned().into()),
