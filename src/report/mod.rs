@@ -32,7 +32,7 @@ pub enum Outcome {
     },
     /// Steps passed without changing any file.
     NoChanges,
-    Failed(Failure),
+    Failed(#[serde(deserialize_with = "stored_failure")] Failure),
     /// A person rejected the run at an approval step.
     Rejected {
         by: String,
@@ -44,6 +44,115 @@ pub enum Outcome {
     },
     /// The run ended without a result from its worker.
     Interrupted(Interruption),
+}
+
+impl Outcome {
+    /// Why a run that did not succeed ended; `None` for a run that did.
+    pub fn error_type(&self) -> Option<ErrorType> {
+        Some(match self {
+            Outcome::Proposed { .. } | Outcome::NoChanges => return None,
+            Outcome::Failed(failure) => failure.error_type(),
+            Outcome::Rejected { .. } => ErrorType::Rejected,
+            Outcome::Cancelled { .. } => ErrorType::Cancelled,
+            Outcome::Interrupted(_) => ErrorType::Interrupted,
+        })
+    }
+
+    /// The step the run failed at, when one step is to blame.
+    pub fn failed_step(&self) -> Option<&str> {
+        match self {
+            Outcome::Failed(failure) => failure.step(),
+            _ => None,
+        }
+    }
+
+    /// What the person who asked for the run can do about how it ended.
+    pub fn remediation(&self) -> Option<String> {
+        let error_type = self.error_type()?;
+        let step = self.failed_step().map(|step| format!("`{step}`"));
+        let step = step.as_deref().unwrap_or("the step");
+        Some(match error_type {
+            ErrorType::StepFailed => format!(
+                "Read the log of {step}, fix the cause in the repository or the issue, then comment `/conveyor retry`."
+            ),
+            ErrorType::StepTimeout => format!(
+                "{step} ran out of time: make it faster or raise its `timeout_minutes`, then comment `/conveyor retry`."
+            ),
+            ErrorType::DefinitionInvalid => {
+                "Fix `.github/conveyor.yml` on the default branch (`conveyor check` shows the errors), then comment `/conveyor retry`.".to_owned()
+            }
+            ErrorType::CloneFailed => {
+                "Conveyor could not fetch the repository or its branch: check the App can read it and the branch exists; Conveyor retries by itself.".to_owned()
+            }
+            ErrorType::PushRejected => {
+                "GitHub refused the push: check branch protection rules and the App's `contents: write` permission, then comment `/conveyor retry`.".to_owned()
+            }
+            ErrorType::ProtectedPath => {
+                "Keep the change out of the protected paths, or list what the pipeline may touch in `protected_paths:`, then comment `/conveyor retry`.".to_owned()
+            }
+            ErrorType::GithubError => {
+                "GitHub refused or failed a request: check the App's installation and permissions, or GitHub's status; Conveyor retries by itself.".to_owned()
+            }
+            ErrorType::SandboxError => {
+                "The worker could not start a sandbox for the steps: check bubblewrap on the Conveyor host (or `CONVEYOR_SANDBOX`); Conveyor retries by itself.".to_owned()
+            }
+            ErrorType::BudgetExceeded => format!(
+                "The run used up its time budget in {step}: raise the pipeline's `timeout_minutes` (or the `timeout=` of `/conveyor run`), or make the steps faster."
+            ),
+            ErrorType::Cancelled => {
+                "The run was cancelled; comment `/conveyor retry` to run it again.".to_owned()
+            }
+            ErrorType::Rejected => {
+                "The run was rejected at its approval: address the reason given, then comment `/conveyor retry`.".to_owned()
+            }
+            ErrorType::NoAnswer => format!(
+                "{step} asked questions nobody answered: answer them in a comment on the issue after `/conveyor retry`."
+            ),
+            ErrorType::Interrupted => {
+                "Conveyor lost the run (a worker stopped or crashed); it is tried again while attempts are left, else comment `/conveyor retry`.".to_owned()
+            }
+        })
+    }
+}
+
+/// Why a run did not succeed: the closed set stored with the run and shown by its reports and
+/// the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    StepFailed,
+    StepTimeout,
+    DefinitionInvalid,
+    CloneFailed,
+    PushRejected,
+    ProtectedPath,
+    GithubError,
+    SandboxError,
+    BudgetExceeded,
+    Cancelled,
+    Rejected,
+    NoAnswer,
+    Interrupted,
+}
+
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::StepFailed => "step_failed",
+            ErrorType::StepTimeout => "step_timeout",
+            ErrorType::DefinitionInvalid => "definition_invalid",
+            ErrorType::CloneFailed => "clone_failed",
+            ErrorType::PushRejected => "push_rejected",
+            ErrorType::ProtectedPath => "protected_path",
+            ErrorType::GithubError => "github_error",
+            ErrorType::SandboxError => "sandbox_error",
+            ErrorType::BudgetExceeded => "budget_exceeded",
+            ErrorType::Cancelled => "cancelled",
+            ErrorType::Rejected => "rejected",
+            ErrorType::NoAnswer => "no_answer",
+            ErrorType::Interrupted => "interrupted",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,8 +180,24 @@ pub enum Failure {
     Definition(String),
     /// The run changed files its pipeline protects; these paths.
     Protected(Vec<String>),
-    /// Conveyor itself could not do its part (clone, push, GitHub); not the repository's fault.
-    Infrastructure(String),
+    /// The repository, or the branch the run starts from, could not be fetched.
+    Clone(String),
+    /// The remote refused the run's push.
+    Push(String),
+    /// GitHub's API refused or failed Conveyor's request (a token, a pull request).
+    #[serde(rename = "github")]
+    GitHub(String),
+    /// The session could not give the steps a place to run: no workspace, no sandbox, or a
+    /// work tree Conveyor's git could not read back.
+    Sandbox(String),
+    /// The run's time budget ran out while `step` ran; it was stopped there.
+    Budget { step: String, minutes: u64 },
+    /// A step asked the requester questions, and nobody answered in time or the rounds ran
+    /// out.
+    NoAnswer { step: String, reason: String },
+    /// Conveyor lost hold of the run while it went on (its lease moved on, its database
+    /// failed); nothing more was published.
+    Lost(String),
 }
 
 impl Failure {
@@ -83,6 +208,46 @@ impl Failure {
             timed_out: step.timed_out,
             tail: step.tail(comment::TAIL_LINES).to_owned(),
         }
+    }
+
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            Failure::Step {
+                timed_out: true, ..
+            } => ErrorType::StepTimeout,
+            Failure::Step { .. } => ErrorType::StepFailed,
+            Failure::Definition(_) => ErrorType::DefinitionInvalid,
+            Failure::Protected(_) => ErrorType::ProtectedPath,
+            Failure::Clone(_) => ErrorType::CloneFailed,
+            Failure::Push(_) => ErrorType::PushRejected,
+            Failure::GitHub(_) => ErrorType::GithubError,
+            Failure::Sandbox(_) => ErrorType::SandboxError,
+            Failure::Budget { .. } => ErrorType::BudgetExceeded,
+            Failure::NoAnswer { .. } => ErrorType::NoAnswer,
+            Failure::Lost(_) => ErrorType::Interrupted,
+        }
+    }
+
+    /// The step to blame, if one is.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Failure::Step { name, .. } => Some(name),
+            Failure::Budget { step, .. } | Failure::NoAnswer { step, .. } => Some(step),
+            _ => None,
+        }
+    }
+
+    /// Conveyor's own trouble (not the repository's): worth another attempt whatever the
+    /// pipeline's retry policy says.
+    pub fn is_conveyors(&self) -> bool {
+        matches!(
+            self,
+            Failure::Clone(_)
+                | Failure::Push(_)
+                | Failure::GitHub(_)
+                | Failure::Sandbox(_)
+                | Failure::Lost(_)
+        )
     }
 
     /// One line for logs and the run record.
@@ -101,9 +266,52 @@ impl Failure {
             Failure::Step { name, .. } => format!("step `{name}` was killed or could not start"),
             Failure::Definition(message) => message.lines().next().unwrap_or_default().to_owned(),
             Failure::Protected(paths) => format!("changed protected paths: {}", paths.join(", ")),
-            Failure::Infrastructure(message) => message.clone(),
+            Failure::Budget { step, minutes } => {
+                format!("the run's budget of {minutes} minutes ran out in step `{step}`")
+            }
+            Failure::NoAnswer { step, reason } => {
+                format!("step `{step}` asked questions and got no answer: {reason}")
+            }
+            Failure::Clone(message)
+            | Failure::Push(message)
+            | Failure::GitHub(message)
+            | Failure::Sandbox(message)
+            | Failure::Lost(message) => message.lines().next().unwrap_or_default().to_owned(),
         }
     }
+}
+
+/// Reads a stored failure, including those the previous release wrote, which lumped clone,
+/// push, GitHub and sandbox trouble together as `infrastructure`: their message says which.
+fn stored_failure<'de, D: serde::Deserializer<'de>>(stored: D) -> Result<Failure, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Current(Failure),
+        Previous(Previous),
+    }
+    #[derive(Deserialize)]
+    #[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+    enum Previous {
+        Infrastructure(String),
+    }
+    Ok(match Stored::deserialize(stored)? {
+        Stored::Current(failure) => failure,
+        Stored::Previous(Previous::Infrastructure(message)) => {
+            let is = |prefix: &str| message.starts_with(prefix);
+            if is("git push failed") {
+                Failure::Push(message)
+            } else if is("git ") {
+                Failure::Clone(message)
+            } else if is("could not create a workspace") || message.contains("sandbox") {
+                Failure::Sandbox(message)
+            } else if message.contains("lease") || is("database") {
+                Failure::Lost(message)
+            } else {
+                Failure::GitHub(message)
+            }
+        }
+    })
 }
 
 fn format_duration(duration: Duration) -> String {
@@ -139,6 +347,10 @@ fn steps_table(steps: &[StepResult]) -> String {
             (_, true) => "⏱️ timed out".to_owned(),
             (Some(code), _) => format!("❌ exit {code}"),
             (None, _) => "❌ killed".to_owned(),
+        };
+        let result = match step.attempts {
+            0 | 1 => result,
+            attempts => format!("{result} (attempt {attempts})"),
         };
         table.push_str(&format!(
             "| `{}` | {result} | {} |\n",
