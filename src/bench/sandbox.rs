@@ -132,7 +132,15 @@ pub async fn run(
     };
     let time_step = async |variant: Variant| -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let result = step::run(0, &steps[index(variant)], &dir, &[], sandbox_for(variant))
+        let result = step::run(
+            0,
+            &steps[index(variant)],
+            &dir,
+            &[],
+            sandbox_for(variant),
+            Duration::MAX,
+            None,
+        )
             .await
             .with_context(|| format!("{}: the step could not run", variant.label()))?;
         let elapsed = started.elapsed();

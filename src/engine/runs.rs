@@ -1,6 +1,7 @@
 //! Runs of a task, the results of their steps, and what they published.
 
 use chrono::{DateTime, Utc};
+use sha2::Digest;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 
@@ -23,8 +24,12 @@ pub struct Run {
     pub pull_request_url: Option<String>,
     pub failure: Option<String>,
     pub outcome: Option<Json<Outcome>>,
-    /// The pipeline file the run started with.
+    /// The pipeline file the run goes by, from its task's first attempt on.
     pub definition: Option<String>,
+    /// The default branch's commit the pipeline file was read at.
+    pub definition_sha: Option<String>,
+    /// SHA-256 of `definition`, in hex: a later run says when the file changed.
+    pub definition_hash: Option<String>,
     /// Where a run resumed after an approval goes on: the step after the gate.
     pub resume_at_step: Option<i32>,
     pub previous_run_id: Option<i64>,
@@ -88,18 +93,27 @@ impl StepRecord {
 
 const RUN_COLUMNS: &str = "id, task_id, attempt, state, pipeline, branch, head_sha, \
      pull_request_number, pull_request_url, failure, outcome, definition, resume_at_step, \
-     previous_run_id, check_sha, base_sha, approval, started_at, finished_at, time_used_ms, \
-     error_type, failed_step, last_successful_step, remediation";
+     previous_run_id, check_sha, base_sha, approval, definition_sha, definition_hash, \
+     started_at, finished_at, time_used_ms, error_type, failed_step, last_successful_step, \
+     remediation";
 
-/// Starts the next attempt of a task; a retry's first run follows the last run of the task
-/// it retries.
+/// Starts the next attempt of a task, going by the pipeline definition its first attempt
+/// pinned (whatever the default branch holds by now); a retry's first run follows the last run
+/// of the task it retries, and reads the pipeline file afresh.
 pub async fn start(conn: &mut PgConnection, task_id: i64, pipeline: &str) -> sqlx::Result<Run> {
     sqlx::query_as(&format!(
-        "INSERT INTO runs (task_id, attempt, pipeline, previous_run_id)
+        "WITH pinned AS (
+             SELECT definition, definition_sha, definition_hash FROM runs
+             WHERE task_id = $1 AND definition IS NOT NULL ORDER BY id LIMIT 1
+         )
+         INSERT INTO runs (task_id, attempt, pipeline, previous_run_id, definition,
+                           definition_sha, definition_hash)
          VALUES ($1, (SELECT COALESCE(MAX(attempt), 0) + 1 FROM runs WHERE task_id = $1), $2,
                  COALESCE((SELECT max(id) FROM runs WHERE task_id = $1),
                           (SELECT max(r.id) FROM runs r JOIN tasks t ON r.task_id = t.retry_of
-                           WHERE t.id = $1)))
+                           WHERE t.id = $1)),
+                 (SELECT definition FROM pinned), (SELECT definition_sha FROM pinned),
+                 (SELECT definition_hash FROM pinned))
          RETURNING {RUN_COLUMNS}"
     ))
     .bind(task_id)
@@ -157,19 +171,40 @@ pub async fn for_task(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<Vec
     .await
 }
 
-/// Pins the pipeline file a run goes by, and the commit its work starts from.
+/// The pipeline file a run goes by, as read from the default branch.
+pub struct Definition<'a> {
+    pub text: &'a str,
+    /// The commit it was read at.
+    pub sha: &'a str,
+}
+
+impl Definition<'_> {
+    pub fn hash(&self) -> String {
+        hex::encode(sha2::Sha256::digest(self.text.as_bytes()))
+    }
+}
+
+/// Pins the commit a run's work starts from, and the pipeline file it goes by unless an
+/// earlier attempt of its task pinned one already.
 pub async fn pin(
     db: impl PgExecutor<'_>,
     run_id: i64,
-    definition: &str,
+    definition: &Definition<'_>,
     base_sha: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE runs SET definition = $2, base_sha = $3 WHERE id = $1")
-        .bind(run_id)
-        .bind(definition)
-        .bind(base_sha)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "UPDATE runs SET base_sha = $2, definition = COALESCE(definition, $3),
+             definition_sha = COALESCE(definition_sha, $4),
+             definition_hash = COALESCE(definition_hash, $5)
+         WHERE id = $1",
+    )
+    .bind(run_id)
+    .bind(base_sha)
+    .bind(definition.text)
+    .bind(definition.sha)
+    .bind(definition.hash())
+    .execute(db)
+    .await?;
     Ok(())
 }
 

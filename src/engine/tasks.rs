@@ -23,6 +23,8 @@ pub struct NewTask {
     pub pull_request: Option<PullRequestTarget>,
     /// The task this one runs again.
     pub retry_of: Option<i64>,
+    /// A budget for the run below its pipeline's `timeout_minutes`.
+    pub timeout_minutes: Option<i32>,
 }
 
 /// A pull request a task runs on: its new commits go to `head_branch`.
@@ -56,6 +58,8 @@ pub struct Task {
     pub head_sha: Option<String>,
     pub retry_of: Option<i64>,
     pub cancelled_by: Option<String>,
+    /// A budget for the run below its pipeline's `timeout_minutes`.
+    pub timeout_minutes: Option<i32>,
 }
 
 impl Task {
@@ -79,7 +83,7 @@ pub enum EngineError {
 
 pub(crate) const TASK_COLUMNS: &str = "id, installation_id, repo_owner, repo_name, default_branch, issue_number, \
      title, body, pipeline, state, lease_epoch, attempts, requested_by, pull_request, head_branch, \
-     head_sha, retry_of, cancelled_by";
+     head_sha, retry_of, cancelled_by, timeout_minutes";
 
 /// Creates a queued task; `None` when the issue already has a live task or the delivery
 /// already created one.
@@ -87,8 +91,8 @@ pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Opt
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO tasks (installation_id, repo_owner, repo_name, default_branch, issue_number,
                             title, body, pipeline, delivery_id, requested_by, pull_request,
-                            head_branch, head_sha, retry_of)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                            head_branch, head_sha, retry_of, timeout_minutes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          ON CONFLICT DO NOTHING
          RETURNING id",
     )
@@ -106,6 +110,7 @@ pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Opt
     .bind(task.pull_request.as_ref().map(|pull| &pull.head_branch))
     .bind(task.pull_request.as_ref().map(|pull| &pull.head_sha))
     .bind(task.retry_of)
+    .bind(task.timeout_minutes)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {

@@ -14,6 +14,13 @@ pub const PIPELINE_FILE: &str = ".github/conveyor.yml";
 /// The pipeline file is read whole before anything checks it; larger files are refused.
 pub const MAX_PIPELINE_FILE_BYTES: u64 = 256 * 1024;
 const DEFAULT_STEP_TIMEOUT_MINUTES: u64 = 60;
+/// The whole run's budget, across all its steps and their retries, unless the pipeline sets one.
+const DEFAULT_RUN_TIMEOUT_MINUTES: u64 = 120;
+/// A verify step checks the work; re-running it more than this hides a flaky check rather than
+/// confirming the work (seed 004, 7.5).
+pub const VERIFY_MAX_RETRIES: u32 = 2;
+/// The name that marks a step as the pipeline's verification, as `verify: true` does.
+pub const VERIFY_STEP: &str = "verify";
 /// Caps on what a pipeline may ask for: past these a value is a mistake, and arithmetic on
 /// it (backoff doubling, durations) could overflow.
 const MAX_ATTEMPTS: u32 = 10;
@@ -53,6 +60,9 @@ struct PipelineFile {
     pipelines: BTreeMap<String, PipelineEntry>,
     #[serde(default)]
     settings: Value,
+    /// Issue labels and the pipeline each one runs, for a task that names none.
+    #[serde(default)]
+    task_types: BTreeMap<String, String>,
 }
 
 /// The file read for its settings alone: whatever else it holds, valid or not, is skipped.
@@ -75,6 +85,7 @@ struct PipelineEntry {
     limits: LimitSettings,
     #[serde(default = "protected_paths_default")]
     protected_paths: Vec<String>,
+    timeout_minutes: Option<u64>,
 }
 
 /// A step as written: which of its keys are there is what decides its kind, so each one is
@@ -89,10 +100,34 @@ struct StepEntry {
     /// `Some(None)` is a bare `approval:`, an approval with nothing more to say.
     #[serde(default, deserialize_with = "present")]
     approval: Option<Option<ApprovalEntry>>,
+    /// `Some(None)` is a `prompt:` left empty.
+    #[serde(default, deserialize_with = "present")]
+    prompt: Option<Option<PromptEntry>>,
     required_for_paths: Option<Vec<String>>,
     timeout_minutes: Option<u64>,
     network: Option<bool>,
     limits: Option<LimitSettings>,
+    retries: Option<u32>,
+    retryable: Option<bool>,
+    verify: Option<bool>,
+}
+
+/// `prompt: "text"`, or `prompt: {template: path}` / `prompt: {text: …}` with the files whose
+/// contents the template may show.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PromptEntry {
+    Inline(String),
+    Detailed(PromptDetails),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromptDetails {
+    template: Option<String>,
+    text: Option<String>,
+    #[serde(default)]
+    context_files: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +157,8 @@ pub struct Pipeline {
     pub limits: LimitSettings,
     /// Globs of paths a run may not change; replaces [`DEFAULT_PROTECTED_PATHS`].
     pub protected_paths: Vec<String>,
+    /// The run's budget: all its steps and their retries stop once they took this long.
+    pub timeout_minutes: u64,
 }
 
 fn network_default() -> bool {
@@ -249,14 +286,37 @@ pub struct Step {
     pub network: Option<bool>,
     /// The limits in force, the pipeline's and the step's own settings applied.
     pub limits: Limits,
+    /// How many times the step alone runs again after it failed, before the run fails.
+    pub retries: u32,
+    /// Whether `/conveyor retry <step>` may start a failed run again from this step.
+    pub retryable: bool,
 }
 
-/// What a step does: run a command in the sandbox, or wait for a person's approval.
+/// What a step does: run a command in the sandbox, render a prompt for the steps after it,
+/// or wait for a person's approval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// The shell script to run.
     Run(String),
+    Prompt(Prompt),
     Approval(Approval),
+}
+
+/// A prompt step: a template rendered, the same inputs giving the same bytes, to a file the
+/// steps after it find as `CONVEYOR_PROMPT_FILE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub template: PromptTemplate,
+    /// Repository files whose contents the template may show (`context.files`).
+    pub context_files: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptTemplate {
+    /// The template's text, written in the pipeline file.
+    Inline(String),
+    /// A file of the repository, at the run's base commit.
+    File(String),
 }
 
 /// A gate: the run stops here until someone allowed to approves the work so far.
@@ -287,14 +347,16 @@ impl Step {
             timeout_minutes: DEFAULT_STEP_TIMEOUT_MINUTES,
             network: Some(true),
             limits: Limits::default(),
+            retries: 0,
+            retryable: false,
         }
     }
 
-    /// The command a command step runs; `None` for an approval.
+    /// The command a command step runs; `None` for a prompt or an approval.
     pub fn script(&self) -> Option<&str> {
         match &self.action {
             Action::Run(script) => Some(script),
-            Action::Approval(_) => None,
+            Action::Prompt(_) | Action::Approval(_) => None,
         }
     }
 
@@ -355,33 +417,85 @@ pub enum DefinitionError {
         "`{PIPELINE_FILE}`: `required_for_paths` entry `{glob}` is not a valid glob: {reason}."
     )]
     BadGlob { glob: String, reason: String },
+    #[error("`{PIPELINE_FILE}` has, under `task_types:`, {0}.")]
+    BadTaskTypes(String),
 }
 
 pub fn parse(text: &str, name: &str) -> Result<Pipeline, DefinitionError> {
-    let file: PipelineFile =
-        serde_norway::from_str(text).map_err(|err| DefinitionError::Invalid(err.to_string()))?;
-    settings_from(&file.settings)?;
-    let available = file
-        .pipelines
-        .keys()
-        .map(|k| format!("`{k}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let file = parse_file(text)?;
     let entry = file
         .pipelines
         .get(name)
-        .ok_or_else(|| DefinitionError::NoSuchPipeline {
-            name: name.to_owned(),
-            available: if available.is_empty() {
-                "none".to_owned()
-            } else {
-                available
-            },
-        })?;
+        .ok_or_else(|| no_such_pipeline(&file, name))?;
     pipeline_from(entry).map_err(|problem| DefinitionError::BadPipeline {
         pipeline: name.to_owned(),
         problem,
     })
+}
+
+/// The pipeline a task runs: the one it names (`/conveyor run NAME`, a `conveyor:NAME`
+/// label), else the one `task_types:` gives the first of its labels that has one, else
+/// [`DEFAULT_PIPELINE`]. A name the file does not define is an error listing those it does.
+pub fn choose(
+    text: &str,
+    named: Option<&str>,
+    labels: &[String],
+) -> Result<String, DefinitionError> {
+    let file = parse_file(text)?;
+    let chosen = named
+        .or_else(|| {
+            labels
+                .iter()
+                .find_map(|label| file.task_types.get(label).map(String::as_str))
+        })
+        .unwrap_or(DEFAULT_PIPELINE);
+    if file.pipelines.contains_key(chosen) {
+        Ok(chosen.to_owned())
+    } else {
+        Err(no_such_pipeline(&file, chosen))
+    }
+}
+
+/// The file, with what holds across its pipelines checked: settings and `task_types`.
+fn parse_file(text: &str) -> Result<PipelineFile, DefinitionError> {
+    let file: PipelineFile =
+        serde_norway::from_str(text).map_err(|err| DefinitionError::Invalid(err.to_string()))?;
+    settings_from(&file.settings)?;
+    for (label, pipeline) in &file.task_types {
+        if label.trim().is_empty() {
+            return Err(DefinitionError::BadTaskTypes(
+                "an empty label; each key is an issue label, such as `bug: fix`".to_owned(),
+            ));
+        }
+        if !file.pipelines.contains_key(pipeline) {
+            return Err(DefinitionError::BadTaskTypes(format!(
+                "`{}: {}`, but no pipeline is named `{}` (it defines: {})",
+                title(label, SHOWN_VALUE_MAX_CHARS),
+                title(pipeline, SHOWN_VALUE_MAX_CHARS),
+                title(pipeline, SHOWN_VALUE_MAX_CHARS),
+                pipeline_names(&file)
+            )));
+        }
+    }
+    Ok(file)
+}
+
+fn pipeline_names(file: &PipelineFile) -> String {
+    if file.pipelines.is_empty() {
+        return "none".to_owned();
+    }
+    file.pipelines
+        .keys()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn no_such_pipeline(file: &PipelineFile, name: &str) -> DefinitionError {
+    DefinitionError::NoSuchPipeline {
+        name: title(name, SHOWN_VALUE_MAX_CHARS),
+        available: pipeline_names(file),
+    }
 }
 
 /// The repository's settings. Only the `settings:` block is checked, so that labels and
@@ -435,6 +549,12 @@ fn pipeline_from(entry: &PipelineEntry) -> Result<Pipeline, String> {
     if let Err(err) = Protected::new(&entry.protected_paths) {
         return Err(err.to_string());
     }
+    let timeout_minutes = entry.timeout_minutes.unwrap_or(DEFAULT_RUN_TIMEOUT_MINUTES);
+    if timeout_minutes == 0 || timeout_minutes > MAX_TIMEOUT_MINUTES {
+        return Err(format!(
+            "has `timeout_minutes: {timeout_minutes}`; use 1 to {MAX_TIMEOUT_MINUTES} (a day)"
+        ));
+    }
     let limits = Limits::default().overridden_by(entry.limits);
     let mut seen = HashSet::new();
     let mut steps = Vec::with_capacity(entry.steps.len());
@@ -454,6 +574,7 @@ fn pipeline_from(entry: &PipelineEntry) -> Result<Pipeline, String> {
         network: entry.network,
         limits: entry.limits,
         protected_paths: entry.protected_paths.clone(),
+        timeout_minutes,
     })
 }
 
@@ -468,31 +589,75 @@ fn step_from(
     if name.trim().is_empty() {
         return Err(format!("step {number} has an empty `name`"));
     }
-    let action = match (&entry.run, &entry.approval) {
-        (Some(_), Some(_)) => {
+    let kinds: Vec<&str> = [
+        ("run", entry.run.is_some()),
+        ("prompt", entry.prompt.is_some()),
+        ("approval", entry.approval.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, given)| given.then_some(kind))
+    .collect();
+    let action = match (kinds.as_slice(), &entry.run, &entry.prompt, &entry.approval) {
+        ([], ..) => {
             return Err(format!(
-                "step `{name}` has both `run` and `approval`; a step either runs a command or waits for an approval, so make them two steps"
+                "step `{name}` has none of `run`, `prompt` or `approval`; give it `run: <command>`, `prompt: <template>` or `approval: {{}}`"
             ));
         }
-        (None, None) => {
+        ([first, second, ..], ..) => {
             return Err(format!(
-                "step `{name}` has neither `run` nor `approval`; give it `run: <command>` or `approval: {{}}`"
+                "step `{name}` has both `{first}` and `{second}`; a step does one thing (runs a command, renders a prompt or waits for an approval), so make them separate steps"
             ));
         }
-        (Some(run), None) => {
+        (_, Some(run), ..) => {
             let run = run.as_deref().unwrap_or_default();
             if run.trim().is_empty() {
                 return Err(format!("step `{name}` has an empty `run` command"));
             }
-            if entry.required_for_paths.is_some() {
-                return Err(format!(
-                    "step `{name}` has `required_for_paths`, which only an approval step may have"
-                ));
-            }
+            only_for_approvals(name, entry)?;
             Action::Run(run.to_owned())
         }
-        (None, Some(approval)) => Action::Approval(approval_from(name, approval.as_ref(), entry)?),
+        (_, _, Some(prompt), _) => {
+            only_for_approvals(name, entry)?;
+            only_for_commands(name, "a prompt", entry)?;
+            Action::Prompt(prompt_from(name, prompt.as_ref())?)
+        }
+        (_, _, _, Some(approval)) => {
+            Action::Approval(approval_from(name, approval.as_ref(), entry)?)
+        }
+        _ => unreachable!("one kind was given"),
     };
+    let verify = entry.verify.unwrap_or(name == VERIFY_STEP);
+    let retries = match (&action, entry.retries) {
+        (Action::Run(_), Some(retries)) if verify && retries > VERIFY_MAX_RETRIES => {
+            return Err(format!(
+                "step `{name}` verifies the work and has `retries: {retries}`; a verify step runs again at most {VERIFY_MAX_RETRIES} times, since a check that only passes after more hides a flaky check"
+            ));
+        }
+        (Action::Run(_), Some(retries)) if retries > MAX_ATTEMPTS => {
+            return Err(format!(
+                "step `{name}` has `retries: {retries}`; use 0 to {MAX_ATTEMPTS}"
+            ));
+        }
+        (Action::Run(_), Some(retries)) => retries,
+        (Action::Run(_), None) if verify => VERIFY_MAX_RETRIES,
+        (Action::Run(_), None) => 0,
+        (_, Some(_)) => {
+            return Err(format!(
+                "step `{name}` has `retries`, which only a step that runs a command (`run:`) has"
+            ));
+        }
+        (_, None) => 0,
+    };
+    if entry.verify.is_some() && !matches!(action, Action::Run(_)) {
+        return Err(format!(
+            "step `{name}` has `verify`, which only a step that runs a command (`run:`) has"
+        ));
+    }
+    if entry.retryable.is_some() && matches!(action, Action::Approval(_)) {
+        return Err(format!(
+            "step `{name}` is an approval and cannot have `retryable`; `/conveyor retry` starts from a step that runs a command or renders a prompt"
+        ));
+    }
     let timeout_minutes = entry
         .timeout_minutes
         .unwrap_or(DEFAULT_STEP_TIMEOUT_MINUTES);
@@ -511,7 +676,96 @@ fn step_from(
         timeout_minutes,
         network: Some(entry.network.unwrap_or(network)),
         limits: limits.overridden_by(limit_settings),
+        retries,
+        retryable: entry.retryable.unwrap_or(false),
     })
+}
+
+/// These only mean something for a command in the sandbox: a gate runs nothing and waits for
+/// as long as people take, and Conveyor renders a prompt itself.
+fn only_for_commands(name: &str, kind: &str, step: &StepEntry) -> Result<(), String> {
+    for (key, given) in [
+        ("timeout_minutes", step.timeout_minutes.is_some()),
+        ("network", step.network.is_some()),
+        ("limits", step.limits.is_some()),
+    ] {
+        if given {
+            return Err(format!(
+                "step `{name}` is {kind} and cannot have `{key}`; only a step that runs a command (`run:`) has it"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `required_for_paths` belongs to gates alone.
+fn only_for_approvals(name: &str, entry: &StepEntry) -> Result<(), String> {
+    match entry.required_for_paths {
+        Some(_) => Err(format!(
+            "step `{name}` has `required_for_paths`, which only an approval step may have"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The prompt of step `name`: inline text or a template file, never both or neither.
+fn prompt_from(name: &str, entry: Option<&PromptEntry>) -> Result<Prompt, String> {
+    let empty = || {
+        format!(
+            "step `{name}` has an empty `prompt`; write the template, or `prompt: {{template: path/in/repo}}`"
+        )
+    };
+    let (template, context_files) = match entry {
+        None => return Err(empty()),
+        Some(PromptEntry::Inline(text)) => (PromptTemplate::Inline(text.clone()), Vec::new()),
+        Some(PromptEntry::Detailed(details)) => {
+            let template = match (&details.template, &details.text) {
+                (Some(_), Some(_)) => {
+                    return Err(format!(
+                        "step `{name}` has both `prompt: template` and `prompt: text`; keep one"
+                    ));
+                }
+                (Some(path), None) => {
+                    PromptTemplate::File(repository_path(name, "prompt: template", path)?)
+                }
+                (None, Some(text)) => PromptTemplate::Inline(text.clone()),
+                (None, None) => return Err(empty()),
+            };
+            let files = details
+                .context_files
+                .iter()
+                .map(|path| repository_path(name, "prompt: context_files", path))
+                .collect::<Result<_, _>>()?;
+            (template, files)
+        }
+    };
+    if let PromptTemplate::Inline(text) = &template
+        && text.trim().is_empty()
+    {
+        return Err(empty());
+    }
+    Ok(Prompt {
+        template,
+        context_files,
+    })
+}
+
+/// A path of the repository as a pipeline names it: relative, inside the repository.
+fn repository_path(name: &str, key: &str, path: &str) -> Result<String, String> {
+    let trimmed = path.trim();
+    let inside = !trimmed.is_empty()
+        && !trimmed.starts_with('/')
+        && std::path::Path::new(trimmed)
+            .components()
+            .all(|part| matches!(part, std::path::Component::Normal(_)));
+    if inside {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(format!(
+            "step `{name}` has `{key}: {}`; give a path inside the repository, such as `prompts/fix.md`",
+            title(path, SHOWN_VALUE_MAX_CHARS)
+        ))
+    }
 }
 
 /// The approval of step `name`; `required_for_paths` may sit under `approval:` or beside it.
@@ -520,19 +774,7 @@ fn approval_from(
     approval: Option<&ApprovalEntry>,
     step: &StepEntry,
 ) -> Result<Approval, String> {
-    // These only mean something for a command: a gate runs nothing and waits for as long as
-    // people take.
-    for (key, given) in [
-        ("timeout_minutes", step.timeout_minutes.is_some()),
-        ("network", step.network.is_some()),
-        ("limits", step.limits.is_some()),
-    ] {
-        if given {
-            return Err(format!(
-                "step `{name}` is an approval and cannot have `{key}`; only a step that runs a command (`run:`) has it"
-            ));
-        }
-    }
+    only_for_commands(name, "an approval", step)?;
     let none = ApprovalEntry::default();
     let approval = approval.unwrap_or(&none);
     let message = match approval.message.as_deref() {
@@ -775,12 +1017,12 @@ mod tests {
             (
                 "pipelines:\n  default:\n    steps: [{name: a, run: x, approval: {}}]",
                 "default",
-                "step `a` has both `run` and `approval`; a step either runs a command or waits for an approval, so make them two steps",
+                "step `a` has both `run` and `approval`; a step does one thing (runs a command, renders a prompt or waits for an approval), so make them separate steps",
             ),
             (
                 "pipelines:\n  default:\n    steps: [{name: a}]",
                 "default",
-                "step `a` has neither `run` nor `approval`; give it `run: <command>` or `approval: {}`",
+                "step `a` has none of `run`, `prompt` or `approval`; give it `run: <command>`, `prompt: <template>` or `approval: {}`",
             ),
             (
                 "pipelines:\n  default:\n    steps: [{name: a, run: }]",
@@ -847,11 +1089,217 @@ mod tests {
                 "default",
                 "`settings: approver_permission: read`; use write, maintain or admin",
             ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, run: x, prompt: y}]",
+                "default",
+                "step `a` has both `run` and `prompt`",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, prompt: }]",
+                "default",
+                "step `a` has an empty `prompt`",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, prompt: {context_files: [a.md]}}]",
+                "default",
+                "step `a` has an empty `prompt`",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, prompt: {template: x.md, text: y}}]",
+                "default",
+                "both `prompt: template` and `prompt: text`",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, prompt: {template: ../secrets}}]",
+                "default",
+                "step `a` has `prompt: template: ../secrets`; give a path inside the repository",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, prompt: {text: x, context_files: [/etc/passwd]}}]",
+                "default",
+                "`prompt: context_files: /etc/passwd`; give a path inside the repository",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, prompt: {text: x, files: []}}]",
+                "default",
+                "is not valid",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, prompt: x, timeout_minutes: 3}]",
+                "default",
+                "step `a` is a prompt and cannot have `timeout_minutes`",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, prompt: x, retries: 1}]",
+                "default",
+                "step `a` has `retries`, which only a step that runs a command (`run:`) has",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, approval: {}, retryable: true}]",
+                "default",
+                "step `a` is an approval and cannot have `retryable`",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, approval: {}, verify: true}]",
+                "default",
+                "step `a` has `verify`, which only a step that runs a command",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, run: x, retries: 11}]",
+                "default",
+                "step `a` has `retries: 11`; use 0 to 10",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: verify, run: x, retries: 3}]",
+                "default",
+                "step `verify` verifies the work and has `retries: 3`; a verify step runs again at most 2 times",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: check, verify: true, run: x, retries: 5}]",
+                "default",
+                "a verify step runs again at most 2 times",
+            ),
+            (
+                "pipelines:\n  default:\n    steps: [{name: a, run: x, retries: -1}]",
+                "default",
+                "is not valid",
+            ),
+            (
+                "pipelines:\n  default:\n    timeout_minutes: 0\n    steps: [{name: a, run: x}]",
+                "default",
+                "pipeline `default` has `timeout_minutes: 0`; use 1 to 1440",
+            ),
+            (
+                "task_types: {bug: fix}\npipelines:\n  default:\n    steps: [{name: a, run: x}]",
+                "default",
+                "has, under `task_types:`, `bug: fix`, but no pipeline is named `fix` (it defines: `default`)",
+            ),
+            (
+                "task_types: {'': default}\npipelines:\n  default:\n    steps: [{name: a, run: x}]",
+                "default",
+                "under `task_types:`, an empty label",
+            ),
+            (
+                "task_types: [bug]\npipelines:\n  default:\n    steps: [{name: a, run: x}]",
+                "default",
+                "is not valid",
+            ),
         ];
         for (text, name, expected) in cases {
             let err = parse(text, name).unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn steps_retry_alone_when_they_say_so_and_verify_steps_twice_by_default() {
+        let text = "pipelines:
+  default:
+    steps:
+      - {name: build, run: make}
+      - {name: flaky, run: ./flaky.sh, retries: 3, retryable: true}
+      - {name: verify, run: make test}
+      - {name: lint, run: make lint, verify: true}
+      - {name: smoke, run: ./smoke.sh, verify: true, retries: 1}
+      - {name: check, run: make check, verify: false}
+      - {name: gate, approval: {}}
+";
+        let pipeline = parse(text, "default").unwrap();
+        let retries: Vec<(&str, u32, bool)> = pipeline
+            .steps
+            .iter()
+            .map(|step| (step.name.as_str(), step.retries, step.retryable))
+            .collect();
+        assert_eq!(
+            retries,
+            [
+                ("build", 0, false),
+                ("flaky", 3, true),
+                ("verify", VERIFY_MAX_RETRIES, false),
+                ("lint", VERIFY_MAX_RETRIES, false),
+                ("smoke", 1, false),
+                ("check", 0, false),
+                ("gate", 0, false),
+            ]
+        );
+        assert_eq!(pipeline.timeout_minutes, 120);
+        let budget =
+            "pipelines:\n  default:\n    timeout_minutes: 30\n    steps: [{name: a, run: x}]";
+        assert_eq!(parse(budget, "default").unwrap().timeout_minutes, 30);
+    }
+
+    #[test]
+    fn a_prompt_is_inline_text_or_a_template_file_with_context_files() {
+        let text = "pipelines:
+  default:
+    steps:
+      - name: plain
+        prompt: 'Fix {{ task.title }}'
+      - name: written
+        prompt: {text: 'Fix it', context_files: [README.md, docs/a.md]}
+      - name: from-file
+        prompt: {template: .github/prompts/fix.md}
+        retryable: true
+";
+        let pipeline = parse(text, "default").unwrap();
+        let prompts: Vec<&Action> = pipeline.steps.iter().map(|step| &step.action).collect();
+        assert_eq!(
+            prompts,
+            [
+                &Action::Prompt(Prompt {
+                    template: PromptTemplate::Inline("Fix {{ task.title }}".into()),
+                    context_files: vec![],
+                }),
+                &Action::Prompt(Prompt {
+                    template: PromptTemplate::Inline("Fix it".into()),
+                    context_files: vec!["README.md".into(), "docs/a.md".into()],
+                }),
+                &Action::Prompt(Prompt {
+                    template: PromptTemplate::File(".github/prompts/fix.md".into()),
+                    context_files: vec![],
+                }),
+            ]
+        );
+        assert!(pipeline.steps[2].retryable);
+        assert_eq!(pipeline.steps[0].script(), None);
+    }
+
+    #[test]
+    fn a_task_runs_the_pipeline_it_names_else_its_labels_type_else_the_default() {
+        let text = "task_types: {bug: fix, documentation: docs}
+pipelines:
+  default: {steps: [{name: a, run: x}]}
+  fix: {steps: [{name: a, run: x}]}
+  docs: {steps: [{name: a, run: x}]}
+";
+        let labels = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let cases: &[(Option<&str>, &[&str], &str)] = &[
+            (None, &[], "default"),
+            (None, &["conveyor", "question"], "default"),
+            (None, &["conveyor", "bug"], "fix"),
+            (None, &["documentation", "bug"], "docs"),
+            (Some("fix"), &["documentation"], "fix"),
+            (Some("default"), &["bug"], "default"),
+        ];
+        for (named, given, expected) in cases {
+            assert_eq!(
+                choose(text, *named, &labels(given)).unwrap(),
+                *expected,
+                "{named:?} {given:?}"
+            );
+        }
+        let unknown = choose(text, Some("deploy"), &[]).unwrap_err().to_string();
+        assert!(
+            unknown.contains("no pipeline named `deploy` (it defines: `default`, `docs`, `fix`)"),
+            "{unknown}"
+        );
+        let no_default = "pipelines:\n  fix: {steps: [{name: a, run: x}]}";
+        assert!(
+            choose(no_default, None, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("no pipeline named `default` (it defines: `fix`)")
+        );
     }
 
     #[test]

@@ -175,7 +175,7 @@ fn collect(mut reader: std::io::PipeReader, mut lines: Option<mpsc::Sender<Line>
     let mut line = Vec::new();
     let mut buffer = [0u8; 8192];
     // A receiver gone (the log writer stopped) stops the sending, never the step.
-    let mut send = |text: &[u8], lines: &mut Option<mpsc::Sender<Line>>| {
+    let send = |text: &[u8], lines: &mut Option<mpsc::Sender<Line>>| {
         if let Some(sender) = lines {
             let line = Line {
                 at: Utc::now(),

@@ -112,6 +112,7 @@ impl Scope<'_> {
             requested_by: Some(self.asked.actor.clone()),
             pull_request: None,
             retry_of: None,
+            timeout_minutes: None,
         }
     }
 }

@@ -65,7 +65,11 @@ pub(super) async fn prepare(
     let diff_base = match &run.base_sha {
         Some(base) => base.clone(),
         None => {
-            runs::pin(&runner.pool, run.id, &text, &start.base).await?;
+            let definition = runs::Definition {
+                text: &text,
+                sha: &checkout.default_head,
+            };
+            runs::pin(&runner.pool, run.id, &definition, &start.base).await?;
             start.base.clone()
         }
     };
