@@ -314,6 +314,69 @@ fn stored_failure<'de, D: serde::Deserializer<'de>>(stored: D) -> Result<Failure
     })
 }
 
+/// Where a run can be looked at: its page and the API's diff and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLinks {
+    pub page: String,
+    pub diff: String,
+    pub logs: String,
+}
+
+impl RunLinks {
+    /// The links of run `run_id` under `public_url` (`CONVEYOR_PUBLIC_URL`).
+    pub fn new(public_url: &str, run_id: i64) -> Self {
+        let base = public_url.trim_end_matches('/');
+        Self {
+            page: format!("{base}/runs/{run_id}"),
+            diff: format!("{base}/api/v2/runs/{run_id}/diff"),
+            logs: format!("{base}/api/v2/runs/{run_id}/logs"),
+        }
+    }
+
+    fn markdown(&self) -> String {
+        format!(
+            "🔎 [Run details]({}) · [diff]({}) · [logs]({})",
+            self.page, self.diff, self.logs
+        )
+    }
+}
+
+/// What the reports of a run say below their own text: for a run that did not succeed, its
+/// error type, the steps around the failure and what to do; then the links to the run.
+pub fn footer(
+    outcome: Option<&Outcome>,
+    last_successful_step: Option<&str>,
+    links: &RunLinks,
+) -> String {
+    let mut footer = String::new();
+    if let Some((outcome, error_type)) =
+        outcome.and_then(|outcome| Some((outcome, outcome.error_type()?)))
+    {
+        let name = |step: &str| format!("`{}`", text_bounds::title(step, STEP_NAME_MAX_CHARS));
+        footer.push_str(&format!("**Error type:** `{}`", error_type.as_str()));
+        if let Some(step) = outcome.failed_step() {
+            footer.push_str(&format!(" · **failed step:** {}", name(step)));
+        }
+        if let Some(step) = last_successful_step {
+            footer.push_str(&format!(" · **last successful step:** {}", name(step)));
+        }
+        footer.push('\n');
+        if let Some(remediation) = outcome.remediation() {
+            footer.push_str(&format!("\n💡 {remediation}\n"));
+        }
+        footer.push('\n');
+    }
+    footer.push_str(&links.markdown());
+    footer.push('\n');
+    footer
+}
+
+/// `body` (a comment or summary already within GitHub's limits) with `footer` below it; when
+/// the two are too long the body's middle goes, never the footer.
+pub fn with_footer(body: &str, footer: &str) -> String {
+    text_bounds::github_body(&format!("{}\n\n{footer}", body.trim_end()))
+}
+
 fn format_duration(duration: Duration) -> String {
     let secs = duration.as_secs_f64();
     if secs < 60.0 {
