@@ -423,3 +423,157 @@ fn steps_table(steps: &[StepResult]) -> String {
     }
     table
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(json: &str) -> Outcome {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn outcomes_the_previous_release_stored_still_read_with_a_type() {
+        let previous = |message: &str| {
+            read(&serde_json::json!({
+                "kind": "failed",
+                "detail": { "kind": "infrastructure", "detail": message },
+            })
+            .to_string())
+        };
+        let typed = |message: &str| previous(message).error_type().unwrap();
+        assert_eq!(
+            previous("git push failed: rejected"),
+            Outcome::Failed(Failure::Push("git push failed: rejected".into()))
+        );
+        assert_eq!(
+            typed("git clone failed: not found"),
+            ErrorType::CloneFailed
+        );
+        assert_eq!(
+            typed("git start failed: the branch moved"),
+            ErrorType::CloneFailed
+        );
+        assert_eq!(
+            typed("no installation token: GitHub returned 401"),
+            ErrorType::GithubError
+        );
+        assert_eq!(
+            typed("the step's sandbox did not start"),
+            ErrorType::SandboxError
+        );
+        assert_eq!(
+            typed("could not create a workspace: disk full"),
+            ErrorType::SandboxError
+        );
+        assert_eq!(
+            typed("the task's lease moved on; nothing more was published"),
+            ErrorType::Interrupted
+        );
+        let step = r#"{"kind":"failed","detail":{"kind":"step","detail":{"name":"verify","exit_code":1,"timed_out":false,"tail":"boom"}}}"#;
+        assert_eq!(read(step).error_type(), Some(ErrorType::StepFailed));
+        assert_eq!(read(step).failed_step(), Some("verify"));
+        let definition = r#"{"kind":"failed","detail":{"kind":"definition","detail":"bad"}}"#;
+        assert_eq!(
+            read(definition).error_type(),
+            Some(ErrorType::DefinitionInvalid)
+        );
+        assert_eq!(read(r#"{"kind":"no_changes"}"#).error_type(), None);
+    }
+
+    #[test]
+    fn every_outcome_written_now_reads_back_as_it_was() {
+        let failures = [
+            Failure::Step {
+                name: "s".into(),
+                exit_code: None,
+                timed_out: true,
+                tail: String::new(),
+            },
+            Failure::Definition("d".into()),
+            Failure::Protected(vec!["CODEOWNERS".into()]),
+            Failure::Clone("c".into()),
+            Failure::Push("p".into()),
+            Failure::GitHub("g".into()),
+            Failure::Sandbox("b".into()),
+            Failure::Budget {
+                step: "s".into(),
+                minutes: 30,
+            },
+            Failure::NoAnswer {
+                step: "ask".into(),
+                reason: "no answer within 24 hours".into(),
+            },
+            Failure::Lost("l".into()),
+        ];
+        let mut types = Vec::new();
+        for failure in failures {
+            let outcome = Outcome::Failed(failure);
+            let json = serde_json::to_string(&outcome).unwrap();
+            assert_eq!(read(&json), outcome, "{json}");
+            types.push(outcome.error_type().unwrap().as_str());
+            assert!(outcome.remediation().is_some());
+        }
+        for outcome in [
+            Outcome::Rejected {
+                by: "carol".into(),
+                reason: None,
+            },
+            Outcome::Cancelled { by: None },
+            Outcome::Interrupted(Interruption::Crashed),
+        ] {
+            types.push(outcome.error_type().unwrap().as_str());
+        }
+        types.sort_unstable();
+        types.dedup();
+        let mut closed_set = vec![
+            "step_failed",
+            "step_timeout",
+            "definition_invalid",
+            "clone_failed",
+            "push_rejected",
+            "protected_path",
+            "github_error",
+            "sandbox_error",
+            "budget_exceeded",
+            "cancelled",
+            "rejected",
+            "no_answer",
+            "interrupted",
+        ];
+        closed_set.sort_unstable();
+        assert_eq!(types, closed_set);
+        for outcome in [
+            Outcome::NoChanges,
+            Outcome::Proposed {
+                branch: "b".into(),
+                built_on: None,
+            },
+        ] {
+            assert_eq!((outcome.error_type(), outcome.remediation()), (None, None));
+        }
+    }
+
+    #[test]
+    fn the_footer_names_the_failure_and_survives_a_full_body() {
+        let links = RunLinks::new("https://conveyor.example/", 42);
+        assert_eq!(links.page, "https://conveyor.example/runs/42");
+        let outcome = Outcome::Failed(Failure::Budget {
+            step: "slow".into(),
+            minutes: 30,
+        });
+        let footer = footer(Some(&outcome), Some("implement"), &links);
+        assert!(
+            footer.contains("**Error type:** `budget_exceeded` · **failed step:** `slow` · **last successful step:** `implement`"),
+            "{footer}"
+        );
+        assert!(footer.contains("timeout_minutes"), "{footer}");
+        assert!(footer.contains("(https://conveyor.example/api/v2/runs/42/logs)"));
+        let full = "x".repeat(70_000);
+        let body = with_footer(&full, &footer);
+        assert!(body.chars().count() <= text_bounds::GITHUB_BODY_MAX);
+        assert!(body.ends_with(&footer), "the footer is kept");
+        let running = super::footer(None, None, &links);
+        assert!(!running.contains("Error type"), "{running}");
+    }
+}
