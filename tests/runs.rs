@@ -21,7 +21,10 @@ const WRITER: &str = "wendy";
 /// A harness whose repository holds `pipeline` and `files`.
 async fn with_pipeline(pool: sqlx::PgPool, pipeline: &str, files: &[(&str, &str)]) -> Harness {
     let harness = Harness::start(pool).await;
-    let mut all = vec![(".github/conveyor.yml", pipeline), ("README.md", "# widgets\n")];
+    let mut all = vec![
+        (".github/conveyor.yml", pipeline),
+        ("README.md", "# widgets\n"),
+    ];
     all.extend_from_slice(files);
     harness.add_repo(&all);
     harness
@@ -99,7 +102,10 @@ async fn all_lines(harness: &Harness, run_id: i64) -> Vec<Value> {
 }
 
 fn texts(lines: &[Value]) -> Vec<&str> {
-    lines.iter().map(|line| line["line"].as_str().unwrap()).collect()
+    lines
+        .iter()
+        .map(|line| line["line"].as_str().unwrap())
+        .collect()
 }
 
 /// The work tree of the one run under way whose step created `marker`.
@@ -125,7 +131,8 @@ async fn release(harness: &Harness) {
 /// Labels issue `number` as the requester; the task it creates.
 async fn label(harness: &Harness, number: i64) -> i64 {
     let delivery = format!("label-{number}");
-    let body = payloads::labeled_issue_by(number, "Add release notes", "conveyor", REQUESTER, "User");
+    let body =
+        payloads::labeled_issue_by(number, "Add release notes", "conveyor", REQUESTER, "User");
     let (status, _) = harness.post_signed("issues", &delivery, &body).await;
     assert_eq!(status, 202);
     assert_eq!(harness.request_outcome(&delivery).await, "task_created");
@@ -149,11 +156,15 @@ async fn comment(harness: &Harness, delivery: &str, issue: i64, login: &str, tex
 /// The failure fields of a run as the API shows them.
 fn failure_of(run: &Value) -> (&str, Option<&str>, Option<&str>) {
     assert!(
-        run["remediation"].as_str().is_some_and(|hint| !hint.is_empty()),
+        run["remediation"]
+            .as_str()
+            .is_some_and(|hint| !hint.is_empty()),
         "a failed run says what to do: {run}"
     );
     (
-        run["error_type"].as_str().unwrap_or_else(|| panic!("no error_type: {run}")),
+        run["error_type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error_type: {run}")),
         run["failed_step"].as_str(),
         run["last_successful_step"].as_str(),
     )
@@ -177,7 +188,10 @@ async fn logs_arrive_while_the_step_runs_and_are_followed_with_after(pool: sqlx:
     let lines = early["lines"].as_array().unwrap();
     assert_eq!(texts(lines), ["first line", "second line"], "{early}");
     for line in lines {
-        assert_eq!((line["step"].as_str(), line["attempt"].as_i64()), (Some("talk"), Some(1)));
+        assert_eq!(
+            (line["step"].as_str(), line["attempt"].as_i64()),
+            (Some("talk"), Some(1))
+        );
         assert!(line["ts"].as_str().is_some(), "{line}");
     }
     assert!(lines[0]["seq"].as_i64() < lines[1]["seq"].as_i64());
@@ -190,14 +204,22 @@ async fn logs_arrive_while_the_step_runs_and_are_followed_with_after(pool: sqlx:
     release(&harness).await;
     assert_eq!(harness.final_state(task_id).await, TaskState::Succeeded);
     let rest = api(&harness, &format!("{path}?after={after}")).await;
-    assert_eq!(texts(rest["lines"].as_array().unwrap()), ["after release"], "{rest}");
+    assert_eq!(
+        texts(rest["lines"].as_array().unwrap()),
+        ["after release"],
+        "{rest}"
+    );
     assert_eq!(rest["running"], false);
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn the_run_routes_need_the_token_and_name_an_unknown_run(pool: sqlx::PgPool) {
     let harness = Harness::start_idle(pool).await;
-    for path in ["/api/v2/runs/1", "/api/v2/runs/1/diff", "/api/v2/runs/1/logs"] {
+    for path in [
+        "/api/v2/runs/1",
+        "/api/v2/runs/1/diff",
+        "/api/v2/runs/1/logs",
+    ] {
         let (status, _) = harness.api("GET", path, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
         let (status, _) = harness.api("GET", path, Some("wrong")).await;
@@ -228,10 +250,17 @@ async fn a_steps_log_keeps_its_head_and_tail_and_splits_long_lines(pool: sqlx::P
     assert_eq!(text[2_000], "… conveyor: 3004 lines of output cut here …");
     assert_eq!(text[2_001], "line 5005");
     assert_eq!(text[4_996], "line 8000");
-    assert_eq!(text[4_997], "ab\u{fffd}c", "NUL dropped, invalid UTF-8 replaced");
+    assert_eq!(
+        text[4_997], "ab\u{fffd}c",
+        "NUL dropped, invalid UTF-8 replaced"
+    );
     let pieces: Vec<usize> = text[4_998..].iter().map(|piece| piece.len()).collect();
     assert_eq!(pieces, [4096, 4096, 1808]);
-    assert!(text[4_998..].iter().all(|piece| piece.bytes().all(|b| b == b'x')));
+    assert!(
+        text[4_998..]
+            .iter()
+            .all(|piece| piece.bytes().all(|b| b == b'x'))
+    );
     let run = api(&harness, &format!("/api/v2/runs/{run_id}")).await;
     assert_eq!(run["error_type"], Value::Null, "{run}");
 }
@@ -311,7 +340,10 @@ async fn a_verify_step_is_retried_twice_by_default_then_the_run_fails(pool: sqlx
         failure_of(&run),
         ("step_failed", Some("verify"), Some("implement"))
     );
-    assert!(run["remediation"].as_str().unwrap().contains("`verify`"), "{run}");
+    assert!(
+        run["remediation"].as_str().unwrap().contains("`verify`"),
+        "{run}"
+    );
     assert_eq!(run["steps"][1]["attempts"], 3, "{run}");
     let attempts: Vec<i64> = all_lines(&harness, run_id)
         .await
@@ -327,7 +359,11 @@ async fn a_verify_step_is_retried_twice_by_default_then_the_run_fails(pool: sqlx
         &format!("/runs/{run_id})"),
         &format!("/api/v2/runs/{run_id}/logs)"),
     ] {
-        assert!(comment.body.contains(expected), "{expected}: {}", comment.body);
+        assert!(
+            comment.body.contains(expected),
+            "{expected}: {}",
+            comment.body
+        );
     }
 }
 
@@ -363,7 +399,11 @@ async fn the_budget_counts_every_pass_and_stops_the_step_it_runs_out_in(pool: sq
     let started = Instant::now();
     comment(&harness, "approve-7", 7, WRITER, "/conveyor approve").await;
     assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     let run = ended_run(&harness, run_id).await;
     assert_eq!(
         failure_of(&run),
@@ -378,7 +418,10 @@ async fn the_budget_counts_every_pass_and_stops_the_step_it_runs_out_in(pool: sq
         .collect();
     assert_eq!(
         slow,
-        ["slow starts", "conveyor: step stopped: the run's time budget ran out"]
+        [
+            "slow starts",
+            "conveyor: step stopped: the run's time budget ran out"
+        ]
     );
     let comment = harness.final_comment(7).await;
     assert!(
@@ -408,7 +451,10 @@ async fn a_step_past_its_timeout_is_a_step_timeout(pool: sqlx::PgPool) {
         (run["state"] == "failed").then_some(run)
     })
     .await;
-    assert_eq!(failure_of(&run), ("step_timeout", Some("hang"), Some("implement")));
+    assert_eq!(
+        failure_of(&run),
+        ("step_timeout", Some("hang"), Some("implement"))
+    );
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
@@ -418,12 +464,19 @@ async fn a_broken_pipeline_file_is_definition_invalid(pool: sqlx::PgPool) {
     assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
     let run = ended_run(&harness, run_of(&harness, task_id).await).await;
     assert_eq!(failure_of(&run), ("definition_invalid", None, None));
-    assert!(run["remediation"].as_str().unwrap().contains("conveyor.yml"));
+    assert!(
+        run["remediation"]
+            .as_str()
+            .unwrap()
+            .contains("conveyor.yml")
+    );
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn a_repository_gone_from_the_remote_is_clone_failed(pool: sqlx::PgPool) {
-    let pipeline = format!("pipelines:\n  default:\n    steps:\n      - name: a\n        run: {WAIT_FOR_GO}\n");
+    let pipeline = format!(
+        "pipelines:\n  default:\n    steps:\n      - name: a\n        run: {WAIT_FOR_GO}\n"
+    );
     let harness = with_pipeline(pool, &pipeline, &[]).await;
     let first = label(&harness, 7).await;
     release(&harness).await;
@@ -439,15 +492,24 @@ async fn a_repository_gone_from_the_remote_is_clone_failed(pool: sqlx::PgPool) {
 async fn a_push_the_remote_refuses_is_push_rejected(pool: sqlx::PgPool) {
     let pipeline = "pipelines:\n  default:\n    steps:\n      - name: write\n        run: echo notes > NOTES.md\n";
     let harness = with_pipeline(pool, pipeline, &[]).await;
-    let hook = harness.github.git_dir(OWNER, REPO).join("hooks/pre-receive");
+    let hook = harness
+        .github
+        .git_dir(OWNER, REPO)
+        .join("hooks/pre-receive");
     std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
-    std::fs::write(&hook, "#!/bin/sh\necho 'protected branch: pushes are refused' >&2\nexit 1\n")
-        .unwrap();
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'protected branch: pushes are refused' >&2\nexit 1\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let task_id = label(&harness, 7).await;
     let run = ended_run(&harness, run_of(&harness, task_id).await).await;
     assert_eq!(failure_of(&run), ("push_rejected", None, Some("write")));
-    assert!(run["failure"].as_str().unwrap().contains("git push failed"), "{run}");
+    assert!(
+        run["failure"].as_str().unwrap().contains("git push failed"),
+        "{run}"
+    );
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
@@ -483,12 +545,18 @@ async fn github_refusing_conveyors_token_is_github_error(pool: sqlx::PgPool) {
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn a_cancel_while_a_step_runs_is_cancelled(pool: sqlx::PgPool) {
-    let pipeline = format!("pipelines:\n  default:\n    steps:\n      - name: a\n        run: {WAIT_FOR_GO}\n");
+    let pipeline = format!(
+        "pipelines:\n  default:\n    steps:\n      - name: a\n        run: {WAIT_FOR_GO}\n"
+    );
     let harness = with_pipeline(pool, &pipeline, &[]).await;
     let task_id = label(&harness, 7).await;
     waiting_workspace(&harness, "waiting").await;
     let (status, body) = harness
-        .api("POST", &format!("/api/v2/tasks/{task_id}/cancel"), Some(API_TOKEN))
+        .api(
+            "POST",
+            &format!("/api/v2/tasks/{task_id}/cancel"),
+            Some(API_TOKEN),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(harness.final_state(task_id).await, TaskState::Cancelled);
@@ -506,7 +574,14 @@ async fn a_rejection_at_the_gate_is_rejected(pool: sqlx::PgPool) {
     let harness = with_pipeline(pool, BUDGETED, &[]).await;
     let task_id = label(&harness, 7).await;
     harness.reach(task_id, TaskState::AwaitingApproval).await;
-    comment(&harness, "reject-7", 7, WRITER, "/conveyor reject not like this").await;
+    comment(
+        &harness,
+        "reject-7",
+        7,
+        WRITER,
+        "/conveyor reject not like this",
+    )
+    .await;
     assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
     let run = ended_run(&harness, run_of(&harness, task_id).await).await;
     assert_eq!(failure_of(&run), ("rejected", None, Some("implement")));
@@ -514,7 +589,9 @@ async fn a_rejection_at_the_gate_is_rejected(pool: sqlx::PgPool) {
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn a_worker_that_dies_mid_step_leaves_an_interrupted_run(pool: sqlx::PgPool) {
-    let pipeline = format!("pipelines:\n  default:\n    steps:\n      - name: a\n        run: {WAIT_FOR_GO}\n");
+    let pipeline = format!(
+        "pipelines:\n  default:\n    steps:\n      - name: a\n        run: {WAIT_FOR_GO}\n"
+    );
     let mut harness = with_pipeline(pool, &pipeline, &[]).await;
     let task_id = label(&harness, 7).await;
     let run_id = run_of(&harness, task_id).await;
@@ -570,19 +647,40 @@ async fn the_diff_and_the_files_changed_are_served_with_their_sizes(pool: sqlx::
     assert_eq!(headers["content-type"], "text/x-diff; charset=utf-8");
     assert_eq!(headers["x-conveyor-diff-bytes"], full.to_string().as_str());
     assert_eq!(headers["x-conveyor-diff-truncated"], "true");
-    assert!(diff.len() <= 1024 * 1024 && diff.ends_with('\n'), "{}", diff.len());
-    assert!(diff.starts_with("diff --git a/NOTES.md b/NOTES.md"), "{}", &diff[..200]);
+    assert!(
+        diff.len() <= 1024 * 1024 && diff.ends_with('\n'),
+        "{}",
+        diff.len()
+    );
+    assert!(
+        diff.starts_with("diff --git a/NOTES.md b/NOTES.md"),
+        "{}",
+        &diff[..200]
+    );
     assert!(diff.contains("+three\n") && diff.contains("-# widgets\n"));
 
-    let check = harness.github.check_runs(OWNER, REPO).pop().expect("a check run");
+    let check = harness
+        .github
+        .check_runs(OWNER, REPO)
+        .pop()
+        .expect("a check run");
     let details = check.details_url.unwrap();
     assert!(details.ends_with(&format!("/runs/{run_id}")), "{details}");
     assert!(
-        check.output_summary.unwrap().contains(&format!("/api/v2/runs/{run_id}/diff")),
+        check
+            .output_summary
+            .unwrap()
+            .contains(&format!("/api/v2/runs/{run_id}/diff")),
         "the check run links the diff"
     );
     let comment = harness.final_comment(7).await;
-    assert!(comment.body.contains(&format!("/api/v2/runs/{run_id}/diff)")), "{}", comment.body);
+    assert!(
+        comment
+            .body
+            .contains(&format!("/api/v2/runs/{run_id}/diff)")),
+        "{}",
+        comment.body
+    );
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]

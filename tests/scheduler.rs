@@ -456,16 +456,9 @@ impl Executor for LongStep {
         let dir = tempfile::tempdir().unwrap();
         // Unconfined, so that the test sees the step's process group from the host.
         let sandbox = Sandbox::new(SandboxMode::Off, Vec::new());
-        let _ = conveyor::pipeline::step::run(
-            0,
-            &step,
-            dir.path(),
-            &[],
-            &sandbox,
-            Duration::MAX,
-            None,
-        )
-        .await;
+        let _ =
+            conveyor::pipeline::step::run(0, &step, dir.path(), &[], &sandbox, Duration::MAX, None)
+                .await;
         lease.end(TaskState::Succeeded).await.unwrap();
         Ok(())
     }

@@ -141,8 +141,8 @@ pub async fn run(
             Duration::MAX,
             None,
         )
-            .await
-            .with_context(|| format!("{}: the step could not run", variant.label()))?;
+        .await
+        .with_context(|| format!("{}: the step could not run", variant.label()))?;
         let elapsed = started.elapsed();
         if !result.succeeded() {
             let code = result.exit_code.map_or("no exit code".to_owned(), |code| {

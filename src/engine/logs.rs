@@ -98,7 +98,12 @@ struct Bounded {
 impl Bounded {
     /// Stores `batch`, then trims the tail to [`TAIL_LINES`]; `false` when the lease moved
     /// on and nothing was stored.
-    async fn store(&mut self, pool: &PgPool, target: &Target, batch: &[Line]) -> sqlx::Result<bool> {
+    async fn store(
+        &mut self,
+        pool: &PgPool,
+        target: &Target,
+        batch: &[Line],
+    ) -> sqlx::Result<bool> {
         let mut tx = pool.begin().await?;
         let seqs: Vec<i64> = sqlx::query_scalar(
             "INSERT INTO run_logs (run_id, position, step, attempt, ts, line)
@@ -114,7 +119,12 @@ impl Bounded {
         .bind(&target.step)
         .bind(target.attempt as i32)
         .bind(batch.iter().map(|line| line.at).collect::<Vec<_>>())
-        .bind(batch.iter().map(|line| line.text.as_str()).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|line| line.text.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(target.epoch)
         .fetch_all(&mut *tx)
         .await?;
@@ -128,7 +138,10 @@ impl Bounded {
         self.tail.extend(&seqs[into_head..]);
         let mut dropped = Vec::new();
         while self.tail.len() > TAIL_LINES {
-            let seq = self.tail.pop_front().expect("the tail is longer than its bound");
+            let seq = self
+                .tail
+                .pop_front()
+                .expect("the tail is longer than its bound");
             // The first line cut becomes the line saying how many were: it sits between
             // the head and the tail.
             match self.cut_line {

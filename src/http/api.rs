@@ -384,12 +384,17 @@ pub async fn get_run_diff(
         .ok_or_else(|| {
             Refusal(
                 StatusCode::NOT_FOUND,
-                format!("run {id} has no diff: it has not reached an approval step or published yet"),
+                format!(
+                    "run {id} has no diff: it has not reached an approval step or published yet"
+                ),
             )
         })?;
     Ok((
         [
-            (header::CONTENT_TYPE, "text/x-diff; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_TYPE,
+                "text/x-diff; charset=utf-8".to_owned(),
+            ),
             (
                 HeaderName::from_static("x-conveyor-diff-bytes"),
                 artifacts.diff_bytes.to_string(),

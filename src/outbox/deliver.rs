@@ -154,7 +154,8 @@ impl Deliverer {
         task_id: i64,
         retried: bool,
     ) -> Result<(), Undelivered> {
-        let Some(shown) = render::status_comment(&self.pool, task_id, &self.public_url).await? else {
+        let Some(shown) = render::status_comment(&self.pool, task_id, &self.public_url).await?
+        else {
             return Ok(());
         };
         let mut existing = status_comments::get(&self.pool, task_id)
@@ -185,7 +186,8 @@ impl Deliverer {
         head_sha: &str,
         retried: bool,
     ) -> Result<(), Undelivered> {
-        let Some(shown) = render::check_run(&self.pool, task_id, head_sha, &self.public_url).await?
+        let Some(shown) =
+            render::check_run(&self.pool, task_id, head_sha, &self.public_url).await?
         else {
             return Ok(());
         };

@@ -214,7 +214,10 @@ pub(super) async fn check_run(
             report.summary = report::with_footer(&report.summary, &footer(&task, run, public_url));
             RunLinks::new(public_url, run.id).page
         }
-        None => format!("{}/api/v2/tasks/{task_id}", public_url.trim_end_matches('/')),
+        None => format!(
+            "{}/api/v2/tasks/{task_id}",
+            public_url.trim_end_matches('/')
+        ),
     };
     Ok(Some(ShownCheck {
         report,

@@ -147,7 +147,12 @@ pub async fn run(
     if let Some(note) = note {
         output.push_str(&format!("\n{note}\n"));
         if let Some(sender) = &sender {
-            let _ = sender.send(Line { at: Utc::now(), text: note }).await;
+            let _ = sender
+                .send(Line {
+                    at: Utc::now(),
+                    text: note,
+                })
+                .await;
         }
     }
     Ok(StepResult {
@@ -267,7 +272,9 @@ mod tests {
 
     async fn run_in(sandbox: &Sandbox, step: &Step) -> (StepResult, Place) {
         let place = Place::new(sandbox);
-        let result = run(0, step, &place.dir(), &[], sandbox, DAY, None).await.unwrap();
+        let result = run(0, step, &place.dir(), &[], sandbox, DAY, None)
+            .await
+            .unwrap();
         (result, place)
     }
 
@@ -532,7 +539,9 @@ mod tests {
             },
             ..step(script)
         };
-        let result = run(0, &small, dir.path(), &env, &off, DAY, None).await.unwrap();
+        let result = run(0, &small, dir.path(), &env, &off, DAY, None)
+            .await
+            .unwrap();
         assert!(result.output.starts_with("7:\n"), "{}", result.output);
         assert!(
             !result.succeeded(),
@@ -546,7 +555,9 @@ mod tests {
         let gate = Step::approval("review", Default::default());
         let dir = tempfile::tempdir().unwrap();
         let off = Sandbox::new(SandboxMode::Off, Vec::new());
-        let result = run(0, &gate, dir.path(), &[], &off, DAY, None).await.unwrap();
+        let result = run(0, &gate, dir.path(), &[], &off, DAY, None)
+            .await
+            .unwrap();
         assert!(!result.succeeded());
         assert!(result.output.contains("approval"), "{}", result.output);
     }

@@ -435,21 +435,20 @@ mod tests {
     #[test]
     fn outcomes_the_previous_release_stored_still_read_with_a_type() {
         let previous = |message: &str| {
-            read(&serde_json::json!({
-                "kind": "failed",
-                "detail": { "kind": "infrastructure", "detail": message },
-            })
-            .to_string())
+            read(
+                &serde_json::json!({
+                    "kind": "failed",
+                    "detail": { "kind": "infrastructure", "detail": message },
+                })
+                .to_string(),
+            )
         };
         let typed = |message: &str| previous(message).error_type().unwrap();
         assert_eq!(
             previous("git push failed: rejected"),
             Outcome::Failed(Failure::Push("git push failed: rejected".into()))
         );
-        assert_eq!(
-            typed("git clone failed: not found"),
-            ErrorType::CloneFailed
-        );
+        assert_eq!(typed("git clone failed: not found"), ErrorType::CloneFailed);
         assert_eq!(
             typed("git start failed: the branch moved"),
             ErrorType::CloneFailed
@@ -484,6 +483,12 @@ mod tests {
     #[test]
     fn every_outcome_written_now_reads_back_as_it_was() {
         let failures = [
+            Failure::Step {
+                name: "s".into(),
+                exit_code: Some(1),
+                timed_out: false,
+                tail: "boom".into(),
+            },
             Failure::Step {
                 name: "s".into(),
                 exit_code: None,

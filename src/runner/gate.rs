@@ -53,11 +53,7 @@ pub(super) async fn reach(
     let position = at as i32;
     if !needed {
         let changed: Vec<String> = paths.iter().map(|path| (*path).to_owned()).collect();
-        let mut conn = runner
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| lost(&e))?;
+        let mut conn = runner.pool.acquire().await.map_err(|e| lost(&e))?;
         approvals::passed_by_itself(&mut conn, task.id, run.id, &step.name, position, &changed)
             .await
             .map_err(|e| lost(&e))?;
@@ -65,7 +61,15 @@ pub(super) async fn reach(
         return Ok(Reached::Passed);
     }
     publish::push(runner, task, lease, run, prepared, head).await?;
-    publish::keep_artifacts(runner, run.id, prepared, git, &head.commit, Some(files.clone())).await;
+    publish::keep_artifacts(
+        runner,
+        run.id,
+        prepared,
+        git,
+        &head.commit,
+        Some(files.clone()),
+    )
+    .await;
     // A task asked to stop must not park: it would wait for a decision nobody needs.
     runner.still_held(lease).await?;
     let gate = Gate {

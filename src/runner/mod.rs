@@ -231,7 +231,9 @@ impl TaskRunner {
             Err(err @ (PrepareError::Workspace(_) | PrepareError::Sandbox(_))) => {
                 return Ended::session_fault(err);
             }
-            Err(err @ PrepareError::Git(_)) => return Ended::failed(Failure::Clone(err.to_string())),
+            Err(err @ PrepareError::Git(_)) => {
+                return Ended::failed(Failure::Clone(err.to_string()));
+            }
             Err(err @ PrepareError::Db(_)) => return Ended::failed(Failure::Lost(err.to_string())),
         };
         let context = TaskContext {
