@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -66,8 +67,18 @@ pub async fn run(args: LocalRun, out: &mut impl Write) -> anyhow::Result<()> {
             let _ = print_step(&step, out);
             std::future::ready(())
         };
+        let spent: Duration = steps.iter().map(|step: &StepResult| step.duration).sum();
+        let budget = Duration::from_secs(pipeline.timeout_minutes * 60).saturating_sub(spent);
         let ran = checkout
-            .run_steps(&pipeline, from, &context.env(), &args.sandbox, print)
+            .run_steps(
+                &pipeline,
+                from,
+                &context.env(),
+                &args.sandbox,
+                budget,
+                |_, _, _| None,
+                print,
+            )
             .await?;
         steps.extend(ran.results);
         // Whoever runs a pipeline on their own machine is its approver: a gate is passed and

@@ -253,8 +253,11 @@ async fn workspaces_that_start_together_share_one_fetch() {
     );
 }
 
+/// A way to damage a mirror on disk, and its name.
+type Corruption = (&'static str, fn(&Path));
+
 /// Damage done to a mirror on disk between runs.
-fn corruptions() -> Vec<(&'static str, fn(&Path))> {
+fn corruptions() -> Vec<Corruption> {
     vec![
         ("objects deleted", |mirror| {
             for pack in packs(mirror) {

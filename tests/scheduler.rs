@@ -382,6 +382,7 @@ async fn a_silent_processes_task_is_rescued_and_its_late_results_refused(pool: P
         duration_ms: 1,
         output: String::new(),
         timed_out: false,
+        attempts: 1,
     };
     assert!(
         !runs::record_step(&pool, run.id, held.lease_epoch, &step)
@@ -458,7 +459,9 @@ impl Executor for LongStep {
         let workspace = workspaces.create().unwrap();
         // Unconfined, so that the test sees the step's process group from the host.
         let sandbox = Sandbox::new(SandboxMode::Off, Vec::new());
-        let _ = conveyor::pipeline::step::run(0, &step, &workspace, &[], &sandbox).await;
+        let _ =
+            conveyor::pipeline::step::run(0, &step, &workspace, &[], &sandbox, Duration::MAX, None)
+                .await;
         lease.end(TaskState::Succeeded).await.unwrap();
         Ok(())
     }

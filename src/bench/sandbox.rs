@@ -137,6 +137,8 @@ pub async fn run(
             &workspace,
             &[],
             sandbox_for(variant),
+            Duration::MAX,
+            None,
         )
         .await
         .with_context(|| format!("{}: the step could not run", variant.label()))?;

@@ -227,16 +227,15 @@ pub async fn decide(
             reason: verdict.reason.map(str::to_owned),
         };
         sqlx::query(
-            "UPDATE runs SET approval = $2, state = 'failed', finished_at = now(), outcome = $3,
-                 failure = $4
+            "UPDATE runs SET approval = $2, state = 'failed', finished_at = now(), failure = $3
              WHERE id = $1",
         )
         .bind(run_id)
         .bind(Json(&gate))
-        .bind(Json(&outcome))
         .bind(format!("rejected by @{by}"))
         .execute(&mut *conn)
         .await?;
+        runs::record_outcome(&mut *conn, run_id, &outcome).await?;
         tasks::leave_gate(
             conn,
             task_id,
@@ -300,6 +299,7 @@ fn gate_step(name: &str, position: i32, passed: bool, output: &str) -> StepRecor
         duration_ms: 0,
         output: output.to_owned(),
         timed_out: false,
+        attempts: 1,
     }
 }
 

@@ -2,9 +2,11 @@
 //! Every entry point (webhook, API, CLI, workers) changes tasks through these functions.
 
 pub mod approvals;
+pub mod artifacts;
 pub mod blockers;
 pub mod deferral;
 pub mod events;
+pub mod logs;
 pub mod repositories;
 pub mod runs;
 pub mod state;

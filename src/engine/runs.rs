@@ -1,5 +1,6 @@
 //! Runs of a task, the results of their steps, and what they published.
 
+use chrono::{DateTime, Utc};
 use sha2::Digest;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
@@ -38,6 +39,15 @@ pub struct Run {
     pub base_sha: Option<String>,
     /// The gate the run waits at, or waited at last.
     pub approval: Option<Json<Gate>>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Time its steps took so far, over every pass: what its budget is counted against.
+    pub time_used_ms: i64,
+    /// Why the run did not succeed ([`Outcome::error_type`]), and around what.
+    pub error_type: Option<String>,
+    pub failed_step: Option<String>,
+    pub last_successful_step: Option<String>,
+    pub remediation: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -49,6 +59,7 @@ pub struct StepRecord {
     pub duration_ms: i64,
     pub output: String,
     pub timed_out: bool,
+    pub attempts: i32,
 }
 
 impl StepRecord {
@@ -61,6 +72,7 @@ impl StepRecord {
             duration_ms: step.duration.as_millis() as i64,
             output: step.output.clone(),
             timed_out: step.timed_out,
+            attempts: step.attempts as i32,
         }
     }
 
@@ -73,13 +85,17 @@ impl StepRecord {
             duration: std::time::Duration::from_millis(self.duration_ms.max(0) as u64),
             output: self.output.clone(),
             timed_out: self.timed_out,
+            out_of_budget: false,
+            attempts: self.attempts.max(1) as u32,
         }
     }
 }
 
 const RUN_COLUMNS: &str = "id, task_id, attempt, state, pipeline, branch, head_sha, \
      pull_request_number, pull_request_url, failure, outcome, definition, resume_at_step, \
-     previous_run_id, check_sha, base_sha, approval, definition_sha, definition_hash";
+     previous_run_id, check_sha, base_sha, approval, definition_sha, definition_hash, \
+     started_at, finished_at, time_used_ms, error_type, failed_step, last_successful_step, \
+     remediation";
 
 /// Starts the next attempt of a task, going by the pipeline definition its first attempt
 /// pinned (whatever the default branch holds by now); a retry's first run follows the last run
@@ -192,8 +208,9 @@ pub async fn pin(
     Ok(())
 }
 
-/// Records a step's result if the run's task is still held under lease `epoch`; `false` when
-/// the result is stale (the task was rescued) and was dropped.
+/// Records the result of a step's attempt if the run's task is still held under lease
+/// `epoch` (a later attempt's replaces it) and counts its time against the run's budget;
+/// `false` when the result is stale (the task was rescued) and was dropped.
 pub async fn record_step(
     db: impl PgExecutor<'_>,
     run_id: i64,
@@ -201,11 +218,19 @@ pub async fn record_step(
     step: &StepRecord,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "INSERT INTO run_steps (run_id, position, name, command, exit_code, duration_ms, output,
-                                timed_out)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $9
-         FROM runs r JOIN tasks t ON t.id = r.task_id
-         WHERE r.id = $1 AND t.lease_epoch = $8 AND t.state = 'running'",
+        "WITH held AS (
+             UPDATE runs r SET time_used_ms = r.time_used_ms + $6
+             FROM tasks t
+             WHERE r.id = $1 AND t.id = r.task_id AND t.lease_epoch = $8 AND t.state = 'running'
+             RETURNING r.id
+         )
+         INSERT INTO run_steps (run_id, position, name, command, exit_code, duration_ms, output,
+                                timed_out, attempts)
+         SELECT id, $2, $3, $4, $5, $6, $7, $9, $10 FROM held
+         ON CONFLICT (run_id, position) DO UPDATE SET name = EXCLUDED.name,
+             command = EXCLUDED.command, exit_code = EXCLUDED.exit_code,
+             duration_ms = EXCLUDED.duration_ms, output = EXCLUDED.output,
+             timed_out = EXCLUDED.timed_out, attempts = EXCLUDED.attempts",
     )
     .bind(run_id)
     .bind(step.position)
@@ -216,6 +241,7 @@ pub async fn record_step(
     .bind(&step.output)
     .bind(epoch)
     .bind(step.timed_out)
+    .bind(step.attempts)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -248,7 +274,7 @@ pub async fn record_gate_step(
 
 pub async fn steps(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Vec<StepRecord>> {
     sqlx::query_as(
-        "SELECT position, name, command, exit_code, duration_ms, output, timed_out
+        "SELECT position, name, command, exit_code, duration_ms, output, timed_out, attempts
          FROM run_steps WHERE run_id = $1 ORDER BY position",
     )
     .bind(run_id)
@@ -264,35 +290,74 @@ pub async fn finish(
     state: RunState,
     outcome: &Outcome,
 ) -> sqlx::Result<bool> {
-    let failure = match outcome {
-        Outcome::Failed(failure) => Some(failure.headline()),
-        _ => None,
-    };
-    let done = sqlx::query(
-        "UPDATE runs SET state = $2, finished_at = now(), outcome = $3, failure = $4
-         WHERE id = $1 AND state = 'running'",
-    )
+    let ending = Ending::of(outcome);
+    let done = sqlx::query(&format!(
+        "UPDATE runs SET state = $7, finished_at = now(), outcome = $2, failure = $3,
+             {ENDING_COLUMNS}
+         WHERE id = $1 AND state = 'running'"
+    ))
     .bind(run_id)
-    .bind(state)
     .bind(Json(outcome))
-    .bind(failure)
+    .bind(ending.failure)
+    .bind(ending.error_type)
+    .bind(ending.failed_step)
+    .bind(ending.remediation)
+    .bind(state)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// Records how a run that ended without its worker's result was stopped, for its reports.
+/// Records how a run that ended without its worker's result was stopped (or was rejected at
+/// its gate), for its reports.
 pub async fn record_outcome(
     db: impl PgExecutor<'_>,
     run_id: i64,
     outcome: &Outcome,
 ) -> sqlx::Result<()> {
-    sqlx::query("UPDATE runs SET outcome = $2 WHERE id = $1 AND outcome IS NULL")
-        .bind(run_id)
-        .bind(Json(outcome))
-        .execute(db)
-        .await?;
+    let ending = Ending::of(outcome);
+    sqlx::query(&format!(
+        "UPDATE runs SET outcome = $2, failure = COALESCE(failure, $3), {ENDING_COLUMNS}
+         WHERE id = $1 AND outcome IS NULL"
+    ))
+    .bind(run_id)
+    .bind(Json(outcome))
+    .bind(ending.failure)
+    .bind(ending.error_type)
+    .bind(ending.failed_step)
+    .bind(ending.remediation)
+    .execute(db)
+    .await?;
     Ok(())
+}
+
+/// The columns an ending sets beside the outcome (`$2`) and failure (`$3`): binds `$4` to
+/// `$6`, and the last step that passed from the steps recorded.
+const ENDING_COLUMNS: &str = "error_type = $4, failed_step = $5, remediation = $6,
+     last_successful_step = CASE WHEN $4 IS NULL THEN NULL ELSE
+         (SELECT name FROM run_steps WHERE run_id = $1 AND exit_code = 0
+          ORDER BY position DESC LIMIT 1) END";
+
+/// What an outcome says about the failure, in the columns queries use.
+struct Ending {
+    failure: Option<String>,
+    error_type: Option<&'static str>,
+    failed_step: Option<String>,
+    remediation: Option<String>,
+}
+
+impl Ending {
+    fn of(outcome: &Outcome) -> Self {
+        Self {
+            failure: match outcome {
+                Outcome::Failed(failure) => Some(failure.headline()),
+                _ => None,
+            },
+            error_type: outcome.error_type().map(|kind| kind.as_str()),
+            failed_step: outcome.failed_step().map(str::to_owned),
+            remediation: outcome.remediation(),
+        }
+    }
 }
 
 /// Records a push as soon as it happened, so that a later attempt knows the branch holds

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use crate::engine::blockers::{self, BlockerError};
 use crate::engine::repositories::{self, RepositoryError};
 use crate::engine::state::TransitionError;
 use crate::engine::tasks::{self, Cancel, EngineError};
-use crate::engine::{deferral, events, runs};
+use crate::engine::{RunState, artifacts, deferral, events, logs, runs};
 use crate::webhook::inbox::{self, Replay};
 
 const MAX_PAGE: i64 = 500;
@@ -288,4 +288,158 @@ pub async fn add_blocker(
         Json(json!({ "task": id, "blocker": body.blocker })),
     )
         .into_response())
+}
+
+/// Lines of a run's log served in one page at most.
+const MAX_LOG_PAGE: i64 = 5_000;
+
+async fn run_or_404(state: &AppState, id: i64) -> Result<runs::Run, Refusal> {
+    runs::get(&state.pool, id)
+        .await
+        .map_err(database)?
+        .ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no run {id}")))
+}
+
+/// `GET /api/v2/runs/{id}`: the run, its steps (attempts, durations), why it failed if it
+/// did, what it changed, and where its diff, logs and page are.
+pub async fn get_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers)?;
+    let run = run_or_404(&state, id).await?;
+    let steps: Vec<_> = runs::steps(&state.pool, id)
+        .await
+        .map_err(database)?
+        .into_iter()
+        .map(|step| {
+            json!({
+                "position": step.position,
+                "name": step.name,
+                "command": step.command,
+                "exit_code": step.exit_code,
+                "timed_out": step.timed_out,
+                "attempts": step.attempts,
+                "duration_ms": step.duration_ms,
+            })
+        })
+        .collect();
+    let artifacts = artifacts::get(&state.pool, id).await.map_err(database)?;
+    let outcome = run.outcome.as_ref().map(|outcome| &outcome.0);
+    let failed = run.error_type.is_some();
+    Ok(Json(json!({
+        "id": run.id,
+        "task": run.task_id,
+        "attempt": run.attempt,
+        "state": run.state,
+        "running": run.state == RunState::Running,
+        "pipeline": run.pipeline,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "time_used_ms": run.time_used_ms,
+        "base_sha": run.base_sha,
+        "head_sha": run.head_sha,
+        "branch": run.branch,
+        "pull_request_url": run.pull_request_url,
+        "definition_sha": run.definition_sha,
+        "outcome": outcome,
+        "failure": run.failure,
+        "error_type": run.error_type,
+        "failed_step": run.failed_step,
+        "last_successful_step": failed.then_some(run.last_successful_step),
+        "remediation": run.remediation,
+        "steps": steps,
+        "files": artifacts.as_ref().map(|artifacts| &artifacts.files.0),
+        "diff": artifacts.as_ref().map(|artifacts| json!({
+            "bytes": artifacts.diff_bytes,
+            "truncated": artifacts.truncated,
+            "base_sha": artifacts.base_sha,
+            "head_sha": artifacts.head_sha,
+        })),
+        "links": {
+            "self": format!("/api/v2/runs/{id}"),
+            "page": format!("/runs/{id}"),
+            "diff": format!("/api/v2/runs/{id}/diff"),
+            "logs": format!("/api/v2/runs/{id}/logs"),
+            "task": format!("/api/v2/tasks/{}", run.task_id),
+        },
+    }))
+    .into_response())
+}
+
+/// `GET /api/v2/runs/{id}/diff`: the diff against the run's base as `text/x-diff`, its full
+/// size in `X-Conveyor-Diff-Bytes` and `X-Conveyor-Diff-Truncated: true` when the body
+/// holds only its first part.
+pub async fn get_run_diff(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers)?;
+    run_or_404(&state, id).await?;
+    let artifacts = artifacts::get(&state.pool, id)
+        .await
+        .map_err(database)?
+        .ok_or_else(|| {
+            Refusal(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "run {id} has no diff: it has not reached an approval step or published yet"
+                ),
+            )
+        })?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/x-diff; charset=utf-8".to_owned(),
+            ),
+            (
+                HeaderName::from_static("x-conveyor-diff-bytes"),
+                artifacts.diff_bytes.to_string(),
+            ),
+            (
+                HeaderName::from_static("x-conveyor-diff-truncated"),
+                artifacts.truncated.to_string(),
+            ),
+        ],
+        artifacts.diff,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    /// Lines after this `seq`: the `next` of the previous page.
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/v2/runs/{id}/logs?after=SEQ&limit=N`: the run's log lines in order; `next` is
+/// the `after` of the following page, and `running` says whether more may come.
+pub async fn get_run_logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(query): Query<LogQuery>,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers)?;
+    // Read before the lines: a run seen still running after its last lines were read has
+    // no line the follower will miss by asking again.
+    let run = run_or_404(&state, id).await?;
+    let after = query.after.unwrap_or(0).max(0);
+    let limit = query.limit.unwrap_or(1_000).clamp(1, MAX_LOG_PAGE);
+    let lines = logs::page(&state.pool, id, after, limit)
+        .await
+        .map_err(database)?;
+    let next = lines.last().map_or(after, |line| line.seq);
+    Ok(Json(json!({
+        "run": id,
+        "state": run.state,
+        "running": run.state == RunState::Running,
+        "lines": lines,
+        "next": next,
+    }))
+    .into_response())
 }

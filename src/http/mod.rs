@@ -55,6 +55,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/deliveries", get(api::list_deliveries))
         .route("/api/v2/deliveries/{id}/replay", post(api::replay_delivery))
         .route("/api/v2/tasks/{id}", get(api::get_task))
+        .route("/api/v2/runs/{id}", get(api::get_run))
+        .route("/api/v2/runs/{id}/diff", get(api::get_run_diff))
+        .route("/api/v2/runs/{id}/logs", get(api::get_run_logs))
         .route("/api/v2/tasks/{id}/cancel", post(api::cancel_task))
         .route("/api/v2/tasks/{id}/blockers", post(api::add_blocker))
         .route(

@@ -154,7 +154,8 @@ impl Deliverer {
         task_id: i64,
         retried: bool,
     ) -> Result<(), Undelivered> {
-        let Some(shown) = render::status_comment(&self.pool, task_id).await? else {
+        let Some(shown) = render::status_comment(&self.pool, task_id, &self.public_url).await?
+        else {
             return Ok(());
         };
         let mut existing = status_comments::get(&self.pool, task_id)
@@ -185,13 +186,12 @@ impl Deliverer {
         head_sha: &str,
         retried: bool,
     ) -> Result<(), Undelivered> {
-        let Some(shown) = render::check_run(&self.pool, task_id, head_sha).await? else {
+        let Some(shown) =
+            render::check_run(&self.pool, task_id, head_sha, &self.public_url).await?
+        else {
             return Ok(());
         };
-        let details_url = format!(
-            "{}/api/v2/tasks/{task_id}",
-            self.public_url.trim_end_matches('/')
-        );
+        let details_url = shown.details_url.clone();
         let external_id = task_id.to_string();
         let mut existing = shown.check_run_id;
         if existing.is_none() && retried {

@@ -12,7 +12,7 @@ use crate::engine::{RunState, TaskState, deferral, status_comments};
 use crate::pipeline::StepResult;
 use crate::report::approval::{ApprovalContext, Approvers};
 use crate::report::check_run::{self, CheckRunReport, CheckState};
-use crate::report::{Interruption, Outcome, comment};
+use crate::report::{self, Interruption, Outcome, RunLinks, comment};
 
 pub(super) struct ShownComment {
     pub issue: i64,
@@ -22,6 +22,8 @@ pub(super) struct ShownComment {
 pub(super) struct ShownCheck {
     pub report: CheckRunReport,
     pub check_run_id: Option<i64>,
+    /// Where the check run links: the run's page, or the task before a run started.
+    pub details_url: String,
 }
 
 pub(super) struct WantedPull {
@@ -32,10 +34,12 @@ pub(super) struct WantedPull {
     pub pipeline: String,
 }
 
-/// The task's status comment as its records say now; `None` when the task is gone.
+/// The task's status comment as its records say now, linking to its run under `public_url`;
+/// `None` when the task is gone.
 pub(super) async fn status_comment(
     pool: &PgPool,
     task_id: i64,
+    public_url: &str,
 ) -> sqlx::Result<Option<ShownComment>> {
     let Some(task) = tasks::get(pool, task_id).await? else {
         return Ok(None);
@@ -68,7 +72,10 @@ pub(super) async fn status_comment(
             None,
             false,
         ),
-        (Some(run), _) => run_comment(pool, &task, run, &steps).await?,
+        (Some(run), _) => {
+            let body = run_comment(pool, &task, run, &steps).await?;
+            report::with_footer(&body, &footer(&task, run, public_url))
+        }
     };
     Ok(Some(ShownComment {
         issue: task.issue_number,
@@ -160,18 +167,20 @@ async fn retry_in(pool: &PgPool, task_id: i64) -> sqlx::Result<Option<Duration>>
     Ok(seconds.map(Duration::from_secs_f64))
 }
 
-/// The task's check run on `head_sha` as its records say now; `None` when the task is gone.
+/// The task's check run on `head_sha` as its records say now, linking to its run under
+/// `public_url`; `None` when the task is gone.
 pub(super) async fn check_run(
     pool: &PgPool,
     task_id: i64,
     head_sha: &str,
+    public_url: &str,
 ) -> sqlx::Result<Option<ShownCheck>> {
     let Some(task) = tasks::get(pool, task_id).await? else {
         return Ok(None);
     };
     let run = runs::latest(pool, task_id).await?;
     let check_run_id = runs::check_run_id(pool, task_id, head_sha).await?;
-    let report = match &run {
+    let mut report = match &run {
         None => check_run::render(&task.pipeline, queued_or_cancelled(&task), &[]),
         Some(run) => {
             let steps = step_results(pool, run.id).await?;
@@ -200,10 +209,32 @@ pub(super) async fn check_run(
             }
         }
     };
+    let details_url = match &run {
+        Some(run) => {
+            report.summary = report::with_footer(&report.summary, &footer(&task, run, public_url));
+            RunLinks::new(public_url, run.id).page
+        }
+        None => format!(
+            "{}/api/v2/tasks/{task_id}",
+            public_url.trim_end_matches('/')
+        ),
+    };
     Ok(Some(ShownCheck {
         report,
         check_run_id,
+        details_url,
     }))
+}
+
+/// The failure context (once the run is over) and the links a run's reports end with.
+fn footer(task: &Task, run: &Run, public_url: &str) -> String {
+    let over = !matches!(run.state, RunState::Running | RunState::AwaitingApproval);
+    let outcome = over.then(|| ended(task, run));
+    report::footer(
+        outcome.as_ref(),
+        run.last_successful_step.as_deref(),
+        &RunLinks::new(public_url, run.id),
+    )
 }
 
 fn queued_or_cancelled(task: &Task) -> CheckState<'_> {

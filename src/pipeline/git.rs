@@ -509,6 +509,66 @@ impl Git {
         })
     }
 
+    /// The patch from commit `from` to commit `to`: its first `max_bytes` bytes, and the size
+    /// of the whole, read as git writes it so that a huge diff is never held whole.
+    pub async fn patch(
+        &self,
+        git_dir: &Path,
+        from: &str,
+        to: &str,
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, u64), GitError> {
+        use tokio::io::AsyncReadExt;
+        let failed = |message: String| GitError {
+            action: "diff",
+            message,
+        };
+        let mut command = self.command(Some(git_dir), None, false);
+        command
+            .args(["diff", "--patch", "--no-color", "--no-ext-diff", from, to])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let read = async {
+            let mut child = command
+                .spawn()
+                .map_err(|err| failed(format!("could not run git: {err}")))?;
+            let mut stdout = child.stdout.take().expect("stdout is piped");
+            let mut stderr = child.stderr.take().expect("stderr is piped");
+            let errors = tokio::spawn(async move {
+                let mut text = String::new();
+                let _ = stderr.read_to_string(&mut text).await;
+                text
+            });
+            let mut kept = Vec::new();
+            let mut total = 0u64;
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                let n = stdout
+                    .read(&mut buffer)
+                    .await
+                    .map_err(|err| failed(format!("reading git's output: {err}")))?;
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+                let room = max_bytes.saturating_sub(kept.len());
+                kept.extend_from_slice(&buffer[..n.min(room)]);
+            }
+            let status = child
+                .wait()
+                .await
+                .map_err(|err| failed(format!("could not run git: {err}")))?;
+            if status.success() {
+                Ok((kept, total))
+            } else {
+                Err(failed(errors.await.unwrap_or_default().trim().to_owned()))
+            }
+        };
+        tokio::time::timeout(self.time_limit, read)
+            .await
+            .map_err(|_| failed(format!("no end within {:?}", self.time_limit)))?
+    }
+
     pub async fn diff(&self, git_dir: &Path, from: &str, to: &str) -> Result<String, GitError> {
         self.run("diff", git_dir, &["diff", "--stat", "--patch", from, to])
             .await

@@ -11,7 +11,9 @@ pub mod step;
 pub mod workspace;
 
 pub use definition::{DefinitionError, Pipeline};
-pub use step::StepResult;
+pub use step::{Line, LineSink, StepResult};
+
+use std::time::{Duration, Instant};
 
 use definition::{MAX_PIPELINE_FILE_BYTES, PIPELINE_FILE};
 use git::{Git, GitError, TreeEntry};
@@ -150,20 +152,27 @@ impl Checkout {
     }
 
     /// Runs the steps of `pipeline` from position `from` in order in the work tree, stopping
-    /// at the first that fails or before the first approval step. `on_step` sees each result
-    /// as soon as the step ends.
-    pub async fn run_steps<F, Fut>(
+    /// at the first that fails for good or before the first approval step. A failed step runs
+    /// again alone up to its `retries`; all of them together stop when `budget` is spent.
+    /// `lines` gives where each attempt's output goes as it runs; `on_step` sees the result
+    /// of each attempt as soon as it ends (and its lines are stored).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_steps<L, F, Fut>(
         &self,
         pipeline: &Pipeline,
         from: usize,
         env: &[(String, String)],
         sandbox: &Sandbox,
+        budget: Duration,
+        mut lines: L,
         mut on_step: F,
     ) -> Result<Steps, SandboxError>
     where
+        L: FnMut(usize, &str, u32) -> Option<LineSink>,
         F: FnMut(StepResult) -> Fut,
         Fut: Future<Output = ()>,
     {
+        let started = Instant::now();
         let mut results = Vec::with_capacity(pipeline.steps.len());
         for (position, step) in pipeline.steps.iter().enumerate().skip(from) {
             if let definition::Action::Approval(_) = step.action {
@@ -172,8 +181,39 @@ impl Checkout {
                     gate: Some(position),
                 });
             }
-            let result = step::run(position, step, &self.workspace, env, sandbox).await?;
-            on_step(result.clone()).await;
+            // Only a command is worth running again; anything else fails the same way.
+            let attempts = match step.script() {
+                Some(_) => step.retries.saturating_add(1),
+                None => 1,
+            };
+            let mut attempt = 0;
+            let result = loop {
+                attempt += 1;
+                let sink = lines(position, &step.name, attempt);
+                let left = budget.saturating_sub(started.elapsed());
+                let ran = step::run(
+                    position,
+                    step,
+                    &self.workspace,
+                    env,
+                    sandbox,
+                    left,
+                    sink.as_ref(),
+                )
+                .await;
+                if let Some(sink) = sink {
+                    sink.close().await;
+                }
+                let result = StepResult {
+                    attempts: attempt,
+                    ..ran?
+                };
+                on_step(result.clone()).await;
+                if result.succeeded() || result.out_of_budget || attempt >= attempts {
+                    break result;
+                }
+                tracing::info!(step = %step.name, attempt, attempts, "step failed; running it again");
+            };
             let failed = !result.succeeded();
             results.push(result);
             if failed {
@@ -213,6 +253,13 @@ pub struct Steps {
     pub results: Vec<StepResult>,
     /// The approval step the steps stopped before, by position.
     pub gate: Option<usize>,
+}
+
+impl Steps {
+    /// Whether the steps stopped because the run's time budget ran out.
+    pub fn out_of_budget(&self) -> bool {
+        self.results.last().is_some_and(|step| step.out_of_budget)
+    }
 }
 
 /// The failed step, if the steps stopped at one.

@@ -1,7 +1,12 @@
-//! Running one step in its sandbox, with its output captured and bounded.
+//! Running one step in its sandbox, with its output captured and bounded, and passed on line
+//! by line as it comes.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::definition::Step;
 use super::sandbox::{Sandbox, SandboxError, StepCommand};
@@ -10,6 +15,36 @@ use super::workspace::Workspace;
 /// Output kept per step: the head (how it started) and the tail (where failures show), with
 /// what lies between counted and cut.
 const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// A line of output longer than this is passed on in pieces of this size: a progress bar
+/// redrawn with `\r` or a minified file must not make one unbounded line.
+pub const MAX_LINE_BYTES: usize = 4096;
+
+/// One line of a step's output (without its line end), and when it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub at: DateTime<Utc>,
+    pub text: String,
+}
+
+/// Where a running step's lines go, and the task that stores them: closing it waits until
+/// every line sent is stored, so a step's log is whole once its result is recorded.
+pub struct LineSink {
+    lines: mpsc::Sender<Line>,
+    stored: JoinHandle<()>,
+}
+
+impl LineSink {
+    pub fn new(lines: mpsc::Sender<Line>, stored: JoinHandle<()>) -> Self {
+        Self { lines, stored }
+    }
+
+    pub async fn close(self) {
+        drop(self.lines);
+        if let Err(err) = self.stored.await {
+            tracing::warn!(error = %err, "the step's log writer stopped");
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepResult {
@@ -21,6 +56,10 @@ pub struct StepResult {
     pub duration: Duration,
     pub output: String,
     pub timed_out: bool,
+    /// Stopped because the run's time budget ran out (not the step's own timeout).
+    pub out_of_budget: bool,
+    /// How many times the step ran: this result is the last of them.
+    pub attempts: u32,
 }
 
 impl StepResult {
@@ -38,14 +77,17 @@ impl StepResult {
     }
 }
 
-/// Runs `step` in `workspace`; an error means it could not start at all (no sandbox, no shell),
-/// which is Conveyor's failure, not the step's.
+/// Runs `step` in `workspace` for at most its timeout or `budget` (what is left of the run's
+/// time), whichever is shorter, sending its output to `lines` as it comes; an error means it
+/// could not start at all (no sandbox, no shell), which is Conveyor's failure, not the step's.
 pub async fn run(
     position: usize,
     step: &Step,
     workspace: &Workspace,
     env: &[(String, String)],
     sandbox: &Sandbox,
+    budget: Duration,
+    lines: Option<&LineSink>,
 ) -> Result<StepResult, SandboxError> {
     // A gate is the runner's to wait at; one that reaches here must fail rather than pass.
     let Some(script) = step.script() else {
@@ -60,6 +102,8 @@ pub async fn run(
                 step.name
             ),
             timed_out: false,
+            out_of_budget: false,
+            attempts: 1,
         });
     };
     let started = Instant::now();
@@ -73,23 +117,45 @@ pub async fn run(
         network: step.has_network(),
         limits: step.limits,
     };
-    let collector = tokio::task::spawn_blocking(move || collect(reader));
+    let sender = lines.map(|sink| sink.lines.clone());
+    let collector = tokio::task::spawn_blocking({
+        let sender = sender.clone();
+        move || collect(reader, sender)
+    });
     let spawned = sandbox.spawn(&command, Some(&writer)).await;
     // The step holds its own copies: ours must go for the output to reach its end.
     drop(writer);
     let mut running = spawned?;
-    let (exit_code, timed_out) = match tokio::time::timeout(step.timeout(), running.wait()).await {
+    let limit = step.timeout().min(budget);
+    let (exit_code, stopped) = match tokio::time::timeout(limit, running.wait()).await {
         Ok(status) => (status.map_err(SandboxError::Spawn)?.code(), false),
         Err(_) => (None, true),
     };
     // Ends whatever the step left running, so the output pipe closes.
     drop(running);
     let mut output = collector.await.unwrap_or_default();
-    if timed_out {
-        output.push_str(&format!(
-            "\nconveyor: step timed out after {} minutes\n",
+    let out_of_budget = stopped && budget < step.timeout();
+    let timed_out = stopped && !out_of_budget;
+    let note = if out_of_budget {
+        Some("conveyor: step stopped: the run's time budget ran out".to_owned())
+    } else if timed_out {
+        Some(format!(
+            "conveyor: step timed out after {} minutes",
             step.timeout_minutes
-        ));
+        ))
+    } else {
+        None
+    };
+    if let Some(note) = note {
+        output.push_str(&format!("\n{note}\n"));
+        if let Some(sender) = &sender {
+            let _ = sender
+                .send(Line {
+                    at: Utc::now(),
+                    text: note,
+                })
+                .await;
+        }
     }
     Ok(StepResult {
         position,
@@ -99,23 +165,53 @@ pub async fn run(
         duration: started.elapsed(),
         output,
         timed_out,
+        out_of_budget,
+        attempts: 1,
     })
 }
 
 /// Reads the step's output to its end, keeping at most [`MAX_OUTPUT_BYTES`]: the first half
-/// and the last half, with a line saying how much was cut between them. NUL bytes are dropped
-/// (the database cannot store them) and invalid UTF-8 is replaced.
-fn collect(mut reader: std::io::PipeReader) -> String {
+/// and the last half, with a line saying how much was cut between them, and sends each line
+/// to `lines` as it completes. NUL bytes are dropped (the database cannot store them) and
+/// invalid UTF-8 is replaced.
+fn collect(mut reader: std::io::PipeReader, mut lines: Option<mpsc::Sender<Line>>) -> String {
     let half = MAX_OUTPUT_BYTES / 2;
     let mut head = Vec::new();
     let mut tail = std::collections::VecDeque::new();
     let mut cut = 0usize;
+    let mut line = Vec::new();
     let mut buffer = [0u8; 8192];
+    // A receiver gone (the log writer stopped) stops the sending, never the step.
+    let send = |text: &[u8], lines: &mut Option<mpsc::Sender<Line>>| {
+        if let Some(sender) = lines {
+            let line = Line {
+                at: Utc::now(),
+                text: String::from_utf8_lossy(text).into_owned(),
+            };
+            if sender.blocking_send(line).is_err() {
+                *lines = None;
+            }
+        }
+    };
     while let Ok(n) = reader.read(&mut buffer) {
         if n == 0 {
             break;
         }
         let mut bytes = buffer[..n].iter().copied().filter(|&b| b != 0);
+        if lines.is_some() {
+            for byte in bytes.clone() {
+                if byte == b'\n' {
+                    send(&line, &mut lines);
+                    line.clear();
+                } else {
+                    line.push(byte);
+                    if line.len() == MAX_LINE_BYTES {
+                        send(&line, &mut lines);
+                        line.clear();
+                    }
+                }
+            }
+        }
         head.extend(bytes.by_ref().take(half - head.len()));
         tail.extend(bytes);
         if tail.len() > half {
@@ -123,6 +219,9 @@ fn collect(mut reader: std::io::PipeReader) -> String {
             tail.drain(..excess);
             cut += excess;
         }
+    }
+    if !line.is_empty() {
+        send(&line, &mut lines);
     }
     let mut output = String::from_utf8_lossy(&head).into_owned();
     if cut > 0 {
@@ -172,9 +271,14 @@ mod tests {
             env: &[(String, String)],
             sandbox: &Sandbox,
         ) -> StepResult {
-            run(0, step, &self.workspace, env, sandbox).await.unwrap()
+            run(0, step, &self.workspace, env, sandbox, DAY, None)
+                .await
+                .unwrap()
         }
     }
+
+    /// A budget no test step reaches.
+    const DAY: Duration = Duration::from_secs(24 * 3600);
 
     fn sandbox() -> Sandbox {
         Sandbox::new(SandboxMode::On, Vec::new())
@@ -452,7 +556,7 @@ mod tests {
         let sandbox = sandbox();
         let place = Place::new(&sandbox);
         std::fs::remove_dir_all(place.dir()).unwrap();
-        let err = run(0, &step("true"), &place.workspace, &[], &sandbox)
+        let err = run(0, &step("true"), &place.workspace, &[], &sandbox, DAY, None)
             .await
             .unwrap_err();
         assert!(matches!(err, SandboxError::Unavailable(_)), "{err}");
@@ -502,6 +606,8 @@ mod tests {
             duration: Duration::ZERO,
             output: "a\nb\nc\n".into(),
             timed_out: false,
+            out_of_budget: false,
+            attempts: 1,
         };
         assert_eq!(result.tail(2), "b\nc");
         assert_eq!(result.tail(10), "a\nb\nc");

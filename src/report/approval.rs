@@ -285,6 +285,8 @@ mod tests {
             duration: Duration::from_secs(2),
             output: String::new(),
             timed_out: false,
+            out_of_budget: false,
+            attempts: 1,
         }
     }
 

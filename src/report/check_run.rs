@@ -329,7 +329,20 @@ fn failure_summary(failure: &Failure) -> String {
                 "The run changed protected paths, so nothing was pushed:\n\n{list}\nA run may not change these unless the pipeline lists what it may touch in `protected_paths:`."
             )
         }
-        Failure::Infrastructure(message) => format!(
+        Failure::Budget { step, minutes } => format!(
+            "The run used up its budget of {minutes} minutes in step {}, which was stopped there; nothing was pushed.",
+            code(step)
+        ),
+        Failure::NoAnswer { step, reason } => format!(
+            "Step {} asked questions that got no answer, so the run stopped; nothing was pushed.\n\n{}",
+            code(step),
+            quote_output(reason, MESSAGE_MAX_BYTES)
+        ),
+        Failure::Clone(message)
+        | Failure::Push(message)
+        | Failure::GitHub(message)
+        | Failure::Sandbox(message)
+        | Failure::Lost(message) => format!(
             "Conveyor could not finish the run; this is not the repository's doing:\n\n{}",
             fenced(&quote_output(message, MESSAGE_MAX_BYTES))
         ),
@@ -378,6 +391,8 @@ mod tests {
             duration: Duration::from_secs(1),
             output: String::new(),
             timed_out: false,
+            out_of_budget: false,
+            attempts: 1,
         }
     }
 
@@ -449,7 +464,7 @@ mod tests {
             },
             Failure::Definition(long.clone()),
             Failure::Protected(vec![name.clone(); 5_000]),
-            Failure::Infrastructure(long.clone()),
+            Failure::GitHub(long.clone()),
         ];
         let mut states = vec![
             CheckState::Queued,
@@ -656,7 +671,7 @@ mod tests {
                 "The run changed protected paths, so nothing was pushed:\n\n- `CODEOWNERS`\n",
             ),
             (
-                CheckState::Failed(&Failure::Infrastructure("push refused".into())),
+                CheckState::Failed(&Failure::Push("push refused".into())),
                 "Conveyor could not finish the run; this is not the repository's doing:\n\n```\npush refused\n```",
             ),
             (

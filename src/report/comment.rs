@@ -150,7 +150,20 @@ pub fn ended(
                 quote_output(&list, MESSAGE_MAX_BYTES)
             ));
         }
-        Outcome::Failed(Failure::Infrastructure(message)) => body.push_str(&format!(
+        Outcome::Failed(Failure::Budget { step, minutes }) => body.push_str(&format!(
+            "❌ **Conveyor** pipeline `{pipeline}` ran out of its {minutes}-minute budget in step `{step}`, which was stopped there. Nothing was pushed.\n"
+        )),
+        Outcome::Failed(Failure::NoAnswer { step, reason }) => body.push_str(&format!(
+            "❌ **Conveyor** pipeline `{pipeline}` stopped at step `{step}`: its questions got no answer ({}). Nothing was pushed.\n",
+            quote_output(reason, MESSAGE_MAX_BYTES)
+        )),
+        Outcome::Failed(
+            Failure::Clone(message)
+            | Failure::Push(message)
+            | Failure::GitHub(message)
+            | Failure::Sandbox(message)
+            | Failure::Lost(message),
+        ) => body.push_str(&format!(
             "❌ **Conveyor** could not finish this task: {}\n",
             quote_output(message, MESSAGE_MAX_BYTES)
         )),
@@ -240,6 +253,8 @@ mod tests {
             duration: Duration::from_millis(1500),
             output: output.into(),
             timed_out: false,
+            out_of_budget: false,
+            attempts: 1,
         }
     }
 
@@ -325,7 +340,7 @@ mod tests {
             .collect();
         for outcome in [
             Outcome::Failed(Failure::Definition(long.clone())),
-            Outcome::Failed(Failure::Infrastructure(format!("git: {long}\0"))),
+            Outcome::Failed(Failure::Clone(format!("git: {long}\0"))),
             Outcome::NoChanges,
         ] {
             let body = finished(

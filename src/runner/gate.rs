@@ -33,10 +33,10 @@ pub(super) async fn reach(
     head: &mut Head,
     at: usize,
 ) -> Result<Reached, Failure> {
-    let infrastructure = |err: &dyn std::fmt::Display| Failure::Infrastructure(err.to_string());
+    let lost = |err: &dyn std::fmt::Display| Failure::Lost(err.to_string());
     let step = &prepared.pipeline.steps[at];
     let Action::Approval(approval) = &step.action else {
-        return Err(Failure::Infrastructure(format!(
+        return Err(Failure::Definition(format!(
             "step `{}` is not an approval step",
             step.name
         )));
@@ -46,25 +46,30 @@ pub(super) async fn reach(
         .checkout
         .changed_files(git, &prepared.diff_base, &head.commit)
         .await
-        .map_err(|e| infrastructure(&e))?;
+        .map_err(|e| Failure::Sandbox(e.to_string()))?;
     let paths: Vec<&str> = files.iter().map(|file| file.path.as_str()).collect();
     let needed = definition::approval_needed(approval, &paths)
         .map_err(|e| Failure::Definition(e.to_string()))?;
     let position = at as i32;
     if !needed {
         let changed: Vec<String> = paths.iter().map(|path| (*path).to_owned()).collect();
-        let mut conn = runner
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| infrastructure(&e))?;
+        let mut conn = runner.pool.acquire().await.map_err(|e| lost(&e))?;
         approvals::passed_by_itself(&mut conn, task.id, run.id, &step.name, position, &changed)
             .await
-            .map_err(|e| infrastructure(&e))?;
+            .map_err(|e| lost(&e))?;
         tracing::info!(step = %step.name, "approval step passed by itself: no listed path changed");
         return Ok(Reached::Passed);
     }
     publish::push(runner, task, lease, run, prepared, head).await?;
+    publish::keep_artifacts(
+        runner,
+        run.id,
+        prepared,
+        git,
+        &head.commit,
+        Some(files.clone()),
+    )
+    .await;
     // A task asked to stop must not park: it would wait for a decision nobody needs.
     runner.still_held(lease).await?;
     let gate = Gate {
@@ -80,7 +85,7 @@ pub(super) async fn reach(
     };
     park(runner, task, lease, run, &gate)
         .await
-        .map_err(|e| infrastructure(&e))?;
+        .map_err(|e| lost(&e))?;
     Ok(Reached::Parked)
 }
 

@@ -8,11 +8,13 @@ mod prepare;
 mod publish;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
 use tracing::Instrument;
 
+use crate::engine::logs;
 use crate::engine::runs::{self, Run, StepRecord};
 use crate::engine::tasks::{self, EngineError, Task};
 use crate::engine::{RunState, TaskState};
@@ -29,7 +31,8 @@ use crate::scheduler::{Executor, Lease, SessionFault, Stop};
 
 use publish::Head;
 
-/// Failures of Conveyor's own (clone, push, GitHub) are retried whatever the pipeline says.
+/// Failures of Conveyor's own (clone, push, GitHub, sandbox) are retried whatever the
+/// pipeline says.
 const INFRASTRUCTURE_RETRY: RetryPolicy = RetryPolicy {
     attempts: 3,
     backoff_seconds: 30,
@@ -99,6 +102,17 @@ impl Executor for TaskRunner {
     }
 }
 
+/// The run's budget in minutes: the pipeline's, or the lower one its task asked for.
+fn budget_minutes(pipeline: &pipeline::Pipeline, task: &Task) -> u64 {
+    let asked = task
+        .timeout_minutes
+        .and_then(|minutes| u64::try_from(minutes).ok())
+        .filter(|&minutes| minutes > 0);
+    asked.map_or(pipeline.timeout_minutes, |asked| {
+        asked.min(pipeline.timeout_minutes)
+    })
+}
+
 /// How one pass of a run went.
 enum Ended {
     /// The run reached its end: succeeded or failed.
@@ -127,7 +141,7 @@ impl Ended {
     fn session_fault(err: impl std::fmt::Display) -> Self {
         let message = err.to_string();
         Ended::Over {
-            outcome: Outcome::Failed(Failure::Infrastructure(message.clone())),
+            outcome: Outcome::Failed(Failure::Sandbox(message.clone())),
             step_retry: None,
             fault: Some(SessionFault(message)),
         }
@@ -162,11 +176,11 @@ impl TaskRunner {
             Outcome::Failed(Failure::Step { .. }) => {
                 step_retry.unwrap_or_default().delay_after(attempt)
             }
-            Outcome::Failed(Failure::Infrastructure(_)) => {
+            Outcome::Failed(failure) if failure.is_conveyors() => {
                 INFRASTRUCTURE_RETRY.delay_after(attempt)
             }
-            // Success, or a broken pipeline file or a protected path touched, which need a
-            // commit rather than another attempt.
+            // Success, or a broken pipeline file, a protected path touched or the budget
+            // spent, which need a change rather than another attempt.
             _ => None,
         };
         self.record_end(task, lease, run.id, &outcome, retry_in)
@@ -208,9 +222,7 @@ impl TaskRunner {
         let git = match client.token().await {
             Ok(token) => Git::with_token(&token),
             Err(err) => {
-                return Ended::failed(Failure::Infrastructure(format!(
-                    "no installation token: {err}"
-                )));
+                return Ended::failed(Failure::GitHub(format!("no installation token: {err}")));
             }
         };
         let prepared = match prepare::prepare(self, task, run, &git).await {
@@ -221,7 +233,10 @@ impl TaskRunner {
             Err(err @ (PrepareError::Workspace(_) | PrepareError::Sandbox(_))) => {
                 return Ended::session_fault(err);
             }
-            Err(err) => return Ended::failed(Failure::Infrastructure(err.to_string())),
+            Err(err @ PrepareError::Git(_)) => {
+                return Ended::failed(Failure::Clone(err.to_string()));
+            }
+            Err(err @ PrepareError::Db(_)) => return Ended::failed(Failure::Lost(err.to_string())),
         };
         let context = TaskContext {
             task_id: Some(task.id),
@@ -234,20 +249,53 @@ impl TaskRunner {
         let env = context.env();
         let mut head = Head::new(&prepared);
         let mut from = run.resume_at_step.map_or(0, |step| step.max(0) as usize);
+        let budget_minutes = budget_minutes(&prepared.pipeline, task);
+        // Time the run's steps took, earlier passes (before an approval) included.
+        let used_ms = AtomicU64::new(run.time_used_ms.max(0) as u64);
         loop {
+            let used = Duration::from_millis(used_ms.load(Ordering::Relaxed));
+            let budget = Duration::from_secs(budget_minutes * 60).saturating_sub(used);
+            let lines = |position: usize, step: &str, attempt: u32| {
+                let target = logs::Target {
+                    run_id: run.id,
+                    epoch: task.lease_epoch,
+                    position,
+                    step: step.to_owned(),
+                    attempt,
+                };
+                Some(logs::open(self.pool.clone(), target))
+            };
             let steps = match prepared
                 .checkout
-                .run_steps(&prepared.pipeline, from, &env, &self.sandbox, |step| {
-                    self.record_step(run.id, task.lease_epoch, step)
-                })
+                .run_steps(
+                    &prepared.pipeline,
+                    from,
+                    &env,
+                    &self.sandbox,
+                    budget,
+                    lines,
+                    |step| {
+                        used_ms.fetch_add(step.duration.as_millis() as u64, Ordering::Relaxed);
+                        self.record_step(run.id, task.lease_epoch, step)
+                    },
+                )
                 .await
             {
                 Ok(steps) => steps,
                 Err(err) => return Ended::session_fault(err),
             };
             if let Some(step) = pipeline::failed_step(&steps.results) {
+                let failure = if steps.out_of_budget() {
+                    Failure::Budget {
+                        step: step.name.clone(),
+                        minutes: budget_minutes,
+                    }
+                } else {
+                    Failure::from_step(step)
+                };
+                publish::keep_work_in_progress(self, run, &prepared, &git, &head).await;
                 return Ended::Over {
-                    outcome: Outcome::Failed(Failure::from_step(step)),
+                    outcome: Outcome::Failed(failure),
                     step_retry: Some(prepared.pipeline.retry),
                     fault: None,
                 };
@@ -281,7 +329,7 @@ impl TaskRunner {
                 tracing::warn!(error = %err, step = %step.name, "could not record step result")
             }
         }
-        tracing::info!(step = %step.name, exit_code = ?step.exit_code, elapsed_ms = step.duration.as_millis() as u64, "step finished");
+        tracing::info!(step = %step.name, attempt = step.attempts, exit_code = ?step.exit_code, elapsed_ms = step.duration.as_millis() as u64, "step finished");
     }
 
     /// Writes the run's end, the task's end under its lease and the reports it causes, in one
@@ -362,10 +410,10 @@ impl TaskRunner {
     async fn still_held(&self, lease: &Lease) -> Result<(), Failure> {
         match lease.is_held().await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(Failure::Infrastructure(
+            Ok(false) => Err(Failure::Lost(
                 "the task's lease moved on; nothing more was published".to_owned(),
             )),
-            Err(err) => Err(Failure::Infrastructure(format!(
+            Err(err) => Err(Failure::Lost(format!(
                 "could not check the task's lease: {err}"
             ))),
         }

@@ -3,9 +3,11 @@
 
 use super::TaskRunner;
 use super::prepare::Prepared;
+use crate::engine::artifacts;
 use crate::engine::runs::{self, Run};
 use crate::engine::tasks::Task;
-use crate::pipeline::git::Git;
+use crate::pipeline::changes::ChangedFile;
+use crate::pipeline::git::{Git, GitError};
 use crate::pipeline::protected::Protected;
 use crate::report::{Failure, Outcome};
 use crate::scheduler::Lease;
@@ -25,8 +27,9 @@ impl Head {
     }
 }
 
-fn infrastructure(err: impl std::fmt::Display) -> Failure {
-    Failure::Infrastructure(err.to_string())
+/// Conveyor's git could not read back the work tree the steps left.
+fn unreadable(err: GitError) -> Failure {
+    Failure::Sandbox(err.to_string())
 }
 
 /// Commits what the steps changed since `head` (if anything) on top of it, refusing paths
@@ -41,7 +44,7 @@ pub(super) async fn commit(
     let changed = checkout
         .changes(git, &head.commit)
         .await
-        .map_err(infrastructure)?;
+        .map_err(unreadable)?;
     if changed.is_empty() {
         return Ok(());
     }
@@ -62,7 +65,7 @@ pub(super) async fn commit(
     head.commit = checkout
         .commit(git, &head.commit, &message)
         .await
-        .map_err(infrastructure)?;
+        .map_err(unreadable)?;
     Ok(())
 }
 
@@ -82,7 +85,10 @@ pub(super) async fn push(
     let client = runner
         .github
         .installation(task.installation_id, &task.repo_name);
-    let token = client.token().await.map_err(infrastructure)?;
+    let token = client
+        .token()
+        .await
+        .map_err(|err| Failure::GitHub(format!("no installation token: {err}")))?;
     runner.still_held(lease).await?;
     Git::with_token(&token)
         .push(
@@ -93,10 +99,10 @@ pub(super) async fn push(
             head.remote.as_deref(),
         )
         .await
-        .map_err(infrastructure)?;
+        .map_err(|err| Failure::Push(err.to_string()))?;
     runs::record_push(&runner.pool, run.id, &prepared.branch, &head.commit)
         .await
-        .map_err(infrastructure)?;
+        .map_err(|err| Failure::Lost(err.to_string()))?;
     tracing::info!(branch = %prepared.branch, head_sha = %head.commit, "branch pushed");
     head.remote = Some(head.commit.clone());
     Ok(())
@@ -117,8 +123,83 @@ pub(super) async fn finish(
         return Ok(Outcome::NoChanges);
     }
     push(runner, task, lease, run, prepared, head).await?;
+    keep_artifacts(runner, run.id, prepared, git, &head.commit, None).await;
     Ok(Outcome::Proposed {
         branch: prepared.branch.clone(),
         built_on: prepared.built_on.clone(),
     })
+}
+
+/// Stores what the run changed from its base up to `commit` (`files` when they are known
+/// already). Artifacts are a report: when they cannot be made the run goes on without them.
+pub(super) async fn keep_artifacts(
+    runner: &TaskRunner,
+    run_id: i64,
+    prepared: &Prepared,
+    git: &Git,
+    commit: &str,
+    files: Option<Vec<ChangedFile>>,
+) {
+    let checkout = &prepared.checkout;
+    let base = &prepared.diff_base;
+    let made = async {
+        let files = match files {
+            Some(files) => files,
+            None => checkout.changed_files(git, base, commit).await?,
+        };
+        let (bytes, size) = git
+            .patch(
+                &checkout.workspace.git_dir(),
+                base,
+                commit,
+                artifacts::MAX_DIFF_BYTES,
+            )
+            .await?;
+        Ok::<_, GitError>((files, bytes, size))
+    };
+    let (files, bytes, size) = match made.await {
+        Ok(made) => made,
+        Err(err) => {
+            tracing::warn!(error = %err, "the run's diff could not be made");
+            return;
+        }
+    };
+    let truncated = size > bytes.len() as u64;
+    let diff = artifacts::stored_diff(&bytes, truncated);
+    if let Err(err) = artifacts::store(
+        &runner.pool,
+        run_id,
+        base,
+        commit,
+        &diff,
+        size,
+        truncated,
+        &files,
+    )
+    .await
+    {
+        tracing::warn!(error = %err, "the run's diff could not be stored");
+    }
+}
+
+/// For a failed run, what its work tree held when it stopped, as a commit no branch points
+/// to: the person fixing the failure sees how far the steps got.
+pub(super) async fn keep_work_in_progress(
+    runner: &TaskRunner,
+    run: &Run,
+    prepared: &Prepared,
+    git: &Git,
+    head: &Head,
+) {
+    let checkout = &prepared.checkout;
+    let staged = async {
+        checkout.changes(git, &head.commit).await?;
+        checkout
+            .commit(git, &head.commit, "Work in progress of a failed run")
+            .await
+    };
+    match staged.await {
+        Ok(commit) => keep_artifacts(runner, run.id, prepared, git, &commit, None).await,
+        Err(err) => tracing::warn!(error = %err, "the failed run's work could not be read"),
+    }
 }

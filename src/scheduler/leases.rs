@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::SchedulerSettings;
 use super::sessions::SessionPool;
+use crate::engine::runs;
 use crate::engine::tasks::{self, Rescued};
+use crate::report::{Interruption, Outcome};
 
 /// Only one process rescues at a time; the others skip that round.
 const RESCUE_LOCK: i64 = 0x636f_6e76_7265_7363;
@@ -67,6 +69,11 @@ pub async fn rescue(pool: &PgPool, timeout: Duration) -> anyhow::Result<Vec<(i64
     let mut rescued = Vec::with_capacity(orphans.len());
     for task_id in orphans {
         let outcome = tasks::rescue(&mut tx, task_id).await?;
+        // Its worker's process is gone: nobody else says how its run ended.
+        if let Some(run) = runs::latest(&mut *tx, task_id).await? {
+            let lost = Outcome::Interrupted(Interruption::Lost);
+            runs::record_outcome(&mut *tx, run.id, &lost).await?;
+        }
         tracing::info!(task = task_id, ?outcome, "task rescued");
         rescued.push((task_id, outcome));
     }
