@@ -4,7 +4,7 @@ use tracing_subscriber::EnvFilter;
 
 use conveyor::bench::{
     self, intake::IntakeBench, loop_latency::LoopBench, sandbox::SandboxBench,
-    scheduler::SchedulerBench,
+    scheduler::SchedulerBench, workspace::WorkspaceBench,
 };
 use conveyor::config::Config;
 use conveyor::local_run::{self, LocalRun};
@@ -84,6 +84,11 @@ enum Bench {
     /// step starting (through the sandbox unless CONVEYOR_SANDBOX=off, with workspaces under
     /// CONVEYOR_DATA_DIR).
     Loop(LoopBench),
+    /// Generate a repository (20,000 files, 5,000 commits by default), serve it over smart
+    /// HTTP with `git http-backend`, and time a fresh clone (what each run did before)
+    /// against a workspace from the warm mirror, in a scratch directory under
+    /// CONVEYOR_DATA_DIR. Needs no database.
+    Workspace(WorkspaceBench),
 }
 
 #[tokio::main]
@@ -180,6 +185,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .sandbox();
             let report = bench::sandbox::run(&bench, &config.data_dir, sandboxed).await?;
             bench::sandbox::print(&report);
+            Ok(())
+        }
+        Command::Bench(Bench::Workspace(bench)) => {
+            let report = bench::workspace::run(&bench, &config.data_dir).await?;
+            bench::workspace::print(&report);
             Ok(())
         }
         Command::Migrate => {

@@ -1,10 +1,11 @@
-//! `conveyor bench …`: load generators a user can point at a running Conveyor, and the
-//! cost of the steps' sandbox.
+//! `conveyor bench …`: load generators a user can point at a running Conveyor, the cost of
+//! the steps' sandbox, and what the mirror cache saves a run's workspace.
 
 pub mod intake;
 pub mod loop_latency;
 pub mod sandbox;
 pub mod scheduler;
+pub mod workspace;
 
 use std::time::Duration;
 

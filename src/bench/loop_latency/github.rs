@@ -493,7 +493,7 @@ async fn create_pull(
 }
 
 /// Git with nothing of the user's configuration, committing as the bench.
-fn git(dir: &Path) -> tokio::process::Command {
+pub(in crate::bench) fn git(dir: &Path) -> tokio::process::Command {
     let mut command = tokio::process::Command::new("git");
     command
         .current_dir(dir)
@@ -507,7 +507,7 @@ fn git(dir: &Path) -> tokio::process::Command {
     command
 }
 
-async fn run_git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+pub(in crate::bench) async fn run_git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     let output = git(dir).args(args).output().await.context("running git")?;
     if !output.status.success() {
         bail!(

@@ -5,7 +5,7 @@
 //! - an approval click on the check run, from its webhook being sent to the step after the
 //!   approval starting.
 
-mod github;
+pub(super) mod github;
 mod scenarios;
 
 use std::time::Duration;
