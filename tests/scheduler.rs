@@ -382,6 +382,7 @@ async fn a_silent_processes_task_is_rescued_and_its_late_results_refused(pool: P
         duration_ms: 1,
         output: String::new(),
         timed_out: false,
+        attempts: 1,
     };
     assert!(
         !runs::record_step(&pool, run.id, held.lease_epoch, &step)
