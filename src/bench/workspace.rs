@@ -153,7 +153,10 @@ async fn measure(
         .await
         .context("making the mirror")?;
     let cold_mirror = started.elapsed();
-    println!("cold mirror (a repository's first run): {:.1} ms", millis(cold_mirror));
+    println!(
+        "cold mirror (a repository's first run): {:.1} ms",
+        millis(cold_mirror)
+    );
 
     let mut samples = Vec::new();
     for run in 1..=bench.runs.max(1) {
@@ -214,8 +217,14 @@ pub fn print(report: &WorkspaceReport) {
         report.commits,
         report.packed_bytes as f64 / f64::from(1 << 20)
     );
-    println!("  fresh clone (before)             {:>8.1} ms", millis(fresh));
-    println!("  warm mirror (fetch + workspace)  {:>8.1} ms", millis(mirror));
+    println!(
+        "  fresh clone (before)             {:>8.1} ms",
+        millis(fresh)
+    );
+    println!(
+        "  warm mirror (fetch + workspace)  {:>8.1} ms",
+        millis(mirror)
+    );
     println!(
         "  check-out of the base, either way {:>7.1} ms / {:.1} ms (work tree and the steps' .git)",
         millis(out_fresh),
@@ -234,7 +243,11 @@ pub fn print(report: &WorkspaceReport) {
 /// files of made-up source text, each later one changing a few of them.
 async fn generate(bare: &Path, files: usize, commits: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(bare)?;
-    run_git(bare, &["init", "--quiet", "--bare", "--initial-branch=main"]).await?;
+    run_git(
+        bare,
+        &["init", "--quiet", "--bare", "--initial-branch=main"],
+    )
+    .await?;
     let mut rng = fastrand::Rng::with_seed(11);
     let mut stream = Vec::new();
     for commit in 0..commits {
@@ -380,7 +393,10 @@ async fn cgi(root: &Path, request: Request) -> anyhow::Result<Response> {
         .env("CONTENT_TYPE", header(&header::CONTENT_TYPE))
         .env("CONTENT_LENGTH", body.len().to_string())
         .env("HTTP_CONTENT_ENCODING", header(&header::CONTENT_ENCODING))
-        .env("GIT_PROTOCOL", header(&HeaderName::from_static("git-protocol")))
+        .env(
+            "GIT_PROTOCOL",
+            header(&HeaderName::from_static("git-protocol")),
+        )
         .env("REMOTE_ADDR", "127.0.0.1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
