@@ -267,4 +267,27 @@ async fn every_attempt_goes_by_the_definition_its_first_attempt_read(pool: sqlx:
     assert_eq!(steps[0].output, "version-two\n");
     assert_eq!(run.definition_sha.as_deref(), Some(changed.as_str()));
     assert_ne!(run.definition_hash, attempts[0].definition_hash);
+
+    // Its status comment says the file changed since the last run on the issue; the first
+    // task's, whose attempts all went by one file, does not.
+    harness.settled().await;
+    let said = |task_id: i64| {
+        harness
+            .github
+            .comments(OWNER, REPO, 7)
+            .into_iter()
+            .find(|comment| comment.body.contains(&format!("conveyor:task:{task_id} ")))
+            .map(|comment| comment.body)
+            .unwrap()
+    };
+    let expected = format!(
+        "`.github/conveyor.yml` changed since run {} on this issue: this run goes by the file as of commit {changed}.",
+        attempts[1].id
+    );
+    assert!(said(retry.id).contains(&expected), "{}", said(retry.id));
+    assert!(
+        !said(task_id).contains("changed since run"),
+        "{}",
+        said(task_id)
+    );
 }

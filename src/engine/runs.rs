@@ -208,6 +208,37 @@ pub async fn pin(
     Ok(())
 }
 
+/// The last run of the issue's earlier tasks, when it read another pipeline file than `run`
+/// did: a new task (a retry, a relabel) reads the file afresh, and its report says so. (A
+/// task's own attempts all go by the file its first one read.)
+pub async fn definition_changed_since(
+    db: impl PgExecutor<'_>,
+    run: &Run,
+) -> sqlx::Result<Option<i64>> {
+    let Some(hash) = &run.definition_hash else {
+        return Ok(None);
+    };
+    sqlx::query_as(
+        "SELECT earlier.id, earlier.definition_hash FROM runs earlier
+         JOIN tasks earlier_task ON earlier_task.id = earlier.task_id
+         JOIN tasks this_task ON this_task.id = $1
+         WHERE earlier.id < $2 AND earlier.definition_hash IS NOT NULL
+           AND earlier_task.id <> this_task.id
+           AND earlier_task.installation_id = this_task.installation_id
+           AND earlier_task.repo_owner = this_task.repo_owner
+           AND earlier_task.repo_name = this_task.repo_name
+           AND earlier_task.issue_number = this_task.issue_number
+         ORDER BY earlier.id DESC LIMIT 1",
+    )
+    .bind(run.task_id)
+    .bind(run.id)
+    .fetch_optional(db)
+    .await
+    .map(|earlier: Option<(i64, String)>| {
+        earlier.and_then(|(id, earlier_hash)| (&earlier_hash != hash).then_some(id))
+    })
+}
+
 /// Records the result of a step's attempt if the run's task is still held under lease
 /// `epoch` (a later attempt's replaces it) and counts its time against the run's budget;
 /// `false` when the result is stale (the task was rescued) and was dropped.

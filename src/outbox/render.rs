@@ -73,7 +73,13 @@ pub(super) async fn status_comment(
             false,
         ),
         (Some(run), _) => {
-            let body = run_comment(pool, &task, run, &steps).await?;
+            let mut body = run_comment(pool, &task, run, &steps).await?;
+            if let Some(earlier) = runs::definition_changed_since(pool, run).await? {
+                body.push_str(&comment::definition_changed(
+                    earlier,
+                    run.definition_sha.as_deref(),
+                ));
+            }
             report::with_footer(&body, &footer(&task, run, public_url))
         }
     };

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{Failure, Interruption, Outcome, STEP_NAME_MAX_CHARS, steps_table};
 use crate::pipeline::StepResult;
+use crate::pipeline::definition::PIPELINE_FILE;
 use crate::text_bounds::{self, github_body, quote_output};
 
 /// Lines of a failed step's output quoted in the comment.
@@ -90,6 +91,17 @@ pub fn approved(task_id: i64, pipeline: &str, by: Option<&str>, steps: &[StepRes
         body.push_str(&steps_table(steps));
     }
     github_body(&body)
+}
+
+/// Says that the run goes by another version of the pipeline file than run `earlier` on the
+/// same issue did, so that a changed result is not put down to chance.
+pub fn definition_changed(earlier: i64, sha: Option<&str>) -> String {
+    let version = sha
+        .map(|sha| format!(" as of commit {sha}"))
+        .unwrap_or_default();
+    format!(
+        "\n📝 `{PIPELINE_FILE}` changed since run {earlier} on this issue: this run goes by the file{version}.\n"
+    )
 }
 
 /// How the task's run ended; `retry_in` when it runs again after a wait, `requeued` when it
