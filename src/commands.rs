@@ -83,6 +83,11 @@ pub enum ParseError {
         code(.0)
     )]
     InvalidTimeout(String),
+    #[error(
+        "{} is not a step name: put a name with spaces in double quotes, such as `/conveyor retry \"run tests\"`.",
+        code(.0)
+    )]
+    InvalidStepName(String),
 }
 
 /// Every command in `comment`, in order, each as the command or why its line is not one.
@@ -175,7 +180,7 @@ fn parse_command(line: &str) -> Result<Command, ParseError> {
     let command = match word.to_ascii_lowercase().as_str() {
         "run" => run_command(arguments)?,
         "retry" => Command::Retry {
-            step: at_most_one("retry", arguments)?.map(str::to_owned),
+            step: step_name(arguments)?,
         },
         "reject" => Command::Reject {
             reason: (!arguments.is_empty()).then(|| arguments.to_owned()),
@@ -237,6 +242,28 @@ fn minutes(value: &str) -> Option<u32> {
     (1..=TIMEOUT_MAX_MINUTES).contains(&total).then_some(total)
 }
 
+/// The step `retry` names: one word, or a name with spaces in double quotes
+/// (`"run tests"`); `arguments` is trimmed.
+fn step_name(arguments: &str) -> Result<Option<String>, ParseError> {
+    let Some(quoted) = arguments.strip_prefix('"') else {
+        return Ok(at_most_one("retry", arguments)?.map(str::to_owned));
+    };
+    let Some((name, rest)) = quoted.split_once('"') else {
+        return Err(ParseError::InvalidStepName(arguments.to_owned()));
+    };
+    let rest = rest.trim_start();
+    if !rest.is_empty() {
+        return Err(ParseError::UnexpectedArgument {
+            command: "retry",
+            argument: rest.to_owned(),
+        });
+    }
+    match name.trim() {
+        "" => Err(ParseError::InvalidStepName(arguments.to_owned())),
+        name => Ok(Some(name.to_owned())),
+    }
+}
+
 /// The single word in `arguments`, if any; `arguments` is trimmed.
 fn at_most_one<'a>(
     command: &'static str,
@@ -284,7 +311,7 @@ fn pipeline_name(name: &str) -> Result<String, ParseError> {
 fn arguments_taken(command: &str) -> &'static str {
     match command {
         "run" => "one pipeline name and one `timeout=…` at most",
-        "retry" => "one step name at most",
+        "retry" => "one step name at most (in double quotes if it has spaces)",
         _ => "no arguments",
     }
 }
@@ -549,6 +576,24 @@ mod tests {
                 vec![Ok(Retry {
                     step: Some("étape".into()),
                 })],
+            ),
+            (
+                "/conveyor retry \"run the tests\"",
+                vec![Ok(Retry {
+                    step: Some("run the tests".into()),
+                })],
+            ),
+            (
+                "/conveyor retry \"run the tests",
+                vec![Err(ParseError::InvalidStepName("\"run the tests".into()))],
+            ),
+            (
+                "/conveyor retry \" \"",
+                vec![Err(ParseError::InvalidStepName("\" \"".into()))],
+            ),
+            (
+                "/conveyor retry \"lint\" now",
+                vec![unexpected("retry", "now")],
             ),
             ("/conveyoré run", vec![]),
             ("/conveyo", vec![]),

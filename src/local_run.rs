@@ -58,7 +58,9 @@ pub async fn run(args: LocalRun, out: &mut impl Write) -> anyhow::Result<()> {
     // A branch an earlier local run left is replaced, but only as it was when cloned.
     let remote = checkout.branch_head(&git, &branch).await?;
     let base = checkout.default_head.clone();
-    checkout.check_out(&git, &base, &url, &args.sandbox).await?;
+    checkout
+        .check_out(&git, &base, None, &url, &args.sandbox)
+        .await?;
     let mut steps = Vec::new();
     let mut from = 0;
     loop {

@@ -303,7 +303,7 @@ async fn a_corrupt_mirror_is_cloned_again_and_the_workspace_works() {
             .unwrap_or_else(|err| panic!("{damage}: {err}"));
         assert_eq!(checkout.default_head, head, "{damage}");
         checkout
-            .check_out(&git, &head, "https://example.test/r.git", &sandbox)
+            .check_out(&git, &head, None, "https://example.test/r.git", &sandbox)
             .await
             .unwrap_or_else(|err| panic!("{damage}: {err}"));
         assert_eq!(
@@ -424,7 +424,7 @@ async fn the_recorded_base_is_checked_out_after_the_branch_moved_and_lost_it() {
         .unwrap();
     assert_eq!(checkout.default_head, rewritten);
     checkout
-        .check_out(&git, &base, "https://example.test/r.git", &sandbox)
+        .check_out(&git, &base, None, "https://example.test/r.git", &sandbox)
         .await
         .unwrap();
     let work = checkout.workspace.repo_dir();

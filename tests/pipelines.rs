@@ -291,3 +291,100 @@ async fn every_attempt_goes_by_the_definition_its_first_attempt_read(pool: sqlx:
         said(task_id)
     );
 }
+
+/// `agent` writes the work; `test` fails in the first task and passes in any later one, so
+/// that a retry from `test` can only pass on the agent's work kept from the failed run.
+const RETRYING: &str = "pipelines:
+  default:
+    steps:
+      - {name: agent, run: 'echo agent >> WORK.md'}
+      - {name: test, retryable: true, run: 'grep -qx agent WORK.md && test \"$CONVEYOR_TASK_ID\" -gt 1'}
+      - {name: lint check, retryable: true, run: 'true'}
+";
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn retry_from_a_step_takes_up_the_failed_run_at_that_step(pool: sqlx::PgPool) {
+    let harness = Harness::start(pool).await;
+    harness.add_repo(&[
+        (".github/conveyor.yml", RETRYING),
+        ("README.md", "# widgets\n"),
+    ]);
+    harness
+        .github
+        .set_permission(OWNER, REPO, REQUESTER, "write");
+    let failed = harness.label("label-7", 7, "Fix the widget").await;
+    assert_eq!(harness.final_state(failed).await, TaskState::Failed);
+    harness.settled().await;
+    let failed_run = runs::latest(&harness.pool, failed).await.unwrap().unwrap();
+
+    // Refused: a step that does not exist, one not declared retryable, one after the
+    // failure; each reply says why and no task starts.
+    let refusals = [
+        (
+            "retry-nope",
+            "/conveyor retry nope",
+            "pipeline `default` has no step `nope` (its steps: `agent`, `test`, `lint check`)",
+        ),
+        (
+            "retry-agent",
+            "/conveyor retry agent",
+            "step `agent` does not declare `retryable: true`",
+        ),
+        (
+            "retry-lint",
+            "/conveyor retry \"lint check\"",
+            "step `lint check` comes after `test`, where the run failed",
+        ),
+    ];
+    for (delivery, text, why) in refusals {
+        comment(&harness, delivery, 7, text, &[]).await;
+        let outcome = harness.request_outcome(delivery).await;
+        assert!(outcome.contains(why), "{text}: {outcome}");
+    }
+    harness.settled().await;
+    let replies = replies(&harness, 7);
+    assert_eq!(replies.len(), refusals.len(), "{replies:?}");
+    for ((_, text, why), reply) in refusals.iter().zip(&replies) {
+        assert!(reply.contains(why), "{text}: {reply}");
+    }
+    assert_eq!(task_of(&harness, 7).await.id, failed);
+
+    // Allowed: the new task starts at `test` on the agent's work, by the same definition.
+    comment(&harness, "retry-test", 7, "/conveyor retry test", &[]).await;
+    let outcome = harness.request_outcome("retry-test").await;
+    assert!(outcome.contains("from step `test`"), "{outcome}");
+    let retry = task_of(&harness, 7).await;
+    assert_eq!(
+        (retry.retry_of, retry.retry_from_run, retry.retry_from_step),
+        (Some(failed), Some(failed_run.id), Some(1))
+    );
+    assert_eq!(harness.final_state(retry.id).await, TaskState::Succeeded);
+    let run = runs::latest(&harness.pool, retry.id).await.unwrap().unwrap();
+    let steps: Vec<String> = runs::steps(&harness.pool, run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|step| step.name)
+        .collect();
+    assert_eq!(steps, ["test", "lint check"]);
+    assert_eq!(run.definition_hash, failed_run.definition_hash);
+    assert_eq!(run.base_sha, failed_run.base_sha);
+    let branch = "conveyor/7-fix-the-widget";
+    assert_eq!(
+        harness
+            .github
+            .file_at(OWNER, REPO, branch, "WORK.md")
+            .as_deref(),
+        Some("agent\n"),
+        "the agent ran once, in the failed run"
+    );
+
+    // A run that did not fail is not retried from a step.
+    harness.settled().await;
+    comment(&harness, "retry-again", 7, "/conveyor retry test", &[]).await;
+    let outcome = harness.request_outcome("retry-again").await;
+    assert!(
+        outcome.contains("only a failed run is retried from a step"),
+        "{outcome}"
+    );
+}

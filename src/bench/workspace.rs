@@ -142,7 +142,7 @@ async fn measure(
     let check_out = async |checkout: &Checkout| -> anyhow::Result<Duration> {
         let started = Instant::now();
         checkout
-            .check_out(&git, &checkout.default_head, url, &unconfined)
+            .check_out(&git, &checkout.default_head, None, url, &unconfined)
             .await
             .context("checking out the base")?;
         Ok(started.elapsed())

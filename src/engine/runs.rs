@@ -99,12 +99,19 @@ const RUN_COLUMNS: &str = "id, task_id, attempt, state, pipeline, branch, head_s
 
 /// Starts the next attempt of a task, going by the pipeline definition its first attempt
 /// pinned (whatever the default branch holds by now); a retry's first run follows the last run
-/// of the task it retries, and reads the pipeline file afresh.
+/// of the task it retries, and reads the pipeline file afresh, unless it retries from a step:
+/// then it goes by the definition of the run it takes up, whose step positions it counts on.
 pub async fn start(conn: &mut PgConnection, task_id: i64, pipeline: &str) -> sqlx::Result<Run> {
     sqlx::query_as(&format!(
         "WITH pinned AS (
-             SELECT definition, definition_sha, definition_hash FROM runs
-             WHERE task_id = $1 AND definition IS NOT NULL ORDER BY id LIMIT 1
+             SELECT definition, definition_sha, definition_hash FROM (
+                 SELECT 0 AS rank, id, definition, definition_sha, definition_hash FROM runs
+                 WHERE task_id = $1 AND definition IS NOT NULL
+                 UNION ALL
+                 SELECT 1, r.id, r.definition, r.definition_sha, r.definition_hash
+                 FROM runs r JOIN tasks t ON r.id = t.retry_from_run
+                 WHERE t.id = $1 AND r.definition IS NOT NULL
+             ) found ORDER BY rank, id LIMIT 1
          )
          INSERT INTO runs (task_id, attempt, pipeline, previous_run_id, definition,
                            definition_sha, definition_hash)
@@ -237,6 +244,38 @@ pub async fn definition_changed_since(
     .map(|earlier: Option<(i64, String)>| {
         earlier.and_then(|(id, earlier_hash)| (&earlier_hash != hash).then_some(id))
     })
+}
+
+/// Largest binary patch of a failed run's work that is kept for `/conveyor retry STEP`.
+pub const MAX_WORK_BYTES: usize = 16 * 1024 * 1024;
+
+/// Keeps what a failed run's steps left in the work tree, as a binary patch against its base.
+pub async fn keep_work(db: impl PgExecutor<'_>, run_id: i64, patch: &[u8]) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO run_work (run_id, patch) VALUES ($1, $2)
+         ON CONFLICT (run_id) DO UPDATE SET patch = EXCLUDED.patch",
+    )
+    .bind(run_id)
+    .bind(patch)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The work a failed run left, when it was kept.
+pub async fn work(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<Option<Vec<u8>>> {
+    sqlx::query_scalar("SELECT patch FROM run_work WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Whether a failed run's work was kept, without reading it.
+pub async fn has_work(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM run_work WHERE run_id = $1)")
+        .bind(run_id)
+        .fetch_one(db)
+        .await
 }
 
 /// Records the result of a step's attempt if the run's task is still held under lease

@@ -25,6 +25,16 @@ pub struct NewTask {
     pub retry_of: Option<i64>,
     /// A budget for the run below its pipeline's `timeout_minutes`.
     pub timeout_minutes: Option<i32>,
+    /// Set for `/conveyor retry STEP`: where the task's runs start.
+    pub retry_from: Option<RetryFrom>,
+}
+
+/// A failed run taken up again at one of its steps: its pipeline definition, and the work
+/// its steps had left, start the new run at step `position`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryFrom {
+    pub run_id: i64,
+    pub position: i32,
 }
 
 /// A pull request a task runs on: its new commits go to `head_branch`.
@@ -60,6 +70,9 @@ pub struct Task {
     pub cancelled_by: Option<String>,
     /// A budget for the run below its pipeline's `timeout_minutes`.
     pub timeout_minutes: Option<i32>,
+    /// The run a `/conveyor retry STEP` task takes up (gone when that run was deleted).
+    pub retry_from_run: Option<i64>,
+    pub retry_from_step: Option<i32>,
 }
 
 impl Task {
@@ -83,7 +96,7 @@ pub enum EngineError {
 
 pub(crate) const TASK_COLUMNS: &str = "id, installation_id, repo_owner, repo_name, default_branch, issue_number, \
      title, body, pipeline, state, lease_epoch, attempts, requested_by, pull_request, head_branch, \
-     head_sha, retry_of, cancelled_by, timeout_minutes";
+     head_sha, retry_of, cancelled_by, timeout_minutes, retry_from_run, retry_from_step";
 
 /// Creates a queued task; `None` when the issue already has a live task or the delivery
 /// already created one.
@@ -91,8 +104,9 @@ pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Opt
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO tasks (installation_id, repo_owner, repo_name, default_branch, issue_number,
                             title, body, pipeline, delivery_id, requested_by, pull_request,
-                            head_branch, head_sha, retry_of, timeout_minutes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                            head_branch, head_sha, retry_of, timeout_minutes, retry_from_run,
+                            retry_from_step)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
          ON CONFLICT DO NOTHING
          RETURNING id",
     )
@@ -111,6 +125,8 @@ pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Opt
     .bind(task.pull_request.as_ref().map(|pull| &pull.head_sha))
     .bind(task.retry_of)
     .bind(task.timeout_minutes)
+    .bind(task.retry_from.map(|from| from.run_id))
+    .bind(task.retry_from.map(|from| from.position))
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {
@@ -130,6 +146,7 @@ pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Opt
                 "delivery": task.delivery_id,
                 "requested_by": task.requested_by,
                 "retry_of": task.retry_of,
+                "retry_from_run": task.retry_from.map(|from| from.run_id),
             }),
         )
         .await?;

@@ -8,6 +8,7 @@ use serde_norway::Value;
 
 use super::protected::Protected;
 use crate::authz::Permission;
+use crate::commands::code;
 use crate::text_bounds::title;
 
 pub const PIPELINE_FILE: &str = ".github/conveyor.yml";
@@ -351,6 +352,61 @@ pub struct Approval {
     /// Globs (as in `protected_paths`); the gate passes by itself when the run's changes
     /// touch none of them. Empty: always required.
     pub required_for_paths: Vec<String>,
+}
+
+/// Why `/conveyor retry STEP` cannot start a failed run again at that step.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RetryFromError {
+    #[error("pipeline {} has no step {} (its steps: {})", code(.pipeline), code(.step), .steps)]
+    NoSuchStep {
+        pipeline: String,
+        step: String,
+        steps: String,
+    },
+    #[error(
+        "step {} does not declare `retryable: true`, so no run starts again from it; `/conveyor retry` runs the whole pipeline again",
+        code(.0)
+    )]
+    NotRetryable(String),
+    #[error(
+        "step {} comes after {}, where the run failed; retry from {} or a step before it",
+        code(.step),
+        code(.failed),
+        code(.failed)
+    )]
+    AfterFailure { step: String, failed: String },
+}
+
+impl Pipeline {
+    /// The position `/conveyor retry STEP` starts a run of pipeline `name` again at, after it
+    /// failed at step `failed`: the step must declare `retryable: true`, and the run must have
+    /// got that far (what came after the failure never ran, so there is nothing to retry).
+    pub fn retry_point(
+        &self,
+        name: &str,
+        step: &str,
+        failed: &str,
+    ) -> Result<usize, RetryFromError> {
+        let position = |wanted: &str| self.steps.iter().position(|step| step.name == wanted);
+        let Some(at) = position(step) else {
+            let steps: Vec<String> = self.steps.iter().map(|step| code(&step.name)).collect();
+            return Err(RetryFromError::NoSuchStep {
+                pipeline: name.to_owned(),
+                step: step.to_owned(),
+                steps: steps.join(", "),
+            });
+        };
+        if !self.steps[at].retryable {
+            return Err(RetryFromError::NotRetryable(step.to_owned()));
+        }
+        match position(failed) {
+            Some(failed_at) if at > failed_at => Err(RetryFromError::AfterFailure {
+                step: step.to_owned(),
+                failed: failed.to_owned(),
+            }),
+            _ => Ok(at),
+        }
+    }
 }
 
 impl Step {

@@ -518,6 +518,57 @@ impl Git {
         to: &str,
         max_bytes: usize,
     ) -> Result<(Vec<u8>, u64), GitError> {
+        let args = ["diff", "--patch", "--no-color", "--no-ext-diff", from, to];
+        self.read_diff(git_dir, &args, max_bytes).await
+    }
+
+    /// The patch from commit `from` to commit `to` that [`Git::apply`] takes (binary files
+    /// included), when it is at most `max_bytes`.
+    pub async fn binary_patch(
+        &self,
+        git_dir: &Path,
+        from: &str,
+        to: &str,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<u8>>, GitError> {
+        let args = [
+            "diff",
+            "--binary",
+            "--full-index",
+            "--no-renames",
+            "--no-color",
+            "--no-ext-diff",
+            from,
+            to,
+        ];
+        let (patch, total) = self.read_diff(git_dir, &args, max_bytes).await?;
+        Ok((total <= max_bytes as u64).then_some(patch))
+    }
+
+    /// Applies `patch` (made by [`Git::binary_patch`]) to the files of `work_tree`; git
+    /// refuses a patch that would write outside the work tree or through a symbolic link.
+    pub async fn apply(
+        &self,
+        git_dir: &Path,
+        work_tree: &Path,
+        patch: &Path,
+    ) -> Result<(), GitError> {
+        let mut command = self.command(Some(git_dir), Some(work_tree), false);
+        command.current_dir(work_tree);
+        let patch = patch.to_str().expect("workspace paths are UTF-8");
+        let args = ["apply", "--binary", "--whitespace=nowarn", patch];
+        self.output("apply", command, &args).await?;
+        Ok(())
+    }
+
+    /// Runs `git diff` with `args`, keeping the first `max_bytes` bytes of its output and
+    /// counting the whole, read as git writes it so that a huge diff is never held whole.
+    async fn read_diff(
+        &self,
+        git_dir: &Path,
+        args: &[&str],
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, u64), GitError> {
         use tokio::io::AsyncReadExt;
         let failed = |message: String| GitError {
             action: "diff",
@@ -525,7 +576,7 @@ impl Git {
         };
         let mut command = self.command(Some(git_dir), None, false);
         command
-            .args(["diff", "--patch", "--no-color", "--no-ext-diff", from, to])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let read = async {
@@ -807,6 +858,84 @@ pub(super) mod tests {
             "",
             "pushed to the steps' push URL"
         );
+    }
+
+    #[tokio::test]
+    async fn a_binary_patch_of_the_work_carries_it_to_a_fresh_work_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let url = origin(root.path(), &[("a.txt", "one\n"), ("gone.txt", "x\n")], &[]);
+        let git = Git::default();
+        let work_tree = |name: &str| {
+            let (git_dir, work) = (
+                root.path().join(format!("{name}.git")),
+                root.path().join(name),
+            );
+            std::fs::create_dir(&work).unwrap();
+            (git_dir, work)
+        };
+        let (git_dir, work) = work_tree("first");
+        git.clone(&url, &git_dir).await.unwrap();
+        let base = git.resolve(&git_dir, "HEAD").await.unwrap().unwrap();
+        git.check_out(&git_dir, &work, &base).await.unwrap();
+        std::fs::write(work.join("a.txt"), "one\ntwo\n").unwrap();
+        std::fs::remove_file(work.join("gone.txt")).unwrap();
+        std::fs::create_dir(work.join("new")).unwrap();
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        std::fs::write(work.join("new/blob.bin"), &bytes).unwrap();
+        std::os::unix::fs::symlink("a.txt", work.join("link")).unwrap();
+        git.stage_changes(&git_dir, &work, &base).await.unwrap();
+        let wip = git.commit(&git_dir, &base, "wip").await.unwrap();
+        let patch = git
+            .binary_patch(&git_dir, &base, &wip, 1 << 20)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            git.binary_patch(&git_dir, &base, &wip, 100).await.unwrap(),
+            None
+        );
+
+        let (again_dir, again) = work_tree("again");
+        git.clone(&url, &again_dir).await.unwrap();
+        git.check_out(&again_dir, &again, &base).await.unwrap();
+        let file = root.path().join("work.patch");
+        std::fs::write(&file, &patch).unwrap();
+        git.apply(&again_dir, &again, &file).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(again.join("a.txt")).unwrap(),
+            "one\ntwo\n"
+        );
+        assert!(!again.join("gone.txt").exists());
+        assert_eq!(std::fs::read(again.join("new/blob.bin")).unwrap(), bytes);
+        assert_eq!(
+            std::fs::read_link(again.join("link")).unwrap(),
+            Path::new("a.txt")
+        );
+        git.stage_changes(&again_dir, &again, &base).await.unwrap();
+        let again_wip = git.commit(&again_dir, &base, "wip").await.unwrap();
+        let tree = |dir: &Path, commit: &str| {
+            sh_git(
+                dir,
+                &[
+                    "--git-dir",
+                    dir.to_str().unwrap(),
+                    "rev-parse",
+                    &format!("{commit}^{{tree}}"),
+                ],
+            )
+        };
+        assert_eq!(tree(&again_dir, &again_wip), tree(&git_dir, &wip));
+
+        // A patch whose path runs through a link out of the work tree is refused.
+        let outside = tempfile::tempdir().unwrap();
+        let (evil_dir, evil) = work_tree("evil");
+        git.clone(&url, &evil_dir).await.unwrap();
+        git.check_out(&evil_dir, &evil, &base).await.unwrap();
+        std::os::unix::fs::symlink(outside.path(), evil.join("out")).unwrap();
+        let hostile = "diff --git a/out/x b/out/x\nnew file mode 100644\n--- /dev/null\n+++ b/out/x\n@@ -0,0 +1 @@\n+x\n";
+        std::fs::write(&file, hostile).unwrap();
+        assert!(git.apply(&evil_dir, &evil, &file).await.is_err());
+        assert!(!outside.path().join("x").exists());
     }
 
     #[tokio::test]

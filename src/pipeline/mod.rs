@@ -134,17 +134,26 @@ impl Checkout {
             .map_err(|_| DefinitionError::Unreadable("it is not UTF-8 text".to_owned()))?)
     }
 
-    /// Fills the work tree with `base`, gives the steps a git repository of their own whose
+    /// Fills the work tree with `base` and the `work` of an earlier run on top of it (a patch
+    /// of [`Checkout::work_patch`]), gives the steps a git repository of their own whose
     /// `origin` is `public_url`, and hands the work tree to the sandbox's user.
     pub async fn check_out(
         &self,
         git: &Git,
         base: &str,
+        work: Option<&[u8]>,
         public_url: &str,
         sandbox: &Sandbox,
     ) -> Result<(), PrepareError> {
         let (git_dir, work_tree) = (self.workspace.git_dir(), self.workspace.repo_dir());
         git.check_out(&git_dir, &work_tree, base).await?;
+        if let Some(work) = work.filter(|work| !work.is_empty()) {
+            // In Conveyor's git dir, out of the steps' reach.
+            let file = git_dir.join("conveyor-work.patch");
+            std::fs::write(&file, work)?;
+            git.apply(&git_dir, &work_tree, &file).await?;
+            std::fs::remove_file(&file)?;
+        }
         git.copy_for_steps(&git_dir, &work_tree, base, public_url)
             .await?;
         sandbox.hand_over(&self.workspace)?;
@@ -229,6 +238,19 @@ impl Checkout {
     /// Stages what the steps left in the work tree; the paths that differ from `base`.
     pub async fn changes(&self, git: &Git, base: &str) -> Result<Vec<String>, GitError> {
         git.stage_changes(&self.workspace.git_dir(), &self.workspace.repo_dir(), base)
+            .await
+    }
+
+    /// The work from commit `from` to commit `to` as a patch that [`Checkout::check_out`]
+    /// puts back on `from`, when it is at most `max_bytes`.
+    pub async fn work_patch(
+        &self,
+        git: &Git,
+        from: &str,
+        to: &str,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<u8>>, GitError> {
+        git.binary_patch(&self.workspace.git_dir(), from, to, max_bytes)
             .await
     }
 

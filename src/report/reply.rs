@@ -15,7 +15,7 @@ const COMMANDS: [(&str, &str); 7] = [
     ),
     (
         "retry [step]",
-        "run the latest task here again as a new run (from `step` when given)",
+        "run the latest task here again as a new run; with a `step` that declares `retryable: true`, a failed run starts again at that step, on the work its steps had left",
     ),
     ("cancel", "cancel the task queued or running here"),
     (

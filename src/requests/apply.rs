@@ -9,9 +9,9 @@ use super::lookup::PipelineText;
 use super::queue::Taken;
 use super::{Asked, Request, Requests};
 use crate::authz::{self, Action, Actor, Permission};
-use crate::commands::{self, Command, ParseError};
+use crate::commands::{self, Command, ParseError, code};
 use crate::engine::approvals::{self, Decided, Verdict};
-use crate::engine::tasks::{self, NewTask, PullRequestTarget, Task};
+use crate::engine::tasks::{self, NewTask, PullRequestTarget, RetryFrom, Task};
 use crate::engine::{TaskState, events, runs};
 use crate::github::InstallationClient;
 use crate::github::client::Repo;
@@ -143,6 +143,7 @@ impl Scope<'_> {
             pull_request: None,
             retry_of: None,
             timeout_minutes: None,
+            retry_from: None,
         }
     }
 }
@@ -276,7 +277,7 @@ pub(super) async fn apply(
             if let Err(why) = scope.allowed(Action::Retry, &settings, None).await? {
                 return Ok(scope.refuse(conn, task.issue_number, "retry", &why).await?);
             }
-            Ok(match retry(&scope, conn, task.issue_number).await? {
+            Ok(match retry(&scope, conn, task.issue_number, None).await? {
                 Ok(done) => done,
                 Err(why) => scope.refuse(conn, task.issue_number, "retry", &why).await?,
             })
@@ -588,17 +589,11 @@ async fn run_command(
             }
             create(scope, conn, &task).await?
         }
-        Command::Retry { step: Some(step) } => refused(
-            command,
-            format!(
-                "retrying from a step (`{step}`) is not supported; `/conveyor retry` runs the whole pipeline again"
-            ),
-        ),
-        Command::Retry { step: None } => {
+        Command::Retry { step } => {
             if let Err(why) = scope.allowed(Action::Retry, settings, None).await? {
                 return Ok(refused(command, why));
             }
-            match retry(scope, conn, issue).await? {
+            match retry(scope, conn, issue, step.as_deref()).await? {
                 Ok(done) => Handled::Accepted(done),
                 Err(why) => refused(command, why),
             }
@@ -715,11 +710,13 @@ async fn pull_request_target(
     }
 }
 
-/// Runs the issue's latest task again as a new task, linked to it.
+/// Runs the issue's latest task again as a new task, linked to it: the whole pipeline, or,
+/// from `step`, the failed run's pipeline at that step on top of its work.
 async fn retry(
     scope: &Scope<'_>,
     conn: &mut PgConnection,
     issue: i64,
+    step: Option<&str>,
 ) -> anyhow::Result<Result<String, String>> {
     let (owner, name) = (&scope.asked.owner, &scope.asked.name);
     let Some(last) = tasks::latest_for_issue(&mut *conn, owner, name, issue).await? else {
@@ -749,6 +746,13 @@ async fn retry(
             last.id
         )));
     }
+    let retry_from = match step {
+        Some(step) => match retry_point(conn, &last, step).await? {
+            Ok(from) => Some(from),
+            Err(why) => return Ok(Err(why)),
+        },
+        None => None,
+    };
     let pull_request = match last.pull_request {
         Some(number) => match pull_request_target(scope, number).await? {
             Ok(target) => Some(target),
@@ -760,12 +764,65 @@ async fn retry(
         pipeline: last.pipeline.clone(),
         pull_request,
         retry_of: Some(last.id),
+        retry_from,
         ..scope.new_task(None, issue, &last.title, &last.body)
     };
+    let from = step
+        .map(|step| format!(" from step {}", code(step)))
+        .unwrap_or_default();
     Ok(match create(scope, conn, &task).await? {
-        Handled::Accepted(done) => Ok(format!("{done}, retrying task {}", last.id)),
+        Handled::Accepted(done) => Ok(format!("{done}, retrying task {}{from}", last.id)),
         _ => Err("the issue already has a live task".to_owned()),
     })
+}
+
+/// Where `/conveyor retry STEP` takes up the failed task `last`: its last run, at `step`, as
+/// that run's own pipeline definition allows; why not otherwise.
+async fn retry_point(
+    conn: &mut PgConnection,
+    last: &Task,
+    step: &str,
+) -> anyhow::Result<Result<RetryFrom, String>> {
+    let whole = "`/conveyor retry` without a step runs the whole pipeline again";
+    if last.state != TaskState::Failed {
+        return Ok(Err(format!(
+            "task {} {}; only a failed run is retried from a step, and {whole}",
+            last.id,
+            state_words(last.state)
+        )));
+    }
+    let run = runs::latest(&mut *conn, last.id).await?;
+    let Some((run, text)) = run.and_then(|run| Some((run.clone(), run.definition?))) else {
+        return Ok(Err(format!(
+            "task {} failed before it read its pipeline; {whole}",
+            last.id
+        )));
+    };
+    let Some(failed) = &run.failed_step else {
+        return Ok(Err(format!(
+            "run {} failed before its steps ran or after them; {whole}",
+            run.id
+        )));
+    };
+    let pipeline = match definition::parse(&text, &last.pipeline) {
+        Ok(pipeline) => pipeline,
+        Err(err) => return Ok(Err(err.to_string())),
+    };
+    let position = match pipeline.retry_point(&last.pipeline, step, failed) {
+        Ok(position) => position,
+        Err(err) => return Ok(Err(err.to_string())),
+    };
+    if !runs::has_work(&mut *conn, run.id).await? {
+        return Ok(Err(format!(
+            "run {} kept no work to start from (larger than {} MiB, or unreadable); {whole}",
+            run.id,
+            runs::MAX_WORK_BYTES >> 20
+        )));
+    }
+    Ok(Ok(RetryFrom {
+        run_id: run.id,
+        position: position as i32,
+    }))
 }
 
 /// Approves or rejects the task's gate; the refusal's reason otherwise.

@@ -248,7 +248,11 @@ impl TaskRunner {
         };
         let env = context.env();
         let mut head = Head::new(&prepared);
-        let mut from = run.resume_at_step.map_or(0, |step| step.max(0) as usize);
+        // An approved run goes on after its gate; a retry from a step starts at that step.
+        let mut from = run
+            .resume_at_step
+            .or(task.retry_from_step)
+            .map_or(0, |step| step.max(0) as usize);
         let budget_minutes = budget_minutes(&prepared.pipeline, task);
         // Time the run's steps took, earlier passes (before an approval) included.
         let used_ms = AtomicU64::new(run.time_used_ms.max(0) as u64);

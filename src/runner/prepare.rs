@@ -47,8 +47,13 @@ pub(super) async fn prepare(
     };
     let pipeline = definition::parse(&text, &task.pipeline)?;
     let settings = definition::parse_settings(&text)?;
+    let mut work = None;
     let start = if run.resume_at_step.is_some() {
         resumed(&checkout, git, run).await?
+    } else if let Some(source) = task.retry_from_run {
+        let (start, patch) = taken_up(runner, task, git, &checkout, source).await?;
+        work = Some(patch);
+        start
     } else if let Some(pull) = task.pull_request_target() {
         let head = checkout
             .branch_head(git, &pull.head_branch)
@@ -81,7 +86,7 @@ pub(super) async fn prepare(
         }
     };
     checkout
-        .check_out(git, &start.base, &url, &runner.sandbox)
+        .check_out(git, &start.base, work.as_deref(), &url, &runner.sandbox)
         .await?;
     Ok(Prepared {
         checkout,
@@ -121,6 +126,50 @@ async fn resumed(checkout: &Checkout, git: &Git, run: &Run) -> Result<Start, Pre
         remote: Some(approved.clone()),
         built_on: None,
     })
+}
+
+/// A `/conveyor retry STEP` run starts where the failed run `source` stopped: from its base
+/// commit with its work on top, on its branch, unless someone else moved that branch since.
+async fn taken_up(
+    runner: &TaskRunner,
+    task: &Task,
+    git: &Git,
+    checkout: &Checkout,
+    source: i64,
+) -> Result<(Start, Vec<u8>), PrepareError> {
+    let not_kept = || {
+        gone(format!(
+            "run {source}, which this task retries, kept no work to start from"
+        ))
+    };
+    let run = runs::get(&runner.pool, source)
+        .await?
+        .ok_or_else(not_kept)?;
+    let base = run.base_sha.clone().ok_or_else(not_kept)?;
+    let work = runs::work(&runner.pool, source)
+        .await?
+        .ok_or_else(not_kept)?;
+    let branch = match task.pull_request_target() {
+        Some(pull) => pull.head_branch,
+        None => git::branch_name(&task.issue_number.to_string(), &task.title),
+    };
+    let remote = checkout.branch_head(git, &branch).await?;
+    let ours = runs::last_pushed(&runner.pool, run.task_id, &branch).await?;
+    if let Some(head) = &remote
+        && *head != base
+        && Some(head) != ours.as_ref()
+    {
+        return Err(gone(format!(
+            "the branch `{branch}` moved since run {source}; `/conveyor retry` without a step runs the whole pipeline again"
+        )));
+    }
+    let start = Start {
+        branch,
+        base,
+        remote,
+        built_on: None,
+    };
+    Ok((start, work))
 }
 
 /// A branch that holds what Conveyor last pushed to it (or does not exist) is rebuilt from

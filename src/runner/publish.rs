@@ -199,7 +199,30 @@ pub(super) async fn keep_work_in_progress(
             .await
     };
     match staged.await {
-        Ok(commit) => keep_artifacts(runner, run.id, prepared, git, &commit, None).await,
+        Ok(commit) => {
+            keep_work(runner, run.id, prepared, git, &commit).await;
+            keep_artifacts(runner, run.id, prepared, git, &commit, None).await
+        }
+        Err(err) => tracing::warn!(error = %err, "the failed run's work could not be read"),
+    }
+}
+
+/// Keeps the failed run's work, up to `commit`, for `/conveyor retry STEP` to start from.
+async fn keep_work(runner: &TaskRunner, run_id: i64, prepared: &Prepared, git: &Git, commit: &str) {
+    let patch = prepared
+        .checkout
+        .work_patch(git, &prepared.diff_base, commit, runs::MAX_WORK_BYTES)
+        .await;
+    match patch {
+        Ok(Some(patch)) => {
+            if let Err(err) = runs::keep_work(&runner.pool, run_id, &patch).await {
+                tracing::warn!(error = %err, "the failed run's work could not be kept");
+            }
+        }
+        Ok(None) => tracing::info!(
+            max_bytes = runs::MAX_WORK_BYTES,
+            "the failed run's work is too large to keep: it cannot be retried from a step"
+        ),
         Err(err) => tracing::warn!(error = %err, "the failed run's work could not be read"),
     }
 }
