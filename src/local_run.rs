@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::pipeline::clarification;
 use crate::pipeline::git::{self, Git};
 use crate::pipeline::mirror::{Mirrors, Origin};
 use crate::pipeline::protected::Protected;
@@ -59,6 +60,9 @@ pub async fn run(args: LocalRun, out: &mut impl Write) -> anyhow::Result<()> {
     let remote = checkout.branch_head(&git, &branch).await?;
     let base = checkout.default_head.clone();
     checkout.check_out(&git, &base, &url, &args.sandbox).await?;
+    // A step may ask questions, but nobody is there to answer: asking fails the run.
+    let mut env = context.env();
+    env.extend(clarification::env(&args.sandbox, &checkout.workspace));
     let mut steps = Vec::new();
     let mut from = 0;
     loop {
@@ -73,7 +77,7 @@ pub async fn run(args: LocalRun, out: &mut impl Write) -> anyhow::Result<()> {
             .run_steps(
                 &pipeline,
                 from,
-                &context.env(),
+                &env,
                 &args.sandbox,
                 budget,
                 |_, _, _| None,

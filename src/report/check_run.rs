@@ -3,7 +3,7 @@
 //! a [`CheckRunReport`] into a request.
 
 use super::approval::{ApprovalContext, code, summary as approval_summary};
-use super::{Failure, steps_table};
+use super::{Failure, Questions, steps_table};
 use crate::pipeline::StepResult;
 use crate::text_bounds::{CHECK_RUN_TITLE_MAX_CHARS, github_body, quote_output, title};
 
@@ -109,6 +109,8 @@ pub enum CheckState<'a> {
         step: Option<&'a str>,
     },
     AwaitingApproval(&'a ApprovalContext<'a>),
+    /// A step asked the requester questions; the run waits for the answer.
+    AwaitingInput(&'a Questions<'a>),
     Succeeded {
         pull_request_url: Option<&'a str>,
     },
@@ -197,6 +199,26 @@ pub fn render(pipeline: &str, state: CheckState, steps: &[StepResult]) -> CheckR
                 Button::new(APPROVE, "Approve", "Let the run go on from this commit"),
                 Button::new(REJECT, "Reject", "End the run here, as failed"),
             ],
+        },
+        // In progress, not `action_required`: only an answer on the issue moves it on, and
+        // nothing on the check run could give one.
+        CheckState::AwaitingInput(questions) => CheckRunReport {
+            status: Status::InProgress,
+            conclusion: None,
+            title: title(
+                &format!("Step `{}` is waiting for an answer", questions.step),
+                CHECK_RUN_TITLE_MAX_CHARS,
+            ),
+            summary: github_body(&with_steps(
+                format!(
+                    "Pipeline {name} is waiting for an answer to the questions of step {}:\n\n{}",
+                    code(questions.step),
+                    questions.markdown()
+                ),
+                steps,
+            )),
+            text: None,
+            buttons: Vec::new(),
         },
         CheckState::Succeeded { pull_request_url } => {
             let summary = match pull_request_url {
