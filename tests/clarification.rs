@@ -23,18 +23,22 @@ const ASKING_PIPELINE: &str = r#"pipelines:
         run: if [ -s "$CONVEYOR_ANSWERS_FILE" ]; then cp "$CONVEYOR_ANSWERS_FILE" answer.md; else echo "Which colour?" > "$CONVEYOR_QUESTIONS_FILE"; exit 75; fi
 "#;
 
-/// Asks every time it runs, allowed one round.
+/// Asks every time it runs, allowed one round; asking is no failure its retries repeat.
 const ALWAYS_ASKING_PIPELINE: &str = r#"pipelines:
   default:
     clarification: {max_rounds: 1, timeout_hours: 5}
     steps:
       - name: ask
+        retries: 2
         run: echo "Round $(ls /conveyor | grep -c '^answers-')?" > "$CONVEYOR_QUESTIONS_FILE"; exit 75
 "#;
 
 async fn repo_with(pool: sqlx::PgPool, pipeline: &str) -> Harness {
     let harness = Harness::start(pool).await;
-    harness.add_repo(&[(".github/conveyor.yml", pipeline), ("README.md", "# widgets\n")]);
+    harness.add_repo(&[
+        (".github/conveyor.yml", pipeline),
+        ("README.md", "# widgets\n"),
+    ]);
     harness
         .github
         .set_permission(OWNER, REPO, REQUESTER, "write");
@@ -191,7 +195,10 @@ async fn a_question_waits_for_the_requesters_plain_comment_and_the_step_runs_aga
     );
     let run = latest_run(&harness, task_id).await;
     assert_eq!(run["state"], "succeeded", "{run}");
-    assert_eq!(run["attempt"], 1, "the answered run went on, no new attempt");
+    assert_eq!(
+        run["attempt"], 1,
+        "the answered run went on, no new attempt"
+    );
     let status = status_comment(&harness, task_id).await;
     assert!(status.contains("finished pipeline"), "{status}");
 }
@@ -201,11 +208,22 @@ async fn a_run_waiting_for_an_answer_can_be_cancelled_but_not_approved(pool: sql
     let harness = repo_with(pool, ASKING_PIPELINE).await;
     let task_id = asked(&harness).await;
     let (_, outcome) = comment(&harness, "approve-1", OTHER, "/conveyor approve").await;
-    assert!(
-        outcome.contains("not waiting for an approval"),
-        "{outcome}"
-    );
+    assert!(outcome.contains("not waiting for an approval"), "{outcome}");
     assert_eq!(harness.state(task_id).await, TaskState::AwaitingInput);
+    let too_long = "é".repeat(40_000);
+    let (id, outcome) = comment(&harness, "long-answer", REQUESTER, &too_long).await;
+    assert!(outcome.contains("80000 bytes long"), "{outcome}");
+    assert_eq!(harness.state(task_id).await, TaskState::AwaitingInput);
+    harness.settled().await;
+    assert_eq!(harness.github.reactions(OWNER, REPO, id), ["-1"]);
+    let replies: Vec<String> = harness
+        .github
+        .comments(OWNER, REPO, 7)
+        .into_iter()
+        .map(|c| c.body)
+        .filter(|body| body.contains("not taken as the answer"))
+        .collect();
+    assert_eq!(replies.len(), 1, "{replies:#?}");
     let (_, outcome) = comment(&harness, "cancel-1", REQUESTER, "/conveyor cancel").await;
     assert_eq!(outcome, format!("cancelled task {task_id}"));
     assert_eq!(harness.final_state(task_id).await, TaskState::Cancelled);
@@ -222,7 +240,13 @@ async fn a_run_waiting_for_an_answer_can_be_cancelled_but_not_approved(pool: sql
 async fn asking_again_after_the_last_round_fails_the_run_as_no_answer(pool: sqlx::PgPool) {
     let harness = repo_with(pool, ALWAYS_ASKING_PIPELINE).await;
     let task_id = asked(&harness).await;
-    assert!(status_comment(&harness, task_id).await.contains("> Round 0?"));
+    assert!(
+        status_comment(&harness, task_id)
+            .await
+            .contains("> Round 0?")
+    );
+    let run = latest_run(&harness, task_id).await;
+    assert_eq!(run["steps"][0]["attempts"], 1, "{run}");
     let (_, outcome) = comment(&harness, "answer-1", REQUESTER, "go on").await;
     assert_eq!(outcome, format!("answered the questions of task {task_id}"));
     assert_eq!(harness.final_state(task_id).await, TaskState::Failed);

@@ -130,7 +130,13 @@ pub async fn answer(
         json!({ "by": by, "round": waiting.round, "bytes": text.len() }),
     )
     .await?;
-    tasks::leave_gate(conn, task_id, TaskState::Queued, json!({ "answered_by": by })).await?;
+    tasks::leave_gate(
+        conn,
+        task_id,
+        TaskState::Queued,
+        json!({ "answered_by": by }),
+    )
+    .await?;
     Ok(Answered::Taken {
         run_id: waiting.run_id,
     })

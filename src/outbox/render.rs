@@ -106,12 +106,9 @@ async fn run_comment(
             ),
             None => comment::started(task.id, &task.pipeline, run.attempt, steps),
         },
-        (RunState::AwaitingInput, TaskState::AwaitingInput) => comment::awaiting_input(
-            task.id,
-            &task.pipeline,
-            &questions(task, run, steps),
-            steps,
-        ),
+        (RunState::AwaitingInput, TaskState::AwaitingInput) => {
+            comment::awaiting_input(task.id, &task.pipeline, &questions(task, run, steps), steps)
+        }
         // Answered, waiting for a worker to take the run up again.
         (RunState::AwaitingInput, _) => comment::answered(task.id, &task.pipeline, steps),
         // Approved, waiting for a worker to take the run up again.
@@ -284,11 +281,7 @@ fn current_check(task: &Task, run: &Run, steps: &[StepResult]) -> CheckRunReport
         }
         (RunState::AwaitingInput, _) if task.state == TaskState::AwaitingInput => {
             let questions = questions(task, run, steps);
-            check_run::render(
-                &task.pipeline,
-                CheckState::AwaitingInput(&questions),
-                steps,
-            )
+            check_run::render(&task.pipeline, CheckState::AwaitingInput(&questions), steps)
         }
         (RunState::AwaitingInput, _) => {
             check_run::render(&task.pipeline, CheckState::Queued, steps)

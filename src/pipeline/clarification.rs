@@ -124,7 +124,10 @@ mod tests {
         let err = read_questions(&workspace, 100).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         std::fs::remove_file(&path).unwrap();
-        let made = std::process::Command::new("mkfifo").arg(&path).status().unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
         assert!(made.success());
         let err = read_questions(&workspace, 100).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");

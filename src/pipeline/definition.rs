@@ -1354,7 +1354,8 @@ mod tests {
             ("clarification: 3", "is not valid"),
         ];
         for (key, expected) in cases {
-            let text = format!("pipelines:\n  default:\n    {key}\n    steps: [{{name: a, run: x}}]");
+            let text =
+                format!("pipelines:\n  default:\n    {key}\n    steps: [{{name: a, run: x}}]");
             let err = parse(&text, "default").unwrap_err().to_string();
             assert!(err.contains(expected), "{key}: {err}");
         }

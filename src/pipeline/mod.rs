@@ -211,7 +211,10 @@ impl Checkout {
                 };
                 on_step(result.clone()).await;
                 // Asking is no failure to run again: the same questions would come back.
-                if result.succeeded() || result.asks() || result.out_of_budget || attempt >= attempts
+                if result.succeeded()
+                    || result.asks()
+                    || result.out_of_budget
+                    || attempt >= attempts
                 {
                     break result;
                 }

@@ -477,6 +477,11 @@ mod tests {
             message: Some(&long),
             ..context(&files, &steps)
         };
+        let questions = Questions {
+            step: &long,
+            text: &long,
+            requester: Some(&name),
+        };
         let failures = [
             Failure::Step {
                 name: long.clone(),
@@ -502,6 +507,7 @@ mod tests {
             },
             CheckState::Cancelled { by: Some(&long) },
             CheckState::Interrupted,
+            CheckState::AwaitingInput(&questions),
         ];
         states.extend(failures.iter().map(CheckState::Failed));
         for state in states {
@@ -519,6 +525,40 @@ mod tests {
         assert!(
             report.summary.contains("| step | result | duration |\n"),
             "the steps table survives the cut"
+        );
+    }
+
+    #[test]
+    fn questions_are_in_progress_quoted_with_how_to_answer_and_no_buttons() {
+        let questions = Questions {
+            step: "plan",
+            text: "Which colour?\n\n- red\n- blue",
+            requester: Some("alice"),
+        };
+        let report = render(
+            "default",
+            CheckState::AwaitingInput(&questions),
+            &[step("plan", Some(75))],
+        );
+        assert_eq!(
+            (report.status, report.conclusion),
+            (Status::InProgress, None)
+        );
+        assert_eq!(report.title, "Step `plan` is waiting for an answer");
+        assert!(report.buttons.is_empty(), "{report:?}");
+        assert!(
+            report
+                .summary
+                .contains("> Which colour?\n> \n> - red\n> - blue\n"),
+            "{}",
+            report.summary
+        );
+        assert!(
+            report
+                .summary
+                .contains("@alice, reply to this issue with a plain comment"),
+            "{}",
+            report.summary
         );
     }
 

@@ -410,10 +410,46 @@ mod tests {
                 &many_steps,
             ),
             approved(4, &long, Some(&long), &many_steps),
+            awaiting_input(
+                4,
+                &long,
+                &Questions {
+                    step: &long,
+                    text: &long,
+                    requester: Some(&long),
+                },
+                &many_steps,
+            ),
+            answered(4, &long, &many_steps),
         ] {
             within_githubs_limit(&body);
             assert!(body.starts_with("<!-- conveyor:task:4 -->"));
         }
+    }
+
+    #[test]
+    fn questions_are_quoted_bounded_with_how_to_answer() {
+        let questions = Questions {
+            step: "plan",
+            text: &format!("Which colour?\n{}", "more\n".repeat(10_000)),
+            requester: Some("alice"),
+        };
+        let body = awaiting_input(5, "default", &questions, &[]);
+        assert!(
+            body.contains("waiting for your answer: step `plan` asked"),
+            "{body}"
+        );
+        assert!(body.contains("> Which colour?\n> more\n"), "{body}");
+        assert!(
+            body.len() < 25_000,
+            "the questions are bounded: {}",
+            body.len()
+        );
+        assert!(
+            body.contains("@alice, reply to this issue with a plain comment"),
+            "{body}"
+        );
+        assert!(body.contains("`/conveyor cancel`"), "{body}");
     }
 
     #[test]

@@ -432,7 +432,12 @@ async fn answered(
     };
     match clarification::answer(conn, task.id, &scope.asked.actor, text).await? {
         Answered::Taken { run_id } => {
-            tracing::info!(task = task.id, run = run_id, answer_bytes = text.len(), "questions answered");
+            tracing::info!(
+                task = task.id,
+                run = run_id,
+                answer_bytes = text.len(),
+                "questions answered"
+            );
             outbox::sync_tasks(conn, &[task.id]).await?;
             let seen = Effect::React {
                 comment,

@@ -30,7 +30,12 @@ pub(super) async fn ask(
     let lost = |err: &dyn std::fmt::Display| Failure::Lost(err.to_string());
     let questions = match read_questions(&prepared.checkout.workspace, MAX_QUESTIONS_BYTES) {
         Ok(Some(questions)) => questions,
-        Ok(None) => return Err(without_questions(step, "left CONVEYOR_QUESTIONS_FILE empty")),
+        Ok(None) => {
+            return Err(without_questions(
+                step,
+                "left CONVEYOR_QUESTIONS_FILE empty",
+            ));
+        }
         Err(err) => return Err(without_questions(step, &err.to_string())),
     };
     let rules = prepared.pipeline.clarification;
@@ -118,7 +123,9 @@ mod tests {
             out_of_budget: false,
             attempts: 1,
         };
-        let Failure::Step { tail, exit_code, .. } = without_questions(&step, "left it empty")
+        let Failure::Step {
+            tail, exit_code, ..
+        } = without_questions(&step, "left it empty")
         else {
             panic!("a step failure");
         };

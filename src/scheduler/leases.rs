@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use super::SchedulerSettings;
 use super::sessions::SessionPool;
 use crate::engine::runs;
-use crate::housekeeping::unanswered;
 use crate::engine::tasks::{self, Rescued};
+use crate::housekeeping::unanswered;
 use crate::report::{Interruption, Outcome};
 
 /// Only one process rescues at a time; the others skip that round.
