@@ -142,11 +142,22 @@ pub async fn answer(
     })
 }
 
+/// A run whose questions waited too long.
+#[derive(sqlx::FromRow)]
+struct Unanswered {
+    run_id: i64,
+    task_id: i64,
+    step: Option<String>,
+    hours: i32,
+    check_sha: Option<String>,
+}
+
 /// Fails every run whose questions went unanswered for longer than its pipeline allows,
 /// with its task, and queues their reports; returns the tasks failed.
 pub async fn expire(conn: &mut PgConnection) -> Result<Vec<i64>, EngineError> {
-    let due: Vec<(i64, i64, Option<String>, i32, Option<String>)> = sqlx::query_as(
-        "SELECT r.id, r.task_id, s.name, r.answer_timeout_hours, r.check_sha
+    let due: Vec<Unanswered> = sqlx::query_as(
+        "SELECT r.id AS run_id, r.task_id, s.name AS step, r.answer_timeout_hours AS hours,
+                r.check_sha
          FROM runs r
          JOIN tasks t ON t.id = r.task_id AND t.state = 'awaiting_input'
          LEFT JOIN run_steps s ON s.run_id = r.id AND s.position = r.waiting_step
@@ -159,7 +170,14 @@ pub async fn expire(conn: &mut PgConnection) -> Result<Vec<i64>, EngineError> {
     .fetch_all(&mut *conn)
     .await?;
     let mut failed = Vec::with_capacity(due.len());
-    for (run_id, task_id, step, hours, check_sha) in due {
+    for Unanswered {
+        run_id,
+        task_id,
+        step,
+        hours,
+        check_sha,
+    } in due
+    {
         let failure = Failure::NoAnswer {
             step: step.unwrap_or_default(),
             reason: format!("nobody answered within {hours} hours"),
