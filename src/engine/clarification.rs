@@ -27,12 +27,10 @@ pub struct Asked<'a> {
     pub timeout_hours: u32,
 }
 
-/// A run waiting for an answer, as its task's reports show it.
+/// A run waiting for an answer, and the round of questions it waits on.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Waiting {
     pub run_id: i64,
-    pub step: Option<String>,
-    pub questions: Option<String>,
     pub round: i32,
 }
 
@@ -76,11 +74,9 @@ pub async fn park(db: impl PgExecutor<'_>, run_id: i64, asked: &Asked<'_>) -> sq
 /// The run of task `task_id` that waits for an answer now, if one does.
 pub async fn waiting(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<Option<Waiting>> {
     sqlx::query_as(
-        "SELECT r.id AS run_id, s.name AS step, r.questions, r.clarification_rounds AS round
-         FROM runs r
-         LEFT JOIN run_steps s ON s.run_id = r.id AND s.position = r.waiting_step
-         WHERE r.task_id = $1 AND r.state = 'awaiting_input' AND r.resume_at_step IS NULL
-         ORDER BY r.id DESC LIMIT 1",
+        "SELECT id AS run_id, clarification_rounds AS round FROM runs
+         WHERE task_id = $1 AND state = 'awaiting_input' AND resume_at_step IS NULL
+         ORDER BY id DESC LIMIT 1",
     )
     .bind(task_id)
     .fetch_optional(db)
