@@ -318,3 +318,26 @@ async fn questions_nobody_answers_in_time_fail_the_run_as_no_answer(pool: sqlx::
     })
     .await;
 }
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_question_asked_on_someone_elses_commit_is_marked_by_a_commit_of_conveyors(
+    pool: sqlx::PgPool,
+) {
+    let harness = repo_with(pool, ALWAYS_ASKING_PIPELINE).await;
+    let theirs = harness
+        .github
+        .push_files(OWNER, REPO, BRANCH, &[("THEIRS.md", "mine\n")], &[]);
+    let task_id = asked(&harness).await;
+    let head = harness.github.branch_sha(OWNER, REPO, BRANCH).unwrap();
+    assert_ne!(head, theirs, "their commit is not taken for Conveyor's");
+    assert_eq!(
+        harness.github.log(OWNER, REPO, &head)[1],
+        theirs,
+        "built on theirs"
+    );
+    let run = latest_run(&harness, task_id).await;
+    assert_eq!(run["head_sha"], head.as_str(), "{run}");
+    let check = harness.github.check_runs(OWNER, REPO).pop().unwrap();
+    assert_eq!(check.head_sha, head);
+    assert_eq!(check.status, "in_progress", "{check:#?}");
+}

@@ -49,9 +49,25 @@ pub(super) async fn ask(
         });
     }
     publish::commit(task, prepared, git, head).await?;
+    if head.remote.as_deref() == Some(head.commit.as_str()) {
+        let ours = runs::last_pushed(&runner.pool, task.id, &prepared.branch)
+            .await
+            .map_err(|e| lost(&e))?;
+        // Nothing new, and the branch holds someone else's commit (a pull request's head,
+        // commits the run built on): a commit of Conveyor's own marks where the run goes on,
+        // so theirs is never recorded as Conveyor's, which a later run would replace.
+        if ours.as_deref() != Some(head.commit.as_str()) {
+            let message = format!("Conveyor: step `{}` asked questions", step.name);
+            head.commit = prepared
+                .checkout
+                .commit(git, &head.commit, &message)
+                .await
+                .map_err(|e| Failure::Sandbox(e.to_string()))?;
+        }
+    }
     publish::push(runner, task, lease, run, prepared, head).await?;
-    // The run goes on from this commit, which the branch may have held already (nothing
-    // changed on a pull request's branch): the resumed run finds it recorded either way.
+    // The run goes on from this commit, which the branch may have held already (Conveyor's
+    // own, pushed by an earlier pass): the resumed run finds it recorded either way.
     runs::record_push(&runner.pool, run.id, &prepared.branch, &head.commit)
         .await
         .map_err(|e| lost(&e))?;
