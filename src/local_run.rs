@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::pipeline::clarification;
 use crate::pipeline::git::{self, Git};
 use crate::pipeline::mirror::{Mirrors, Origin};
 use crate::pipeline::protected::Protected;
@@ -61,6 +62,9 @@ pub async fn run(args: LocalRun, out: &mut impl Write) -> anyhow::Result<()> {
     checkout
         .check_out(&git, &base, None, &url, &args.sandbox)
         .await?;
+    // A step may ask questions, but nobody is there to answer: asking fails the run.
+    let mut env = context.env();
+    env.extend(clarification::env(&args.sandbox, &checkout.workspace));
     let mut steps = Vec::new();
     let mut from = 0;
     loop {
@@ -75,7 +79,7 @@ pub async fn run(args: LocalRun, out: &mut impl Write) -> anyhow::Result<()> {
             .run_steps(
                 &pipeline,
                 from,
-                &context.env(),
+                &env,
                 &args.sandbox,
                 budget,
                 |_, _, _| None,

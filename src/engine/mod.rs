@@ -4,6 +4,7 @@
 pub mod approvals;
 pub mod artifacts;
 pub mod blockers;
+pub mod clarification;
 pub mod deferral;
 pub mod events;
 pub mod logs;

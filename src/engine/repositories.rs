@@ -70,7 +70,7 @@ pub async fn stop(
     let live: Vec<i64> = sqlx::query_scalar(
         "SELECT id FROM tasks
          WHERE repo_owner = $1 AND repo_name = $2
-           AND state IN ('queued', 'running', 'scheduled', 'awaiting_approval')
+           AND state NOT IN ('succeeded', 'failed', 'cancelled')
          ORDER BY id",
     )
     .bind(owner)

@@ -39,6 +39,15 @@ pub struct Run {
     pub base_sha: Option<String>,
     /// The gate the run waits at, or waited at last.
     pub approval: Option<Json<Gate>>,
+    /// The questions a step asked the requester last, while the run waits for the answer
+    /// and after.
+    pub questions: Option<String>,
+    /// The step the run waits at (an approval, or a step that asked questions), by position.
+    pub waiting_step: Option<i32>,
+    /// Rounds of questions the run asked so far.
+    pub clarification_rounds: i32,
+    /// The requester's answers, oldest first.
+    pub answers: Vec<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     /// Time its steps took so far, over every pass: what its budget is counted against.
@@ -95,7 +104,7 @@ const RUN_COLUMNS: &str = "id, task_id, attempt, state, pipeline, branch, head_s
      pull_request_number, pull_request_url, failure, outcome, definition, resume_at_step, \
      previous_run_id, check_sha, base_sha, approval, definition_sha, definition_hash, \
      started_at, finished_at, time_used_ms, error_type, failed_step, last_successful_step, \
-     remediation";
+     remediation, questions, waiting_step, clarification_rounds, answers";
 
 /// Starts the next attempt of a task, going by the pipeline definition its first attempt
 /// pinned (whatever the default branch holds by now); a retry's first run follows the last run
@@ -129,11 +138,13 @@ pub async fn start(conn: &mut PgConnection, task_id: i64, pipeline: &str) -> sql
     .await
 }
 
-/// The task's run that was approved and waits to go on, if any.
+/// The task's run that was approved (or had its questions answered) and waits to go on, if
+/// any.
 pub async fn approved(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<Option<Run>> {
     sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM runs
-         WHERE task_id = $1 AND state = 'awaiting_approval' AND resume_at_step IS NOT NULL
+         WHERE task_id = $1 AND state IN ('awaiting_approval', 'awaiting_input')
+           AND resume_at_step IS NOT NULL
          ORDER BY id DESC LIMIT 1"
     ))
     .bind(task_id)
@@ -141,11 +152,12 @@ pub async fn approved(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<Opt
     .await
 }
 
-/// Takes an approved run up again under its task's new claim.
+/// Takes an approved (or answered) run up again under its task's new claim.
 pub async fn resume(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE runs SET state = 'running'
-         WHERE id = $1 AND state = 'awaiting_approval' AND resume_at_step IS NOT NULL",
+         WHERE id = $1 AND state IN ('awaiting_approval', 'awaiting_input')
+           AND resume_at_step IS NOT NULL",
     )
     .bind(run_id)
     .execute(db)

@@ -16,6 +16,10 @@ pub enum TaskState {
     /// Its run is parked at an approval step: it holds no worker and no repository slot
     /// until someone approves (back to the queue) or rejects (failed).
     AwaitingApproval,
+    /// Its run asked the requester questions: like a parked approval it holds no worker and
+    /// no repository slot, until the answer comes (back to the queue), nobody answers in
+    /// time (failed), or it is cancelled.
+    AwaitingInput,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize)]
@@ -32,10 +36,13 @@ pub enum RunState {
     Interrupted,
     /// Parked at an approval step; resumed by the task's next claim once approved.
     AwaitingApproval,
+    /// Parked at a step that asked questions; resumed at that step by the task's next claim
+    /// once answered.
+    AwaitingInput,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 7] = [
+    pub const ALL: [TaskState; 8] = [
         Self::Queued,
         Self::Running,
         Self::Scheduled,
@@ -43,6 +50,7 @@ impl TaskState {
         Self::Failed,
         Self::Cancelled,
         Self::AwaitingApproval,
+        Self::AwaitingInput,
     ];
 
     pub fn is_final(self) -> bool {
@@ -66,6 +74,10 @@ impl TaskState {
                 | (AwaitingApproval, Queued)
                 | (AwaitingApproval, Failed)
                 | (AwaitingApproval, Cancelled)
+                | (Running, AwaitingInput)
+                | (AwaitingInput, Queued)
+                | (AwaitingInput, Failed)
+                | (AwaitingInput, Cancelled)
         )
     }
 
@@ -96,7 +108,7 @@ pub enum TransitionError {
 mod tests {
     use super::TaskState::{self, *};
 
-    const ALL: [TaskState; 7] = TaskState::ALL;
+    const ALL: [TaskState; 8] = TaskState::ALL;
 
     #[test]
     fn final_states_never_change() {
@@ -114,8 +126,8 @@ mod tests {
             assert_eq!(from.can_become(Succeeded), from == Running, "{from:?}");
             assert_eq!(
                 from.can_become(Failed),
-                matches!(from, Running | AwaitingApproval),
-                "{from:?}: only a run's worker, or a rejection, fails a task"
+                matches!(from, Running | AwaitingApproval | AwaitingInput),
+                "{from:?}: only a run's worker, a rejection or an unanswered question fails a task"
             );
         }
         assert!(Queued.can_become(Cancelled));
@@ -127,18 +139,18 @@ mod tests {
 
     #[test]
     fn only_a_running_task_parks_and_a_parked_one_waits_for_a_decision() {
-        for from in ALL {
-            assert_eq!(
-                from.can_become(AwaitingApproval),
-                from == Running,
-                "{from:?}"
-            );
+        for parked in [AwaitingApproval, AwaitingInput] {
+            for from in ALL {
+                assert_eq!(from.can_become(parked), from == Running, "{from:?}");
+            }
+            let after_parking: Vec<TaskState> = ALL
+                .into_iter()
+                .filter(|to| parked.can_become(*to))
+                .collect();
+            assert_eq!(after_parking, vec![Queued, Failed, Cancelled], "{parked:?}");
+            assert!(!parked.is_final());
         }
-        let after_parking: Vec<TaskState> = ALL
-            .into_iter()
-            .filter(|to| AwaitingApproval.can_become(*to))
-            .collect();
-        assert_eq!(after_parking, vec![Queued, Failed, Cancelled]);
-        assert!(!AwaitingApproval.is_final());
+        assert!(!AwaitingApproval.can_become(AwaitingInput));
+        assert!(!AwaitingInput.can_become(AwaitingApproval));
     }
 }

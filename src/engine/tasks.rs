@@ -306,14 +306,16 @@ async fn set_states(
          ), interrupted AS (
              UPDATE runs SET finished_at = now(),
                  state = CASE WHEN moved.to_state = 'cancelled' THEN 'cancelled'::run_state
-                              WHEN runs.state = 'awaiting_approval' THEN 'failed'
+                              WHEN runs.state IN ('awaiting_approval', 'awaiting_input')
+                                  THEN 'failed'
                               ELSE 'interrupted' END
              FROM moved
              WHERE runs.task_id = moved.id
                AND ((moved.from_state = 'running' AND runs.state = 'running')
-                    -- A parked run, or an approved one waiting to resume, ends with its task.
+                    -- A parked run, or an approved (answered) one waiting to resume, ends
+                    -- with its task.
                     OR (moved.to_state IN ('failed', 'cancelled')
-                        AND runs.state = 'awaiting_approval'))
+                        AND runs.state IN ('awaiting_approval', 'awaiting_input')))
          ), audit AS (
              INSERT INTO task_events (task_id, kind, detail)
              SELECT id, 'state', jsonb_build_object('from', from_state, 'to', to_state) || detail
@@ -491,9 +493,9 @@ pub async fn stopped_cancelled(
     Ok(())
 }
 
-/// Moves a task out of its approval gate: back to the queue when approved (the resumed run
-/// is not a new attempt, so the claim's count is given back beforehand), or failed when
-/// rejected. The caller holds the task row.
+/// Moves a task out of its approval gate or its questions: back to the queue when approved
+/// or answered (the resumed run is not a new attempt, so the claim's count is given back
+/// beforehand), or failed when rejected or unanswered. The caller holds the task row.
 pub(super) async fn leave_gate(
     conn: &mut PgConnection,
     task_id: i64,
@@ -509,7 +511,7 @@ pub(super) async fn leave_gate(
     set_state(conn, Change::unguarded(task_id, to, detail)).await
 }
 
-/// The live task (queued, running, scheduled or awaiting approval) of an issue or pull
+/// The live task (queued, running, scheduled, awaiting approval or input) of an issue or pull
 /// request, if there is one: its newest task, since no task starts while one is live.
 pub async fn live_for_issue(
     db: impl PgExecutor<'_>,
@@ -588,7 +590,10 @@ pub async fn cancel(
             .await?;
     }
     match state {
-        TaskState::Queued | TaskState::Scheduled | TaskState::AwaitingApproval => {
+        TaskState::Queued
+        | TaskState::Scheduled
+        | TaskState::AwaitingApproval
+        | TaskState::AwaitingInput => {
             set_state(
                 conn,
                 Change::unguarded(task_id, TaskState::Cancelled, json!({ "by": by })),

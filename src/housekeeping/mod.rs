@@ -1,4 +1,5 @@
 //! Keeping the hot tables small and cheap to scan.
 
 pub mod retention;
+pub mod unanswered;
 pub mod vacuum;

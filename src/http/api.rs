@@ -349,6 +349,11 @@ pub async fn get_run(
         "failed_step": run.failed_step,
         "last_successful_step": failed.then_some(run.last_successful_step),
         "remediation": run.remediation,
+        "questions": run.questions,
+        "clarification": {
+            "rounds": run.clarification_rounds,
+            "answers": run.answers.len(),
+        },
         "steps": steps,
         "files": artifacts.as_ref().map(|artifacts| &artifacts.files.0),
         "diff": artifacts.as_ref().map(|artifacts| json!({

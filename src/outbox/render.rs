@@ -12,7 +12,7 @@ use crate::engine::{RunState, TaskState, deferral, status_comments};
 use crate::pipeline::StepResult;
 use crate::report::approval::{ApprovalContext, Approvers};
 use crate::report::check_run::{self, CheckRunReport, CheckState};
-use crate::report::{self, Interruption, Outcome, RunLinks, comment};
+use crate::report::{self, Interruption, Outcome, Questions, RunLinks, comment};
 
 pub(super) struct ShownComment {
     pub issue: i64,
@@ -112,6 +112,11 @@ async fn run_comment(
             ),
             None => comment::started(task.id, &task.pipeline, run.attempt, steps),
         },
+        (RunState::AwaitingInput, TaskState::AwaitingInput) => {
+            comment::awaiting_input(task.id, &task.pipeline, &questions(task, run, steps), steps)
+        }
+        // Answered, waiting for a worker to take the run up again.
+        (RunState::AwaitingInput, _) => comment::answered(task.id, &task.pipeline, steps),
         // Approved, waiting for a worker to take the run up again.
         (RunState::AwaitingApproval, _) => {
             let by = gate
@@ -234,7 +239,10 @@ pub(super) async fn check_run(
 
 /// The failure context (once the run is over) and the links a run's reports end with.
 fn footer(task: &Task, run: &Run, public_url: &str) -> String {
-    let over = !matches!(run.state, RunState::Running | RunState::AwaitingApproval);
+    let over = !matches!(
+        run.state,
+        RunState::Running | RunState::AwaitingApproval | RunState::AwaitingInput
+    );
     let outcome = over.then(|| ended(task, run));
     report::footer(
         outcome.as_ref(),
@@ -277,6 +285,13 @@ fn current_check(task: &Task, run: &Run, steps: &[StepResult]) -> CheckRunReport
         (RunState::AwaitingApproval, _) => {
             check_run::render(&task.pipeline, CheckState::Queued, steps)
         }
+        (RunState::AwaitingInput, _) if task.state == TaskState::AwaitingInput => {
+            let questions = questions(task, run, steps);
+            check_run::render(&task.pipeline, CheckState::AwaitingInput(&questions), steps)
+        }
+        (RunState::AwaitingInput, _) => {
+            check_run::render(&task.pipeline, CheckState::Queued, steps)
+        }
         _ => {
             let outcome = ended(task, run);
             let state = match &outcome {
@@ -300,6 +315,19 @@ fn current_check(task: &Task, run: &Run, steps: &[StepResult]) -> CheckRunReport
             };
             check_run::render(&task.pipeline, state, steps)
         }
+    }
+}
+
+/// The questions the run waits to have answered, and who is to answer them.
+fn questions<'a>(task: &'a Task, run: &'a Run, steps: &'a [StepResult]) -> Questions<'a> {
+    let step = steps
+        .iter()
+        .find(|step| Some(step.position as i32) == run.waiting_step)
+        .map_or("", |step| step.name.as_str());
+    Questions {
+        step,
+        text: run.questions.as_deref().unwrap_or_default(),
+        requester: task.requested_by.as_deref(),
     }
 }
 

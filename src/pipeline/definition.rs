@@ -27,6 +27,13 @@ pub const VERIFY_STEP: &str = "verify";
 const MAX_ATTEMPTS: u32 = 10;
 const MAX_SECONDS: u64 = 24 * 60 * 60;
 const MAX_TIMEOUT_MINUTES: u64 = 24 * 60;
+/// Rounds of questions a run may ask its requester unless its pipeline says otherwise.
+const DEFAULT_CLARIFICATION_ROUNDS: u32 = 3;
+const MAX_CLARIFICATION_ROUNDS: u32 = 10;
+/// How long a run waits for an answer to its questions before it fails, unless its pipeline
+/// says otherwise.
+const DEFAULT_ANSWER_TIMEOUT_HOURS: u32 = 72;
+const MAX_ANSWER_TIMEOUT_HOURS: u32 = 30 * 24;
 const DEFAULT_TRIGGER_LABEL: &str = "conveyor";
 /// The pipeline a label, or `/conveyor run` without a name, runs.
 pub const DEFAULT_PIPELINE: &str = "default";
@@ -87,6 +94,16 @@ struct PipelineEntry {
     #[serde(default = "protected_paths_default")]
     protected_paths: Vec<String>,
     timeout_minutes: Option<u64>,
+    #[serde(default)]
+    clarification: ClarificationEntry,
+}
+
+/// `clarification:` as written; [`pipeline_from`] checks it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClarificationEntry {
+    max_rounds: Option<u32>,
+    timeout_hours: Option<u32>,
 }
 
 /// A step as written: which of its keys are there is what decides its kind, so each one is
@@ -160,6 +177,25 @@ pub struct Pipeline {
     pub protected_paths: Vec<String>,
     /// The run's budget: all its steps and their retries stop once they took this long.
     pub timeout_minutes: u64,
+    /// How a step may ask the requester questions (exit code 75).
+    pub clarification: Clarification,
+}
+
+/// How many times a run may stop to ask its requester questions, and how long it waits for
+/// each answer before it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clarification {
+    pub max_rounds: u32,
+    pub timeout_hours: u32,
+}
+
+impl Default for Clarification {
+    fn default() -> Self {
+        Self {
+            max_rounds: DEFAULT_CLARIFICATION_ROUNDS,
+            timeout_hours: DEFAULT_ANSWER_TIMEOUT_HOURS,
+        }
+    }
 }
 
 fn network_default() -> bool {
@@ -635,6 +671,7 @@ fn pipeline_from(entry: &PipelineEntry) -> Result<Pipeline, String> {
             "has `timeout_minutes: {timeout_minutes}`; use 1 to {MAX_TIMEOUT_MINUTES} (a day)"
         ));
     }
+    let clarification = clarification_from(&entry.clarification)?;
     let limits = Limits::default().overridden_by(entry.limits);
     let mut seen = HashSet::new();
     let mut steps = Vec::with_capacity(entry.steps.len());
@@ -655,6 +692,27 @@ fn pipeline_from(entry: &PipelineEntry) -> Result<Pipeline, String> {
         limits: entry.limits,
         protected_paths: entry.protected_paths.clone(),
         timeout_minutes,
+        clarification,
+    })
+}
+
+fn clarification_from(entry: &ClarificationEntry) -> Result<Clarification, String> {
+    let defaults = Clarification::default();
+    let max_rounds = entry.max_rounds.unwrap_or(defaults.max_rounds);
+    if max_rounds > MAX_CLARIFICATION_ROUNDS {
+        return Err(format!(
+            "has `clarification: max_rounds: {max_rounds}`; use 0 (steps may not ask) to {MAX_CLARIFICATION_ROUNDS}"
+        ));
+    }
+    let timeout_hours = entry.timeout_hours.unwrap_or(defaults.timeout_hours);
+    if timeout_hours == 0 || timeout_hours > MAX_ANSWER_TIMEOUT_HOURS {
+        return Err(format!(
+            "has `clarification: timeout_hours: {timeout_hours}`; use 1 to {MAX_ANSWER_TIMEOUT_HOURS} (30 days)"
+        ));
+    }
+    Ok(Clarification {
+        max_rounds,
+        timeout_hours,
     })
 }
 
@@ -1306,6 +1364,57 @@ mod tests {
         let budget =
             "pipelines:\n  default:\n    timeout_minutes: 30\n    steps: [{name: a, run: x}]";
         assert_eq!(parse(budget, "default").unwrap().timeout_minutes, 30);
+    }
+
+    #[test]
+    fn clarification_has_defaults_and_bounds() {
+        let plain = "pipelines:\n  default:\n    steps: [{name: a, run: x}]";
+        assert_eq!(
+            parse(plain, "default").unwrap().clarification,
+            Clarification {
+                max_rounds: 3,
+                timeout_hours: 72
+            }
+        );
+        let set = "pipelines:\n  default:\n    clarification: {max_rounds: 1, timeout_hours: 4}\n    steps: [{name: a, run: x}]";
+        assert_eq!(
+            parse(set, "default").unwrap().clarification,
+            Clarification {
+                max_rounds: 1,
+                timeout_hours: 4
+            }
+        );
+        let partly = "pipelines:\n  default:\n    clarification: {max_rounds: 0}\n    steps: [{name: a, run: x}]";
+        assert_eq!(
+            parse(partly, "default").unwrap().clarification,
+            Clarification {
+                max_rounds: 0,
+                timeout_hours: 72
+            }
+        );
+        let cases = [
+            (
+                "clarification: {max_rounds: 11}",
+                "pipeline `default` has `clarification: max_rounds: 11`; use 0 (steps may not ask) to 10",
+            ),
+            (
+                "clarification: {timeout_hours: 0}",
+                "pipeline `default` has `clarification: timeout_hours: 0`; use 1 to 720 (30 days)",
+            ),
+            (
+                "clarification: {timeout_hours: 721}",
+                "`clarification: timeout_hours: 721`",
+            ),
+            ("clarification: {rounds: 2}", "unknown field `rounds`"),
+            ("clarification: {max_rounds: -1}", "is not valid"),
+            ("clarification: 3", "is not valid"),
+        ];
+        for (key, expected) in cases {
+            let text =
+                format!("pipelines:\n  default:\n    {key}\n    steps: [{{name: a, run: x}}]");
+            let err = parse(&text, "default").unwrap_err().to_string();
+            assert!(err.contains(expected), "{key}: {err}");
+        }
     }
 
     #[test]

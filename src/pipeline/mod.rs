@@ -2,6 +2,7 @@
 //! the sandbox, and step execution.
 
 pub mod changes;
+pub mod clarification;
 pub mod definition;
 pub mod git;
 pub mod mirror;
@@ -161,7 +162,7 @@ impl Checkout {
     }
 
     /// Runs the steps of `pipeline` from position `from` in order in the work tree, stopping
-    /// at the first that fails for good or before the first approval step. A failed step runs
+    /// at the first that fails for good or asks questions, or before the first approval step. A failed step runs
     /// again alone up to its `retries`; all of them together stop when `budget` is spent.
     /// `lines` gives where each attempt's output goes as it runs; `on_step` sees the result
     /// of each attempt as soon as it ends (and its lines are stored).
@@ -218,7 +219,12 @@ impl Checkout {
                     ..ran?
                 };
                 on_step(result.clone()).await;
-                if result.succeeded() || result.out_of_budget || attempt >= attempts {
+                // Asking is no failure to run again: the same questions would come back.
+                if result.succeeded()
+                    || result.asks()
+                    || result.out_of_budget
+                    || attempt >= attempts
+                {
                     break result;
                 }
                 tracing::info!(step = %step.name, attempt, attempts, "step failed; running it again");

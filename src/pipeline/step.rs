@@ -19,6 +19,10 @@ const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 /// redrawn with `\r` or a minified file must not make one unbounded line.
 pub const MAX_LINE_BYTES: usize = 4096;
 
+/// The exit code by which a step says it asked the requester questions (`EX_TEMPFAIL`): its
+/// run waits for the answer and then runs the step again.
+pub const ASKS_EXIT_CODE: i32 = 75;
+
 /// One line of a step's output (without its line end), and when it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
@@ -65,6 +69,11 @@ pub struct StepResult {
 impl StepResult {
     pub fn succeeded(&self) -> bool {
         self.exit_code == Some(0)
+    }
+
+    /// Whether the step stopped to ask the requester questions.
+    pub fn asks(&self) -> bool {
+        self.exit_code == Some(ASKS_EXIT_CODE)
     }
 
     /// The last `lines` lines of output.

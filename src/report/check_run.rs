@@ -3,7 +3,7 @@
 //! a [`CheckRunReport`] into a request.
 
 use super::approval::{ApprovalContext, code, summary as approval_summary};
-use super::{Failure, steps_table};
+use super::{Failure, Questions, steps_table};
 use crate::pipeline::StepResult;
 use crate::text_bounds::{CHECK_RUN_TITLE_MAX_CHARS, github_body, quote_output, title};
 
@@ -109,6 +109,8 @@ pub enum CheckState<'a> {
         step: Option<&'a str>,
     },
     AwaitingApproval(&'a ApprovalContext<'a>),
+    /// A step asked the requester questions; the run waits for the answer.
+    AwaitingInput(&'a Questions<'a>),
     Succeeded {
         pull_request_url: Option<&'a str>,
     },
@@ -197,6 +199,26 @@ pub fn render(pipeline: &str, state: CheckState, steps: &[StepResult]) -> CheckR
                 Button::new(APPROVE, "Approve", "Let the run go on from this commit"),
                 Button::new(REJECT, "Reject", "End the run here, as failed"),
             ],
+        },
+        // In progress, not `action_required`: only an answer on the issue moves it on, and
+        // nothing on the check run could give one.
+        CheckState::AwaitingInput(questions) => CheckRunReport {
+            status: Status::InProgress,
+            conclusion: None,
+            title: title(
+                &format!("Step `{}` is waiting for an answer", questions.step),
+                CHECK_RUN_TITLE_MAX_CHARS,
+            ),
+            summary: github_body(&with_steps(
+                format!(
+                    "Pipeline {name} is waiting for an answer to the questions of step {}:\n\n{}",
+                    code(questions.step),
+                    questions.markdown()
+                ),
+                steps,
+            )),
+            text: None,
+            buttons: Vec::new(),
         },
         CheckState::Succeeded { pull_request_url } => {
             let summary = match pull_request_url {
@@ -455,6 +477,11 @@ mod tests {
             message: Some(&long),
             ..context(&files, &steps)
         };
+        let questions = Questions {
+            step: &long,
+            text: &long,
+            requester: Some(&name),
+        };
         let failures = [
             Failure::Step {
                 name: long.clone(),
@@ -480,6 +507,7 @@ mod tests {
             },
             CheckState::Cancelled { by: Some(&long) },
             CheckState::Interrupted,
+            CheckState::AwaitingInput(&questions),
         ];
         states.extend(failures.iter().map(CheckState::Failed));
         for state in states {
@@ -497,6 +525,40 @@ mod tests {
         assert!(
             report.summary.contains("| step | result | duration |\n"),
             "the steps table survives the cut"
+        );
+    }
+
+    #[test]
+    fn questions_are_in_progress_quoted_with_how_to_answer_and_no_buttons() {
+        let questions = Questions {
+            step: "plan",
+            text: "Which colour?\n\n- red\n- blue",
+            requester: Some("alice"),
+        };
+        let report = render(
+            "default",
+            CheckState::AwaitingInput(&questions),
+            &[step("plan", Some(75))],
+        );
+        assert_eq!(
+            (report.status, report.conclusion),
+            (Status::InProgress, None)
+        );
+        assert_eq!(report.title, "Step `plan` is waiting for an answer");
+        assert!(report.buttons.is_empty(), "{report:?}");
+        assert!(
+            report
+                .summary
+                .contains("> Which colour?\n> \n> - red\n> - blue\n"),
+            "{}",
+            report.summary
+        );
+        assert!(
+            report
+                .summary
+                .contains("@alice, reply to this issue with a plain comment"),
+            "{}",
+            report.summary
         );
     }
 

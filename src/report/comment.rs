@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Failure, Interruption, Outcome, STEP_NAME_MAX_CHARS, steps_table};
+use super::{Failure, Interruption, Outcome, Questions, STEP_NAME_MAX_CHARS, steps_table};
 use crate::pipeline::StepResult;
 use crate::pipeline::definition::PIPELINE_FILE;
 use crate::text_bounds::{self, github_body, quote_output};
@@ -72,6 +72,39 @@ pub fn awaiting_approval(
         "\nIt may be approved by {}: with the **Approve** button on the `conveyor` check run, or by commenting `/conveyor approve`. `/conveyor reject <reason>` or the **Reject** button ends the run.\n",
         gate.approvers
     ));
+    if !steps.is_empty() {
+        body.push('\n');
+        body.push_str(&steps_table(steps));
+    }
+    github_body(&body)
+}
+
+/// The run waits for its requester to answer the questions a step asked.
+pub fn awaiting_input(
+    task_id: i64,
+    pipeline: &str,
+    questions: &Questions,
+    steps: &[StepResult],
+) -> String {
+    let mut body = format!(
+        "{}\n💬 **Conveyor** pipeline `{pipeline}` is waiting for your answer: step `{}` asked (task {task_id}).\n\n{}",
+        marker(task_id),
+        text_bounds::title(questions.step, STEP_NAME_MAX_CHARS),
+        questions.markdown(),
+    );
+    if !steps.is_empty() {
+        body.push('\n');
+        body.push_str(&steps_table(steps));
+    }
+    github_body(&body)
+}
+
+/// The run's questions were answered; it goes on as soon as a worker is free.
+pub fn answered(task_id: i64, pipeline: &str, steps: &[StepResult]) -> String {
+    let mut body = format!(
+        "{}\n▶️ **Conveyor** pipeline `{pipeline}` got its answer and goes on as soon as a worker is free (task {task_id}).\n",
+        marker(task_id)
+    );
     if !steps.is_empty() {
         body.push('\n');
         body.push_str(&steps_table(steps));
@@ -389,10 +422,46 @@ mod tests {
                 &many_steps,
             ),
             approved(4, &long, Some(&long), &many_steps),
+            awaiting_input(
+                4,
+                &long,
+                &Questions {
+                    step: &long,
+                    text: &long,
+                    requester: Some(&long),
+                },
+                &many_steps,
+            ),
+            answered(4, &long, &many_steps),
         ] {
             within_githubs_limit(&body);
             assert!(body.starts_with("<!-- conveyor:task:4 -->"));
         }
+    }
+
+    #[test]
+    fn questions_are_quoted_bounded_with_how_to_answer() {
+        let questions = Questions {
+            step: "plan",
+            text: &format!("Which colour?\n{}", "more\n".repeat(10_000)),
+            requester: Some("alice"),
+        };
+        let body = awaiting_input(5, "default", &questions, &[]);
+        assert!(
+            body.contains("waiting for your answer: step `plan` asked"),
+            "{body}"
+        );
+        assert!(body.contains("> Which colour?\n> more\n"), "{body}");
+        assert!(
+            body.len() < 25_000,
+            "the questions are bounded: {}",
+            body.len()
+        );
+        assert!(
+            body.contains("@alice, reply to this issue with a plain comment"),
+            "{body}"
+        );
+        assert!(body.contains("`/conveyor cancel`"), "{body}");
     }
 
     #[test]

@@ -314,6 +314,35 @@ fn stored_failure<'de, D: serde::Deserializer<'de>>(stored: D) -> Result<Failure
     })
 }
 
+/// Questions a step asked its requester, as the run's reports show them while it waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Questions<'a> {
+    pub step: &'a str,
+    /// Markdown written by the step: untrusted, shown as a quote.
+    pub text: &'a str,
+    /// Who is to answer: the task's requester.
+    pub requester: Option<&'a str>,
+}
+
+/// Bytes of a step's questions quoted in a report.
+const QUESTIONS_MAX_BYTES: usize = 16_000;
+
+impl Questions<'_> {
+    /// The questions as a quote, then how to answer them.
+    fn markdown(&self) -> String {
+        let quoted = text_bounds::quote_output(self.text.trim_end(), QUESTIONS_MAX_BYTES);
+        let who = match self.requester {
+            Some(login) => format!("@{login}, reply"),
+            None => "Reply".to_owned(),
+        };
+        format!(
+            "> {}\n\n{who} to this issue with a plain comment (no `/conveyor` command): it is taken as the answer, and step `{}` runs again with it. `/conveyor cancel` ends the run instead.\n",
+            quoted.replace('\n', "\n> "),
+            text_bounds::title(self.step, STEP_NAME_MAX_CHARS)
+        )
+    }
+}
+
 /// Where a run can be looked at: its page and the API's diff and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunLinks {

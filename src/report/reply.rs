@@ -60,6 +60,13 @@ pub fn refused(command: &str, reason: &str) -> String {
     ))
 }
 
+/// Why a comment meant as the answer to a run's questions was not taken.
+pub fn answer_refused(reason: &str) -> String {
+    github_body(&format!(
+        "{MARKER}\n🚫 This comment was not taken as the answer: {reason}.\n"
+    ))
+}
+
 /// Why adding the label `label` started nothing; `reason` is a sentence of Conveyor's own.
 pub fn label_refused(label: &str, reason: &str) -> String {
     github_body(&format!(

@@ -11,6 +11,7 @@ use super::{Asked, Request, Requests};
 use crate::authz::{self, Action, Actor, Permission};
 use crate::commands::{self, Command, ParseError, code};
 use crate::engine::approvals::{self, Decided, Verdict};
+use crate::engine::clarification::{self, Answered, Refusal};
 use crate::engine::tasks::{self, NewTask, PullRequestTarget, RetryFrom, Task};
 use crate::engine::{TaskState, events, runs};
 use crate::github::InstallationClient;
@@ -215,6 +216,7 @@ pub(super) async fn apply(
             };
             commented(&scope, conn, &said, text).await
         }
+        Request::Answer { comment, text } => answered(&scope, conn, *comment, text).await,
         Request::CheckRunAction {
             identifier,
             head_sha,
@@ -412,6 +414,57 @@ async fn pull_request_closed(
         }
     }
     Ok(format!("{kind}: tasks {ids:?} are done"))
+}
+
+/// A plain comment: the answer to the questions the issue's live task waits on, when its
+/// requester wrote it; anyone else's comment is no answer and is left alone.
+async fn answered(
+    scope: &Scope<'_>,
+    conn: &mut PgConnection,
+    comment: Comment,
+    text: &str,
+) -> anyhow::Result<String> {
+    let Some(issue) = scope.asked.issue else {
+        return Ok("ignored: no issue".to_owned());
+    };
+    let (owner, name) = (&scope.asked.owner, &scope.asked.name);
+    let Some(task) = tasks::live_for_issue(&mut *conn, owner, name, issue).await? else {
+        return Ok("ignored: no command in the comment".to_owned());
+    };
+    match clarification::answer(conn, task.id, &scope.asked.actor, text).await? {
+        Answered::Taken { run_id } => {
+            tracing::info!(
+                task = task.id,
+                run = run_id,
+                answer_bytes = text.len(),
+                "questions answered"
+            );
+            outbox::sync_tasks(conn, &[task.id]).await?;
+            let seen = Effect::React {
+                comment,
+                reaction: Reaction::Seen,
+            };
+            scope.enqueue(conn, &[seen]).await?;
+            Ok(format!("answered the questions of task {}", task.id))
+        }
+        Answered::Refused(refusal @ Refusal::NotAsked) => Ok(format!("ignored: {refusal}")),
+        Answered::Refused(refusal @ Refusal::TooLong(_)) => {
+            let why = refusal.to_string();
+            let effects = [
+                Effect::React {
+                    comment,
+                    reaction: Reaction::Refused,
+                },
+                Effect::Reply {
+                    issue,
+                    to: Some(comment),
+                    body: reply::answer_refused(&why),
+                },
+            ];
+            scope.enqueue(conn, &effects).await?;
+            Ok(format!("refused: {why}"))
+        }
+    }
 }
 
 /// A comment's place and what it was made on.
@@ -651,6 +704,7 @@ fn state_words(state: TaskState) -> &'static str {
         TaskState::Running => "running",
         TaskState::Scheduled => "waiting to be retried",
         TaskState::AwaitingApproval => "waiting for an approval",
+        TaskState::AwaitingInput => "waiting for an answer to its questions",
         TaskState::Succeeded => "succeeded",
         TaskState::Failed => "failed",
         TaskState::Cancelled => "cancelled",

@@ -72,6 +72,12 @@ pub enum Request {
         #[serde(default)]
         labels: Vec<String>,
     },
+    /// A person's comment on an issue without a command: the answer to the questions a run
+    /// there asked, if one waits for it from them.
+    Answer {
+        comment: outbox::Comment,
+        text: String,
+    },
     /// A button of a `conveyor` check run was clicked.
     CheckRunAction {
         identifier: String,

@@ -9,7 +9,6 @@ use crate::engine::TaskState;
 use crate::engine::approvals::{self, Gate};
 use crate::engine::runs::Run;
 use crate::engine::tasks::{EngineError, Task};
-use crate::outbox::{self, Effect, Place};
 use crate::pipeline::definition::{self, Action};
 use crate::pipeline::git::Git;
 use crate::report::Failure;
@@ -103,18 +102,8 @@ async fn park(
         tracing::warn!("the run ended before it could park; nothing recorded");
         return Ok(());
     }
-    let mut effects = outbox::check_runs(&mut tx, task.id, Some(&gate.head_sha)).await?;
-    effects.push(Effect::StatusComment { task_id: task.id });
-    outbox::enqueue(&mut tx, &Place::from(task), &effects).await?;
-    match lease.end_in(tx, TaskState::AwaitingApproval, None).await {
-        Ok(()) => {
-            tracing::info!(step = %gate.step, head_sha = %gate.head_sha, "run waits for approval");
-            Ok(())
-        }
-        Err(EngineError::Transition(err)) => {
-            tracing::warn!(error = %err, "the run could not park: the task moved on");
-            Ok(())
-        }
-        Err(err) => Err(err),
+    if super::park(tx, task, lease, &gate.head_sha, TaskState::AwaitingApproval).await? {
+        tracing::info!(step = %gate.step, head_sha = %gate.head_sha, "run waits for approval");
     }
+    Ok(())
 }

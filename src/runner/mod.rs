@@ -3,6 +3,7 @@
 //! the work, and record how the run ended or where it waits, with its reports queued in the
 //! outbox in the same transaction. The runner never calls GitHub's REST API itself.
 
+mod clarify;
 mod gate;
 mod prepare;
 mod publish;
@@ -20,6 +21,7 @@ use crate::engine::tasks::{self, EngineError, Task};
 use crate::engine::{RunState, TaskState};
 use crate::github::GitHubApp;
 use crate::outbox::{self, Effect, Place};
+use crate::pipeline::clarification;
 use crate::pipeline::definition::RetryPolicy;
 use crate::pipeline::git::Git;
 use crate::pipeline::mirror::Mirrors;
@@ -123,7 +125,7 @@ enum Ended {
         /// Set when the run failed because the session cannot work.
         fault: Option<SessionFault>,
     },
-    /// The run is parked at a gate (or the lease moved on while parking it).
+    /// The run is parked at a gate or at questions (or the lease moved on while parking it).
     Parked,
 }
 
@@ -145,6 +147,29 @@ impl Ended {
             step_retry: None,
             fault: Some(SessionFault(message)),
         }
+    }
+}
+
+/// Ends a parked run's lease to `to` (a waiting state) with the reports of its commit
+/// `head_sha` queued, in `tx` (which parked the run); `false` when the task had moved on and
+/// nothing was written.
+async fn park(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    task: &Task,
+    lease: &Lease,
+    head_sha: &str,
+    to: TaskState,
+) -> Result<bool, EngineError> {
+    let mut effects = outbox::check_runs(&mut tx, task.id, Some(head_sha)).await?;
+    effects.push(Effect::StatusComment { task_id: task.id });
+    outbox::enqueue(&mut tx, &Place::from(task), &effects).await?;
+    match lease.end_in(tx, to, None).await {
+        Ok(()) => Ok(true),
+        Err(EngineError::Transition(err)) => {
+            tracing::warn!(error = %err, "the run could not park: the task moved on");
+            Ok(false)
+        }
+        Err(err) => Err(err),
     }
 }
 
@@ -246,7 +271,14 @@ impl TaskRunner {
             body: task.body.clone(),
             pipeline: task.pipeline.clone(),
         };
-        let env = context.env();
+        let workspace = &prepared.checkout.workspace;
+        let mut env = context.env();
+        env.extend(clarification::env(&self.sandbox, workspace));
+        // A run resumed after its questions were answered runs the step that asked again,
+        // with the answers beside its work.
+        if let Err(err) = clarification::write_answers(workspace, &run.answers) {
+            return Ended::session_fault(err);
+        }
         let mut head = Head::new(&prepared);
         // An approved run goes on after its gate; a retry from a step starts at that step.
         let mut from = run
@@ -288,6 +320,14 @@ impl TaskRunner {
                 Ok(steps) => steps,
                 Err(err) => return Ended::session_fault(err),
             };
+            if let Some(step) = steps.results.last().filter(|step| step.asks()) {
+                return match clarify::ask(self, task, lease, run, &prepared, &git, &mut head, step)
+                    .await
+                {
+                    Ok(()) => Ended::Parked,
+                    Err(failure) => Ended::failed(failure),
+                };
+            }
             if let Some(step) = pipeline::failed_step(&steps.results) {
                 let failure = if steps.out_of_budget() {
                     Failure::Budget {

@@ -108,16 +108,16 @@ struct Start {
     built_on: Option<String>,
 }
 
-/// An approved run goes on from the commit that was approved, which must still be its
-/// branch's head.
+/// An approved (or answered) run goes on from the commit it parked at, which must still be
+/// its branch's head.
 async fn resumed(checkout: &Checkout, git: &Git, run: &Run) -> Result<Start, PrepareError> {
     let (Some(branch), Some(approved)) = (&run.branch, &run.head_sha) else {
-        return Err(gone("the approved run has no pushed commit".to_owned()));
+        return Err(gone("the resumed run has no pushed commit".to_owned()));
     };
     let head = checkout.branch_head(git, branch).await?;
     if head.as_deref() != Some(approved.as_str()) {
         return Err(gone(format!(
-            "the branch `{branch}` moved since the run was approved at {approved}"
+            "the branch `{branch}` moved since the run parked at {approved}"
         )));
     }
     Ok(Start {

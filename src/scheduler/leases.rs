@@ -10,6 +10,7 @@ use super::SchedulerSettings;
 use super::sessions::SessionPool;
 use crate::engine::runs;
 use crate::engine::tasks::{self, Rescued};
+use crate::housekeeping::unanswered;
 use crate::report::{Interruption, Outcome};
 
 /// Only one process rescues at a time; the others skip that round.
@@ -89,7 +90,8 @@ pub async fn queue_due_retries(pool: &PgPool) -> Result<usize, tasks::EngineErro
     Ok(queued)
 }
 
-/// Heartbeats for `process`, rescues, and queues due retries until `shutdown`.
+/// Heartbeats for `process`, rescues, queues due retries and ends runs whose questions went
+/// unanswered until `shutdown`.
 pub async fn run(
     pool: PgPool,
     process: String,
@@ -106,6 +108,9 @@ pub async fn run(
         }
         if let Err(err) = queue_due_retries(&pool).await {
             tracing::warn!(error = %err, "queueing due retries failed");
+        }
+        if let Err(err) = unanswered::expire(&pool).await {
+            tracing::warn!(error = %err, "ending unanswered runs failed");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

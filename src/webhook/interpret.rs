@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use super::event::{CommentRef, Event, EventKind};
 use super::inbox::{self, PendingDelivery, Summary};
+use crate::engine::clarification;
 use crate::installations::{self, Change, Status};
 use crate::report::check_run;
 use crate::requests::{Asked, Request, queue};
@@ -122,12 +123,7 @@ pub fn interpret(event: &Event, installation: Option<Status>) -> Intent {
             if body.contains(MARKER_PREFIX) {
                 return Intent::Ignore("comment is Conveyor's own");
             }
-            if commands::parse(body).is_empty() {
-                return Intent::Ignore("no command in the comment");
-            }
-            (
-                Some(issue.number),
-                author,
+            let request = if !commands::parse(body).is_empty() {
                 Request::Comment {
                     comment: match comment {
                         CommentRef::Issue(id) => outbox::Comment::Issue(*id),
@@ -138,8 +134,19 @@ pub fn interpret(event: &Event, installation: Option<Status>) -> Intent {
                     title: issue.title.clone(),
                     body: issue.body.clone(),
                     labels: issue.labels.clone(),
-                },
-            )
+                }
+            } else {
+                // A person's plain comment on the issue may answer a run's questions; whether
+                // one waits for it is the database's to say.
+                match comment {
+                    CommentRef::Issue(id) if !author.is_bot => Request::Answer {
+                        comment: outbox::Comment::Issue(*id),
+                        text: body.clone(),
+                    },
+                    _ => return Intent::Ignore("no command in the comment"),
+                }
+            };
+            (Some(issue.number), author, request)
         }
         EventKind::CheckRunRequestedAction {
             check_run,
@@ -275,6 +282,15 @@ async fn apply(conn: &mut PgConnection, delivery_id: i64, event: &Event) -> sqlx
             installations::apply(conn, id, &account, &change).await?;
             "installation".to_owned()
         }
+        Intent::Request(Asked {
+            request: Request::Answer { .. },
+            issue: Some(issue),
+            owner,
+            name,
+            ..
+        }) if !clarification::awaited_on(&mut *conn, &owner, &name, issue).await? => {
+            "ignored: no command in the comment".to_owned()
+        }
         Intent::Request(asked) => {
             // A replayed delivery finds the request it queued the first time.
             queue::insert(conn, delivery_id, &asked).await?;
@@ -390,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn a_comment_is_a_request_only_when_it_holds_a_command_and_is_not_conveyors_own() {
+    fn a_comment_is_a_command_or_may_be_an_answer_unless_it_is_conveyors_own() {
         let Intent::Request(asked) = interpret(&comment("/conveyor run", "bob", false), None)
         else {
             panic!("expected a request");
@@ -409,13 +425,28 @@ mod tests {
             panic!("expected a request");
         };
         assert!(asked.actor_is_bot);
+        let Intent::Request(asked) = interpret(&comment("looks good", "bob", false), None) else {
+            panic!("a plain comment may be an answer");
+        };
         assert_eq!(
-            interpret(&comment("looks good", "bob", false), None),
-            Intent::Ignore("no command in the comment")
+            asked.request,
+            Request::Answer {
+                comment: outbox::Comment::Issue(77),
+                text: "looks good".into()
+            }
         );
         assert_eq!(
-            interpret(&comment("```\n/conveyor run\n```", "bob", false), None),
+            interpret(&comment("looks good", "ci[bot]", true), None),
             Intent::Ignore("no command in the comment")
+        );
+        let Intent::Request(asked) =
+            interpret(&comment("```\n/conveyor run\n```", "bob", false), None)
+        else {
+            panic!("a plain comment may be an answer");
+        };
+        assert!(
+            matches!(asked.request, Request::Answer { .. }),
+            "a quoted command is no command"
         );
         assert_eq!(
             interpret(
