@@ -52,6 +52,11 @@ pub fn head_and_tail(text: &str, max_bytes: usize) -> String {
     format!("{head}{marker}{tail}")
 }
 
+/// The end of `text`, at most `max_bytes` of it, starting on a character.
+pub fn last_bytes(text: &str, max_bytes: usize) -> &str {
+    &text[ceil_char_boundary(text, text.len().saturating_sub(max_bytes))..]
+}
+
 /// `text` without NUL bytes: Postgres refuses them in text, and they have no place in a report.
 pub fn remove_nul(text: &str) -> Cow<'_, str> {
     if text.contains('\0') {

@@ -23,6 +23,7 @@ use crate::outbox::{self, Effect, Place};
 use crate::pipeline::definition::RetryPolicy;
 use crate::pipeline::git::Git;
 use crate::pipeline::mirror::Mirrors;
+use crate::pipeline::prompt::Prompts;
 use crate::pipeline::sandbox::Sandbox;
 use crate::pipeline::workspace::Workspaces;
 use crate::pipeline::{self, PrepareError, StepResult, TaskContext};
@@ -245,10 +246,28 @@ impl TaskRunner {
             title: task.title.clone(),
             body: task.body.clone(),
             pipeline: task.pipeline.clone(),
+            branch: prepared.branch.clone(),
+            base_sha: prepared.diff_base.clone(),
         };
         let env = context.env();
+        let mut prompts = Prompts::new(&prepared.prompts, &context);
         let mut head = Head::new(&prepared);
         let mut from = run.resume_at_step.map_or(0, |step| step.max(0) as usize);
+        if from > 0 {
+            let earlier = match runs::steps(&self.pool, run.id).await {
+                Ok(records) => records
+                    .iter()
+                    .map(StepRecord::to_result)
+                    .collect::<Vec<_>>(),
+                Err(err) => return Ended::failed(Failure::Lost(err.to_string())),
+            };
+            let workspace = &prepared.checkout.workspace;
+            if let Err(err) = prompts.resume(&earlier, workspace, &self.sandbox) {
+                return Ended::failed(Failure::Definition(format!(
+                    "the prompt of an earlier step could not be rendered again for the run to go on: {err}"
+                )));
+            }
+        }
         let budget_minutes = budget_minutes(&prepared.pipeline, task);
         // Time the run's steps took, earlier passes (before an approval) included.
         let used_ms = AtomicU64::new(run.time_used_ms.max(0) as u64);
@@ -271,6 +290,7 @@ impl TaskRunner {
                     &prepared.pipeline,
                     from,
                     &env,
+                    &mut prompts,
                     &self.sandbox,
                     budget,
                     lines,
