@@ -173,6 +173,15 @@ mod tests {
     }
 
     #[test]
+    fn the_last_bytes_start_on_a_character() {
+        assert_eq!(last_bytes("abc", 10), "abc");
+        assert_eq!(last_bytes("abc", 2), "bc");
+        assert_eq!(last_bytes("aéz", 2), "z");
+        assert_eq!(last_bytes("aéz", 3), "éz");
+        assert_eq!(last_bytes("abc", 0), "");
+    }
+
+    #[test]
     fn text_within_the_budget_is_kept_whole() {
         assert_eq!(head_and_tail("short\n", 6), "short\n");
         assert_eq!(head_and_tail("", 0), "");

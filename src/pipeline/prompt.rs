@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use serde::Serialize;
@@ -79,8 +79,8 @@ pub struct Sources {
 #[derive(Debug, Clone)]
 struct Source {
     step: String,
-    /// Where the template came from, for errors: the step's own name or the file's path.
-    origin: String,
+    /// The template's file, when it is not the step's own text.
+    file: Option<String>,
     template: String,
     context_files: Vec<(String, String)>,
 }
@@ -195,9 +195,9 @@ fn source(
             .cloned()
             .ok_or_else(|| bad(&step.name, format!("reads `{path}`, which was not read")))
     };
-    let (origin, template) = match &prompt.template {
-        PromptTemplate::Inline(text) => (format!("step `{}`", step.name), text.clone()),
-        PromptTemplate::File(path) => (format!("`{path}`"), file(path)?),
+    let (template_file, template) = match &prompt.template {
+        PromptTemplate::Inline(text) => (None, text.clone()),
+        PromptTemplate::File(path) => (Some(path.clone()), file(path)?),
     };
     let context_files = prompt
         .context_files
@@ -206,10 +206,25 @@ fn source(
         .collect::<Result<_, DefinitionError>>()?;
     Ok(Source {
         step: step.name.clone(),
-        origin,
+        file: template_file,
         template,
         context_files,
     })
+}
+
+impl Source {
+    /// Where an error is, after what it is about: the template's file, if it has one.
+    fn place(&self) -> String {
+        self.file
+            .as_ref()
+            .map(|path| format!(" in `{path}`"))
+            .unwrap_or_default()
+    }
+
+    /// What minijinja calls the template.
+    fn name(&self) -> &str {
+        self.file.as_deref().unwrap_or(&self.step)
+    }
 }
 
 /// The environment every template is compiled and rendered in.
@@ -228,13 +243,13 @@ fn template_error(source: &Source, error: &minijinja::Error) -> DefinitionError 
         Some(detail) => format!("{}: {detail}", error.kind()),
         None => error.kind().to_string(),
     };
-    let place = match error.line() {
-        Some(line) => format!("{} line {line}", source.origin),
-        None => source.origin.clone(),
-    };
+    let line = error
+        .line()
+        .map(|line| format!(" at line {line}"))
+        .unwrap_or_default();
     bad(
         &source.step,
-        format!("has a template error in {place}: {what}"),
+        format!("has a template error{line}{}: {what}", source.place()),
     )
 }
 
@@ -243,54 +258,64 @@ fn template_error(source: &Source, error: &minijinja::Error) -> DefinitionError 
 fn check(source: &Source, earlier: &[Step], later: &[Step]) -> Result<(), DefinitionError> {
     let env = environment();
     let template = env
-        .template_from_named_str(&source.origin, &source.template)
+        .template_from_named_str(source.name(), &source.template)
         .map_err(|err| template_error(source, &err))?;
     let globals: BTreeSet<&str> = env.globals().map(|(name, _)| name).collect();
     let used: BTreeSet<String> = template.undeclared_variables(true).into_iter().collect();
-    let problem = |problem: String| {
+    let problem = |name: &str, problem: String| {
         Err(bad(
             &source.step,
-            format!("uses {problem}, in {}", source.origin),
+            format!("uses `{name}`{}{problem}", source.place()),
         ))
     };
     for name in &used {
         let mut parts = name.split('.');
         match (parts.next().unwrap_or_default(), parts.next(), parts.next()) {
             ("task", Some(field), _) if !TASK_FIELDS.contains(&field) => {
-                return problem(format!(
-                    "`{name}`, which does not exist; `task` has {}",
-                    TASK_FIELDS.join(", ")
-                ));
+                return problem(
+                    name,
+                    format!(
+                        ", which does not exist; `task` has {}",
+                        TASK_FIELDS.join(", ")
+                    ),
+                );
             }
             ("steps", Some(step), attribute) => {
                 match earlier.iter().find(|earlier| earlier.name == step) {
                     Some(earlier) if matches!(earlier.action, Action::Approval(_)) => {
-                        return problem(format!(
-                            "`{name}`, but step `{step}` is an approval, which has no output"
-                        ));
+                        return problem(
+                            name,
+                            format!(", but step `{step}` is an approval, which has no output"),
+                        );
                     }
                     Some(_) => {}
                     None if step == source.step || later.iter().any(|l| l.name == step) => {
-                        return problem(format!(
-                            "`{name}`, but step `{step}` does not run before this one; a prompt sees the output of earlier steps only"
-                        ));
+                        return problem(
+                            name,
+                            format!(
+                                ", but step `{step}` does not run before this one; a prompt sees the output of earlier steps only"
+                            ),
+                        );
                     }
                     None => {
-                        return problem(format!("`{name}`, but there is no step named `{step}`"));
+                        return problem(name, format!(", but there is no step named `{step}`"));
                     }
                 }
                 if let Some(attribute) = attribute.filter(|attribute| *attribute != "output") {
-                    return problem(format!(
-                        "`{name}`; a step has only `output`, not `{attribute}`"
-                    ));
+                    return problem(
+                        name,
+                        format!("; a step has only `output`, not `{attribute}`"),
+                    );
                 }
             }
             ("task" | "context_files" | "steps", ..) => {}
             (global, ..) if globals.contains(global) => {}
             (unknown, ..) => {
-                return problem(format!(
-                    "`{unknown}`, which does not exist; the variables are task, context_files and steps"
-                ));
+                return problem(
+                    unknown,
+                    ", which does not exist; the variables are task, context_files and steps"
+                        .to_owned(),
+                );
             }
         }
     }
@@ -524,7 +549,7 @@ impl<'a> Prompts<'a> {
                 _ => "prompt".to_owned(),
             },
             exit_code,
-            duration: started.elapsed().max(Duration::from_millis(1)),
+            duration: started.elapsed(),
             output,
             timed_out: false,
             out_of_budget: false,
@@ -566,7 +591,7 @@ impl<'a> Prompts<'a> {
             .ok_or_else(|| format!("step {position} has no prompt loaded"))?;
         let env = environment();
         let template = env
-            .template_from_named_str(&source.origin, &source.template)
+            .template_from_named_str(source.name(), &source.template)
             .map_err(|err| template_error(source, &err).to_string())?;
         let variables = Variables {
             task: &self.task,
@@ -588,8 +613,8 @@ impl<'a> Prompts<'a> {
                 "it is larger than {MAX_PROMPT_BYTES} bytes; show less of the files or outputs"
             )),
             Err(err) if err.kind() == ErrorKind::OutOfFuel => Err(format!(
-                "{} runs too long (it stopped after {FUEL} instructions)",
-                source.origin
+                "the template{} runs too long (it stopped after {FUEL} instructions)",
+                source.place()
             )),
             Err(err) => Err(template_error(source, &err).to_string()),
         }
@@ -644,6 +669,8 @@ fn write_prompt(io: &Path, prompt: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::pipeline::git;
     use crate::pipeline::mirror::{Mirrors, Origin};
@@ -778,7 +805,7 @@ mod tests {
         let wrong = [
             (
                 "{{ titel }}",
-                "uses `titel`, which does not exist; the variables are task, context_files and steps, in step `write`",
+                "uses `titel`, which does not exist; the variables are task, context_files and steps",
             ),
             (
                 "{{ task.titel }}",
@@ -811,19 +838,25 @@ mod tests {
             );
             assert!(problem(err).contains(expected), "{template}: {expected}");
         }
+        let steps = "      - {name: write, prompt: {template: p/fix.md}}\n";
+        let in_file = sources(steps, &[("p/fix.md", "{{ task.nope }}")]).unwrap_err();
+        assert!(
+            problem(in_file).starts_with("uses `task.nope` in `p/fix.md`, which does not exist"),
+            "the file is named"
+        );
     }
 
     #[test]
     fn a_syntax_error_names_the_step_the_file_and_the_line() {
         let inline = problem(one("line one\n{% endfor %}\nline three").unwrap_err());
         assert!(
-            inline.starts_with("has a template error in step `write` line 2: syntax error"),
+            inline.starts_with("has a template error at line 2: syntax error"),
             "{inline}"
         );
         let steps = "      - {name: write, prompt: {template: prompts/fix.md}}\n";
         let file = problem(sources(steps, &[("prompts/fix.md", "ok\n{% if %}\n")]).unwrap_err());
         assert!(
-            file.starts_with("has a template error in `prompts/fix.md` line 2: syntax error"),
+            file.starts_with("has a template error at line 2 in `prompts/fix.md`: syntax error"),
             "{file}"
         );
         assert!(
@@ -917,7 +950,7 @@ mod tests {
         let steps = "      - {name: build, run: x}\n      - {name: write, prompt: '{% for i in range(100) %}{{ steps.build.output }}{% endfor %}'}\n";
         let sources_ = sources(steps, &[]).unwrap();
         let big = output("build", 0, &"x".repeat(1 << 20));
-        let err = render(&sources_, 1, &[big.clone()]).unwrap_err();
+        let err = render(&sources_, 1, &[big]).unwrap_err();
         assert!(err.contains("larger than 262144 bytes"), "{err}");
 
         let shown = sources(
@@ -944,7 +977,7 @@ mod tests {
     fn a_missing_variable_at_render_time_fails_clearly() {
         let sources = one("{{ context_files[0].content }}").unwrap();
         let err = render(&sources, 0, &[]).unwrap_err();
-        assert!(err.starts_with("`.github/conveyor.yml`: the prompt of step `write` has a template error in step `write` line 1:"), "{err}");
+        assert!(err.starts_with("`.github/conveyor.yml`: the prompt of step `write` has a template error at line 1: undefined value"), "{err}");
     }
 
     /// A workspace, and what must live as long as it does.
@@ -1082,7 +1115,9 @@ mod tests {
         std::fs::write(outside.path().join("a.md"), "SECRET").unwrap();
         let target = outside.path().join("a.md");
         let big = "x".repeat(MAX_FILE_BYTES as usize + 1);
-        let cases: &[(&[(&str, &str)], &[(&str, &str)], &str)] = &[
+        /// Files (or links) by path and text (or target).
+        type Entries<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Entries, Entries, &str)] = &[
             (
                 &[("docs/a.md", "A")],
                 &[],
