@@ -351,7 +351,7 @@ fn hidden(c: char) -> bool {
         | '\u{2060}'..='\u{2064}'       // word joiner, invisible operators
         | '\u{2066}'..='\u{2069}'       // bidirectional isolates
         | '\u{FEFF}'                    // zero-width no-break space
-        | '\u{E0000}'..='\u{E007F}' // tag characters
+        | '\u{E0000}'..='\u{E007F}'     // tag characters
     )
 }
 
