@@ -214,3 +214,53 @@ async fn conveyor_run_renders_prompts_too() {
         "{out}"
     );
 }
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn after_an_approval_the_steps_get_the_same_prompt_again(pool: sqlx::PgPool) {
+    let pipeline = "pipelines:
+  default:
+    steps:
+      - name: plan
+        run: echo plan > plan.txt; echo planned
+      - name: ask
+        prompt: 'Do it: {{ task.title }} after {{ steps.plan.output }}'
+      - name: review
+        approval: {}
+      - name: agent
+        run: cp \"$CONVEYOR_PROMPT_FILE\" out.md
+";
+    let harness = with_repo(pool, &[(".github/conveyor.yml", pipeline)]).await;
+    let writer = "wendy";
+    harness.github.set_permission(OWNER, REPO, writer, "write");
+    let payload = payloads::labeled_issue_by(7, "Ship it", "conveyor", REQUESTER, "User");
+    let (status, _) = harness.post_signed("issues", "label-7", &payload).await;
+    assert_eq!(status, 202);
+    assert_eq!(harness.request_outcome("label-7").await, "task_created");
+    let task_id = harness.task_ids().await[0];
+    harness.reach(task_id, TaskState::AwaitingApproval).await;
+    harness.settled().await;
+
+    // The run goes on in a new workspace, which holds no prompt until it is rendered again.
+    let text = "/conveyor approve";
+    let id = harness
+        .github
+        .add_user_comment(OWNER, REPO, 7, writer, text);
+    let body = payloads::issue_comment(7, false, id, text, writer, "User");
+    let (status, _) = harness
+        .post_signed("issue_comment", "approve-7", &body)
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        harness.request_outcome("approve-7").await,
+        format!("approved task {task_id}")
+    );
+    assert_eq!(harness.final_state(task_id).await, TaskState::Succeeded);
+    harness.settled().await;
+    assert_eq!(
+        harness
+            .github
+            .file_at(OWNER, REPO, "conveyor/7-ship-it", "out.md")
+            .as_deref(),
+        Some("Do it: Ship it after planned\n")
+    );
+}
