@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use crate::pipeline::clarification;
 use crate::pipeline::git::{self, Git};
 use crate::pipeline::mirror::{Mirrors, Origin};
+use crate::pipeline::prompt;
 use crate::pipeline::protected::Protected;
 use crate::pipeline::sandbox::Sandbox;
 use crate::pipeline::workspace::Workspaces;
@@ -38,13 +39,6 @@ pub async fn run(args: LocalRun, out: &mut impl Write) -> anyhow::Result<()> {
     } else {
         args.repo.clone()
     };
-    let context = TaskContext {
-        repository: url.clone(),
-        title: args.title.clone(),
-        body: args.body.clone(),
-        pipeline: args.pipeline.clone(),
-        ..TaskContext::default()
-    };
     writeln!(
         out,
         "conveyor: running pipeline `{}` on {url}",
@@ -59,6 +53,18 @@ pub async fn run(args: LocalRun, out: &mut impl Write) -> anyhow::Result<()> {
     // A branch an earlier local run left is replaced, but only as it was when cloned.
     let remote = checkout.branch_head(&git, &branch).await?;
     let base = checkout.default_head.clone();
+    let sources =
+        prompt::Sources::load(&pipeline, &git, &checkout.workspace.git_dir(), &base).await?;
+    let context = TaskContext {
+        repository: url.clone(),
+        title: args.title.clone(),
+        body: args.body.clone(),
+        pipeline: args.pipeline.clone(),
+        branch: branch.clone(),
+        base_sha: base.clone(),
+        ..TaskContext::default()
+    };
+    let mut prompts = prompt::Prompts::new(&sources, &context);
     checkout
         .check_out(&git, &base, None, &url, &args.sandbox)
         .await?;
@@ -80,6 +86,7 @@ pub async fn run(args: LocalRun, out: &mut impl Write) -> anyhow::Result<()> {
                 &pipeline,
                 from,
                 &env,
+                &mut prompts,
                 &args.sandbox,
                 budget,
                 |_, _, _| None,

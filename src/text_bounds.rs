@@ -52,6 +52,11 @@ pub fn head_and_tail(text: &str, max_bytes: usize) -> String {
     format!("{head}{marker}{tail}")
 }
 
+/// The end of `text`, at most `max_bytes` of it, starting on a character.
+pub fn last_bytes(text: &str, max_bytes: usize) -> &str {
+    &text[ceil_char_boundary(text, text.len().saturating_sub(max_bytes))..]
+}
+
 /// `text` without NUL bytes: Postgres refuses them in text, and they have no place in a report.
 pub fn remove_nul(text: &str) -> Cow<'_, str> {
     if text.contains('\0') {
@@ -165,6 +170,15 @@ mod tests {
             .take_while(char::is_ascii_digit)
             .collect();
         digits.parse().unwrap()
+    }
+
+    #[test]
+    fn the_last_bytes_start_on_a_character() {
+        assert_eq!(last_bytes("abc", 10), "abc");
+        assert_eq!(last_bytes("abc", 2), "bc");
+        assert_eq!(last_bytes("aéz", 2), "z");
+        assert_eq!(last_bytes("aéz", 3), "éz");
+        assert_eq!(last_bytes("abc", 0), "");
     }
 
     #[test]

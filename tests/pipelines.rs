@@ -359,7 +359,10 @@ async fn retry_from_a_step_takes_up_the_failed_run_at_that_step(pool: sqlx::PgPo
         (Some(failed), Some(failed_run.id), Some(1))
     );
     assert_eq!(harness.final_state(retry.id).await, TaskState::Succeeded);
-    let run = runs::latest(&harness.pool, retry.id).await.unwrap().unwrap();
+    let run = runs::latest(&harness.pool, retry.id)
+        .await
+        .unwrap()
+        .unwrap();
     let steps: Vec<String> = runs::steps(&harness.pool, run.id)
         .await
         .unwrap()

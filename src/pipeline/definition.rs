@@ -535,6 +535,9 @@ pub enum DefinitionError {
     BadGlob { glob: String, reason: String },
     #[error("`{PIPELINE_FILE}` has, under `task_types:`, {0}.")]
     BadTaskTypes(String),
+    /// A prompt step's template or the files it reads; the text says which and why.
+    #[error("`{PIPELINE_FILE}`: the prompt of step `{step}` {problem}.")]
+    BadPrompt { step: String, problem: String },
 }
 
 pub fn parse(text: &str, name: &str) -> Result<Pipeline, DefinitionError> {

@@ -448,11 +448,21 @@ mod tests {
             .unwrap();
         assert_eq!(first.refresh, Refresh::Cloned);
 
+        // Both ask while someone else holds the mirror, so that both asked before the
+        // fetch that the first of them to get the lock makes.
+        let held = hold(&mirrors.mirror_dir(&origin)).await.unwrap();
         let (one, two) = (root.path().join("ws1"), root.path().join("ws2"));
-        let (a, b) = tokio::join!(
-            mirrors.workspace(&git, &origin, &one),
-            mirrors.workspace(&git, &origin, &two),
-        );
+        let both = async {
+            tokio::join!(
+                mirrors.workspace(&git, &origin, &one),
+                mirrors.workspace(&git, &origin, &two),
+            )
+        };
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(held);
+        };
+        let ((a, b), ()) = tokio::join!(both, release);
         let mut refreshes = [a.unwrap().refresh, b.unwrap().refresh];
         refreshes.sort_by_key(|r| *r as u8);
         assert_eq!(refreshes, [Refresh::Fetched, Refresh::Shared]);

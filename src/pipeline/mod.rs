@@ -6,6 +6,7 @@ pub mod clarification;
 pub mod definition;
 pub mod git;
 pub mod mirror;
+pub mod prompt;
 pub mod protected;
 pub mod sandbox;
 pub mod step;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use definition::{MAX_PIPELINE_FILE_BYTES, PIPELINE_FILE};
 use git::{Git, GitError, TreeEntry};
 use mirror::{MirrorError, Mirrors, Origin};
+use prompt::Prompts;
 use sandbox::{Sandbox, SandboxError};
 use workspace::{Workspace, Workspaces};
 
@@ -31,6 +33,10 @@ pub struct TaskContext {
     pub title: String,
     pub body: String,
     pub pipeline: String,
+    /// The branch the run works on; a prompt's `task.branch`.
+    pub branch: String,
+    /// The commit the run started from; a prompt's `task.base_sha`.
+    pub base_sha: String,
 }
 
 impl TaskContext {
@@ -165,13 +171,15 @@ impl Checkout {
     /// at the first that fails for good or asks questions, or before the first approval step. A failed step runs
     /// again alone up to its `retries`; all of them together stop when `budget` is spent.
     /// `lines` gives where each attempt's output goes as it runs; `on_step` sees the result
-    /// of each attempt as soon as it ends (and its lines are stored).
+    /// of each attempt as soon as it ends (and its lines are stored). `prompts` renders the
+    /// prompt steps and gives the steps after one the prompt's file.
     #[allow(clippy::too_many_arguments)]
     pub async fn run_steps<L, F, Fut>(
         &self,
         pipeline: &Pipeline,
         from: usize,
         env: &[(String, String)],
+        prompts: &mut Prompts<'_>,
         sandbox: &Sandbox,
         budget: Duration,
         mut lines: L,
@@ -191,7 +199,7 @@ impl Checkout {
                     gate: Some(position),
                 });
             }
-            // Only a command is worth running again; anything else fails the same way.
+            // Only a command is worth running again; a prompt renders the same each time.
             let attempts = match step.script() {
                 Some(_) => step.retries.saturating_add(1),
                 None => 1,
@@ -201,16 +209,24 @@ impl Checkout {
                 attempt += 1;
                 let sink = lines(position, &step.name, attempt);
                 let left = budget.saturating_sub(started.elapsed());
-                let ran = step::run(
-                    position,
-                    step,
-                    &self.workspace,
-                    env,
-                    sandbox,
-                    left,
-                    sink.as_ref(),
-                )
-                .await;
+                let ran = match step.action {
+                    definition::Action::Prompt(_) => Ok(prompts
+                        .run(position, step, &self.workspace, sandbox, sink.as_ref())
+                        .await),
+                    _ => {
+                        let env = prompts.env(env);
+                        step::run(
+                            position,
+                            step,
+                            &self.workspace,
+                            &env,
+                            sandbox,
+                            left,
+                            sink.as_ref(),
+                        )
+                        .await
+                    }
+                };
                 if let Some(sink) = sink {
                     sink.close().await;
                 }
@@ -229,6 +245,7 @@ impl Checkout {
                 }
                 tracing::info!(step = %step.name, attempt, attempts, "step failed; running it again");
             };
+            prompts.ran(&result);
             let failed = !result.succeeded();
             results.push(result);
             if failed {

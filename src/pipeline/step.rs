@@ -42,6 +42,16 @@ impl LineSink {
         Self { lines, stored }
     }
 
+    /// Passes on one line that Conveyor itself writes for the step; a log writer that
+    /// stopped loses it, as it would the step's own lines.
+    pub async fn send(&self, text: &str) {
+        let line = Line {
+            at: Utc::now(),
+            text: text.to_owned(),
+        };
+        let _ = self.lines.send(line).await;
+    }
+
     pub async fn close(self) {
         drop(self.lines);
         if let Err(err) = self.stored.await {

@@ -25,6 +25,7 @@ use crate::pipeline::clarification;
 use crate::pipeline::definition::RetryPolicy;
 use crate::pipeline::git::Git;
 use crate::pipeline::mirror::Mirrors;
+use crate::pipeline::prompt::Prompts;
 use crate::pipeline::sandbox::Sandbox;
 use crate::pipeline::workspace::Workspaces;
 use crate::pipeline::{self, PrepareError, StepResult, TaskContext};
@@ -270,6 +271,8 @@ impl TaskRunner {
             title: task.title.clone(),
             body: task.body.clone(),
             pipeline: task.pipeline.clone(),
+            branch: prepared.branch.clone(),
+            base_sha: prepared.diff_base.clone(),
         };
         let workspace = &prepared.checkout.workspace;
         let mut env = context.env();
@@ -279,12 +282,24 @@ impl TaskRunner {
         if let Err(err) = clarification::write_answers(workspace, &run.answers) {
             return Ended::session_fault(err);
         }
+        let mut prompts = Prompts::new(&prepared.prompts, &context);
         let mut head = Head::new(&prepared);
-        // An approved run goes on after its gate; a retry from a step starts at that step.
+        // An approved or answered run goes on at its step; a retry from a step starts there.
         let mut from = run
             .resume_at_step
             .or(task.retry_from_step)
             .map_or(0, |step| step.max(0) as usize);
+        if from > 0 {
+            let earlier = match self.earlier_steps(task, run, from).await {
+                Ok(earlier) => earlier,
+                Err(err) => return Ended::failed(Failure::Lost(err.to_string())),
+            };
+            if let Err(err) = prompts.resume(&earlier, workspace, &self.sandbox) {
+                return Ended::failed(Failure::Definition(format!(
+                    "the prompt of an earlier step could not be rendered again for the run to go on: {err}"
+                )));
+            }
+        }
         let budget_minutes = budget_minutes(&prepared.pipeline, task);
         // Time the run's steps took, earlier passes (before an approval) included.
         let used_ms = AtomicU64::new(run.time_used_ms.max(0) as u64);
@@ -307,6 +322,7 @@ impl TaskRunner {
                     &prepared.pipeline,
                     from,
                     &env,
+                    &mut prompts,
                     &self.sandbox,
                     budget,
                     lines,
@@ -361,6 +377,35 @@ impl TaskRunner {
             },
             Err(failure) => Ended::failed(failure),
         }
+    }
+
+    /// The results of the steps before position `from` of a run that starts there: those of
+    /// the failed run a retry from a step takes up, then the run's own before it parked.
+    async fn earlier_steps(
+        &self,
+        task: &Task,
+        run: &Run,
+        from: usize,
+    ) -> sqlx::Result<Vec<StepResult>> {
+        let mut earlier = Vec::new();
+        let taken_up = task.retry_from_run.zip(task.retry_from_step);
+        let mut sources = Vec::new();
+        if let Some((source, start)) = taken_up {
+            sources.push((source, start.max(0) as usize));
+        }
+        if run.resume_at_step.is_some() {
+            sources.push((run.id, from));
+        }
+        for (run_id, before) in sources {
+            let records = runs::steps(&self.pool, run_id).await?;
+            earlier.extend(
+                records
+                    .iter()
+                    .filter(|record| (record.position.max(0) as usize) < before)
+                    .map(StepRecord::to_result),
+            );
+        }
+        Ok(earlier)
     }
 
     async fn record_step(&self, run_id: i64, epoch: i64, step: StepResult) {

@@ -8,6 +8,7 @@ use crate::engine::tasks::Task;
 use crate::pipeline::definition::{self, Settings};
 use crate::pipeline::git::{self, Git, GitError};
 use crate::pipeline::mirror::Origin;
+use crate::pipeline::prompt;
 use crate::pipeline::{Checkout, Pipeline, PrepareError};
 
 pub(super) struct Prepared {
@@ -25,6 +26,8 @@ pub(super) struct Prepared {
     pub built_on: Option<String>,
     /// The commit the run's whole diff is taken against.
     pub diff_base: String,
+    /// What the pipeline's prompt steps read, from `diff_base`, checked.
+    pub prompts: prompt::Sources,
 }
 
 pub(super) async fn prepare(
@@ -85,6 +88,8 @@ pub(super) async fn prepare(
             start.base.clone()
         }
     };
+    let prompts =
+        prompt::Sources::load(&pipeline, git, &checkout.workspace.git_dir(), &diff_base).await?;
     checkout
         .check_out(git, &start.base, work.as_deref(), &url, &runner.sandbox)
         .await?;
@@ -98,6 +103,7 @@ pub(super) async fn prepare(
         remote: start.remote,
         built_on: start.built_on,
         diff_base,
+        prompts,
     })
 }
 
