@@ -2,11 +2,13 @@
 //! the sandbox, and step execution.
 
 pub mod changes;
+pub mod check;
 pub mod definition;
 pub mod git;
 pub mod mirror;
 pub mod protected;
 pub mod sandbox;
+pub mod schema;
 pub mod step;
 pub mod workspace;
 
