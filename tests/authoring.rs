@@ -409,6 +409,15 @@ fn conveyor_check_tells_each_problem_with_its_line_and_column() {
         "link.yml: is a symbolic link; Conveyor reads only a regular file committed at that path\n"
     );
 
+    std::fs::write(dir.path().join("big.yml"), "#".repeat(256 * 1024 + 1)).unwrap();
+    let out = conveyor(&["check", "big.yml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with("big.yml: is over 262144 bytes, the limit"),
+    );
+
     std::fs::write(dir.path().join("good.yml"), EXAMPLE).unwrap();
     let out = conveyor(&["check", "good.yml"], dir.path());
     assert!(out.status.success());

@@ -2,7 +2,8 @@
 //! with the line and column it is about. The parser alone decides what is wrong; this module
 //! only finds where, in a second reading of the YAML that keeps positions.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::bail;
@@ -61,25 +62,33 @@ pub fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
 }
 
 /// The file's text, refused as a run would refuse it: a symbolic link, not a regular file,
-/// too large or not UTF-8.
+/// too large or not UTF-8. The link is refused when the file is opened, not looked at first,
+/// so nothing can be swapped in between.
 fn read(path: &Path) -> Result<String, String> {
-    let metadata = std::fs::symlink_metadata(path).map_err(|err| err.to_string())?;
-    if metadata.file_type().is_symlink() {
-        return Err(
-            "is a symbolic link; Conveyor reads only a regular file committed at that path"
-                .to_owned(),
-        );
-    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ELOOP) => {
+                "is a symbolic link; Conveyor reads only a regular file committed at that path"
+                    .to_owned()
+            }
+            _ => err.to_string(),
+        })?;
+    let metadata = file.metadata().map_err(|err| err.to_string())?;
     if !metadata.is_file() {
         return Err("is not a regular file".to_owned());
     }
-    if metadata.len() > MAX_PIPELINE_FILE_BYTES {
+    let mut bytes = Vec::new();
+    file.take(MAX_PIPELINE_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| err.to_string())?;
+    if bytes.len() as u64 > MAX_PIPELINE_FILE_BYTES {
         return Err(format!(
-            "is {} bytes; the limit is {MAX_PIPELINE_FILE_BYTES} bytes",
-            metadata.len()
+            "is over {MAX_PIPELINE_FILE_BYTES} bytes, the limit; move long scripts into files the steps run"
         ));
     }
-    let bytes = std::fs::read(path).map_err(|err| err.to_string())?;
     String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_owned())
 }
 
