@@ -85,7 +85,6 @@ struct PipelineFile {
     /// `{bug: fix, documentation: docs}`. The first of an issue's labels listed here wins;
     /// every pipeline named must exist.
     #[serde(default)]
-    #[schemars(with = "BTreeMap<String, String>")]
     task_types: BTreeMap<String, String>,
 }
 
