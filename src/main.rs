@@ -8,7 +8,9 @@ use conveyor::bench::{
 };
 use conveyor::config::Config;
 use conveyor::local_run::{self, LocalRun};
+use conveyor::pipeline::definition::PIPELINE_FILE;
 use conveyor::pipeline::sandbox::SandboxMode;
+use conveyor::pipeline::{check, schema};
 use conveyor::{db, service};
 use secrecy::ExposeSecret;
 
@@ -45,6 +47,14 @@ enum Command {
         #[arg(long, default_value = "default")]
         pipeline: String,
     },
+    /// Check a pipeline file as runs read it: print `FILE: ok (pipelines: …)`, or a
+    /// `FILE:LINE:COLUMN: problem` line for each problem and exit 1.
+    Check {
+        #[arg(default_value = PIPELINE_FILE)]
+        file: std::path::PathBuf,
+    },
+    /// Print the JSON Schema of `.github/conveyor.yml` (for editors and CI).
+    Schema,
     /// Measure a running Conveyor.
     #[command(subcommand)]
     Bench(Bench),
@@ -136,6 +146,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 sandbox: config.sandbox(),
             };
             local_run::run(args, &mut std::io::stdout()).await
+        }
+        Command::Check { file } => check::run(&file, &mut std::io::stdout()),
+        Command::Schema => {
+            print!("{}", schema::to_pretty_json());
+            Ok(())
         }
         Command::Bench(Bench::Intake {
             url,

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde_norway::Value;
 
@@ -34,6 +35,10 @@ const MAX_CLARIFICATION_ROUNDS: u32 = 10;
 /// says otherwise.
 const DEFAULT_ANSWER_TIMEOUT_HOURS: u32 = 72;
 const MAX_ANSWER_TIMEOUT_HOURS: u32 = 30 * 24;
+/// The range each limit may take, as (key, least, most).
+const MEMORY_MB: (&str, u64, u64) = ("memory_mb", 64, 1 << 20);
+const PROCESSES: (&str, u64, u64) = ("processes", 8, 1 << 16);
+const FILE_SIZE_MB: (&str, u64, u64) = ("file_size_mb", 1, 1 << 20);
 const DEFAULT_TRIGGER_LABEL: &str = "conveyor";
 /// The pipeline a label, or `/conveyor run` without a name, runs.
 pub const DEFAULT_PIPELINE: &str = "default";
@@ -41,6 +46,8 @@ pub const DEFAULT_PIPELINE: &str = "default";
 const LABEL_MAX_CHARS: usize = 50;
 /// A value quoted back in an error: enough to recognise it.
 const SHOWN_VALUE_MAX_CHARS: usize = 60;
+/// Text that is not only whitespace, for the schema: the parser trims before it checks.
+const NOT_BLANK: &str = r"\S";
 
 /// Paths a run may not change unless its pipeline says otherwise (`protected_paths:`): CI
 /// definitions, Conveyor's own file and code ownership are how a repository governs itself,
@@ -61,16 +68,37 @@ pub const EXAMPLE: &str = "pipelines:
       - name: verify
         run: cargo test";
 
-/// The whole file as written. `settings` is read by hand so its errors can say the fix.
-#[derive(Debug, Deserialize)]
+// These entry types are what the parser reads the file into, and the JSON Schema
+// (`conveyor schema`) is generated from them: their doc comments are what pipeline authors
+// read in their editors, so they speak to authors. Rules the parser checks after reading
+// (one step kind, ranges, non-blank text) are mirrored in `schemars` attributes, and
+// `tests/authoring.rs` holds the two together.
+
+/// `.github/conveyor.yml`, read from the repository's default branch: the pipelines a task
+/// may run, the labels that choose one, and who may steer runs.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "Conveyor pipeline file")]
 struct PipelineFile {
+    /// Named pipelines. A task runs the one it names (`/conveyor run NAME`, a
+    /// `conveyor:NAME` label), else the one `task_types` gives its labels, else `default`.
     pipelines: BTreeMap<String, PipelineEntry>,
+    // Read by hand (`settings_from`), so that its errors can say the fix and so that labels
+    // and commands keep working while a pipeline is broken.
+    /// Who may steer runs, and how tasks start. Every key is optional.
     #[serde(default)]
+    #[schemars(with = "Option<Settings>", skip_serializing_if = "Value::is_null")]
     settings: Value,
-    /// Issue labels and the pipeline each one runs, for a task that names none.
+    /// Issue labels and the pipeline each one runs, for a task that names none, such as
+    /// `{bug: fix, documentation: docs}`. The first of an issue's labels listed here wins;
+    /// every pipeline named must exist.
     #[serde(default)]
     task_types: BTreeMap<String, String>,
+}
+
+/// The file's JSON Schema, generated from the types [`parse`] reads it into.
+pub(super) fn file_schema(generator: SchemaGenerator) -> Schema {
+    generator.into_root_schema_for::<PipelineFile>()
 }
 
 /// The file read for its settings alone: whatever else it holds, valid or not, is skipped.
@@ -80,79 +108,211 @@ struct SettingsOnly {
     settings: Value,
 }
 
-/// A pipeline as written in the file; [`parse`] checks it and makes it a [`Pipeline`].
-#[derive(Debug, Deserialize)]
+/// A pipeline: steps run in order in a fresh clone of the repository; the first that fails
+/// ends the run and nothing is pushed. If the steps changed files, they are committed to a
+/// branch and a pull request opens.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Pipeline")]
 struct PipelineEntry {
+    /// The steps, run in order. Each has a `name` and one of `run`, `prompt` or `approval`.
+    #[schemars(length(min = 1))]
     steps: Vec<StepEntry>,
+    /// Whether a failed run is tried again as a whole, and how long it waits in between. By
+    /// default a failed step fails the task.
     #[serde(default)]
     retry: RetryPolicy,
+    /// Whether steps reach the internet (never the host's own services, such as Postgres on
+    /// localhost); a step may say otherwise. `false` gives them loopback only.
     #[serde(default = "network_default")]
     network: bool,
+    /// Resource limits for every step of the pipeline; a step may override each one.
     #[serde(default)]
     limits: LimitSettings,
+    /// Globs of paths a run may not change (`*` stays within a path segment, `**` crosses
+    /// them); a run that changes one fails and pushes nothing. Replaces the default list.
     #[serde(default = "protected_paths_default")]
     protected_paths: Vec<String>,
+    /// The whole run's budget in minutes, across all its steps and their retries (default
+    /// 120). `/conveyor run NAME timeout=30m` may lower it for one run.
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_MINUTES))]
     timeout_minutes: Option<u64>,
+    /// How a step may ask the requester questions: it writes them to the file named by
+    /// `CONVEYOR_QUESTIONS_FILE` and exits with code 75; the run waits for the requester's
+    /// next plain comment on the issue and runs the step again with the answer in the file
+    /// named by `CONVEYOR_ANSWERS_FILE`.
     #[serde(default)]
     clarification: ClarificationEntry,
 }
 
-/// `clarification:` as written; [`pipeline_from`] checks it.
-#[derive(Debug, Default, Deserialize)]
+/// `clarification:`, checked by [`pipeline_from`].
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Clarification")]
 struct ClarificationEntry {
+    /// How many rounds of questions a run may ask (default 3); asking once more fails the
+    /// run with `no_answer`. 0: steps may not ask.
+    #[schemars(range(max = MAX_CLARIFICATION_ROUNDS))]
     max_rounds: Option<u32>,
+    /// Hours the run waits for an answer before it fails with `no_answer` (default 72, at
+    /// most 720).
+    #[schemars(range(min = 1, max = MAX_ANSWER_TIMEOUT_HOURS))]
     timeout_hours: Option<u32>,
 }
 
-/// A step as written: which of its keys are there is what decides its kind, so each one is
-/// kept as given and [`step_from`] judges the combination.
-#[derive(Debug, Deserialize)]
+// Which of its keys a step has is what decides its kind, so each one is kept as given and
+// `step_from` judges the combination.
+/// A step: a command (`run`), a prompt rendered for the steps after it (`prompt`), or a gate
+/// that waits for a person's approval (`approval`). Exactly one of the three.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Step", transform = one_step_kind)]
 struct StepEntry {
+    /// The step's name, unique in its pipeline: shown in the timeline and the status comment,
+    /// and what `/conveyor retry NAME` names. A step named `verify` checks the work (see
+    /// `verify`).
+    #[schemars(regex(pattern = NOT_BLANK))]
     name: String,
-    /// `Some(None)` is a `run:` left empty, told apart from no `run` at all.
+    // `Some(None)` is a `run:` left empty, told apart from no `run` at all.
+    /// A shell script, run with `sh -c` in the work tree inside the sandbox. It fails the
+    /// step when it exits non-zero.
     #[serde(default, deserialize_with = "present")]
+    #[schemars(
+        with = "String",
+        regex(pattern = NOT_BLANK),
+        skip_serializing_if = "Option::is_none"
+    )]
     run: Option<Option<String>>,
-    /// `Some(None)` is a bare `approval:`, an approval with nothing more to say.
+    // `Some(None)` is a bare `approval:`, an approval with nothing more to say.
+    /// Stop here until someone with `approver_permission` approves the work so far (the run
+    /// commits and pushes it first). `approval: {}` or a bare `approval:` is enough.
     #[serde(default, deserialize_with = "present")]
+    #[schemars(with = "Option<ApprovalEntry>")]
     approval: Option<Option<ApprovalEntry>>,
-    /// `Some(None)` is a `prompt:` left empty.
+    // `Some(None)` is a `prompt:` left empty.
+    /// Render a template to a file whose path the steps after this one get as
+    /// `CONVEYOR_PROMPT_FILE`: the text itself, or `{template: path/in/repo}`.
     #[serde(default, deserialize_with = "present")]
+    #[schemars(with = "PromptEntry")]
     prompt: Option<Option<PromptEntry>>,
+    /// For an approval: globs of paths (as in `protected_paths`); the gate passes by itself
+    /// when the run changed none of them. May also sit under `approval:`, not both.
     required_for_paths: Option<Vec<String>>,
+    /// For a command: minutes it may run before it is stopped and fails (default 60).
+    #[schemars(range(min = 1, max = MAX_TIMEOUT_MINUTES))]
     timeout_minutes: Option<u64>,
+    /// For a command: whether it reaches the internet, overriding the pipeline's `network`.
     network: Option<bool>,
+    /// For a command: resource limits, each overriding the pipeline's.
     limits: Option<LimitSettings>,
+    /// For a command: how many times the step alone runs again after it failed, before the
+    /// run fails (default 0; for a verify step 2, and at most 2). Each attempt is kept in the
+    /// log.
+    #[schemars(range(max = MAX_ATTEMPTS))]
     retries: Option<u32>,
+    /// Whether `/conveyor retry NAME` may start a failed run again from this step (default
+    /// false). Not for an approval.
     retryable: Option<bool>,
+    /// For a command: whether it verifies the work (default: true for a step named
+    /// `verify`). A verify step runs again up to 2 times after a failure by default, and
+    /// never more.
     verify: Option<bool>,
 }
 
 /// `prompt: "text"`, or `prompt: {template: path}` / `prompt: {text: …}` with the files whose
 /// contents the template may show.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Prompt")]
 enum PromptEntry {
-    Inline(String),
+    /// The template's text, such as `"Fix {{ task.title }}"`.
+    Inline(#[schemars(regex(pattern = NOT_BLANK))] String),
     Detailed(PromptDetails),
 }
 
-#[derive(Debug, Deserialize)]
+/// A prompt's template, from the repository (`template`) or written here (`text`): one of
+/// the two.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "PromptTemplate", transform = one_prompt_source)]
 struct PromptDetails {
+    /// A file of the repository, read at the run's base commit, such as `prompts/fix.md`.
+    #[schemars(regex(pattern = NOT_BLANK))]
     template: Option<String>,
+    /// The template's text.
+    #[schemars(regex(pattern = NOT_BLANK))]
     text: Option<String>,
+    /// Files of the repository whose contents the template may show.
     #[serde(default)]
     context_files: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// What approvers are told, and when the gate is needed at all.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Approval")]
 struct ApprovalEntry {
+    /// Shown to the approvers: what to look at before approving.
+    #[schemars(regex(pattern = NOT_BLANK))]
     message: Option<String>,
+    /// Globs of paths (as in `protected_paths`); the gate passes by itself when the run
+    /// changed none of them. Without it the gate is always needed.
     required_for_paths: Option<Vec<String>>,
+}
+
+/// The keys of each step kind, and the keys of other kinds a step of it may not have, as
+/// `step_from` judges them.
+const STEP_KINDS: &[(&str, &[&str])] = &[
+    ("run", &["prompt", "approval", "required_for_paths"]),
+    (
+        "prompt",
+        &[
+            "run",
+            "approval",
+            "required_for_paths",
+            "timeout_minutes",
+            "network",
+            "limits",
+            "retries",
+            "verify",
+        ],
+    ),
+    (
+        "approval",
+        &[
+            "run",
+            "prompt",
+            "timeout_minutes",
+            "network",
+            "limits",
+            "retries",
+            "verify",
+            "retryable",
+        ],
+    ),
+];
+
+/// A step has exactly one kind, and only the keys that kind has.
+fn one_step_kind(schema: &mut Schema) {
+    let kinds: Vec<serde_json::Value> = STEP_KINDS
+        .iter()
+        .map(|(kind, others)| {
+            let forbidden: serde_json::Map<String, serde_json::Value> = others
+                .iter()
+                .map(|key| ((*key).to_owned(), false.into()))
+                .collect();
+            serde_json::json!({"required": [kind], "properties": forbidden})
+        })
+        .collect();
+    schema.insert("oneOf".to_owned(), kinds.into());
+}
+
+/// A prompt's template comes from a file or from the text given, never both or neither.
+fn one_prompt_source(schema: &mut Schema) {
+    schema.insert(
+        "oneOf".to_owned(),
+        serde_json::json!([{"required": ["template"]}, {"required": ["text"]}]),
+    );
 }
 
 /// A key that is present, even with an empty value: `Some` of what serde makes of the value.
@@ -209,17 +369,34 @@ fn protected_paths_default() -> Vec<String> {
         .collect()
 }
 
+// `settings_from` reads the block by hand; the schema is this type's, with its defaults.
 /// How a repository wants Conveyor to treat the people and bots who use it (`settings:`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(deny_unknown_fields, default)]
 pub struct Settings {
-    /// The issue label that starts a task.
+    /// The issue label that starts a task; `LABEL:NAME` (such as `conveyor:docs`) starts one
+    /// that runs pipeline NAME.
+    #[schemars(regex(pattern = NOT_BLANK), length(max = LABEL_MAX_CHARS))]
     pub trigger_label: String,
-    /// The least permission that may run, retry, cancel, approve and reject.
+    /// The least permission that may run, retry, cancel, approve and reject (default
+    /// `write`).
+    #[schemars(schema_with = "approver_permission_schema")]
     pub approver_permission: Permission,
     /// Whether the person who started a run may approve it.
     pub allow_self_approval: bool,
-    /// Bot logins whose labels and commands are honoured; other bots are ignored.
+    /// Bot logins whose labels and commands are honoured (never their approvals); other
+    /// bots are ignored.
+    #[schemars(inner(regex(pattern = NOT_BLANK)))]
     pub allowed_bots: Vec<String>,
+}
+
+/// The permissions `settings: approver_permission` may name, weakest first.
+const APPROVER_PERMISSIONS: [Permission; 3] =
+    [Permission::Write, Permission::Maintain, Permission::Admin];
+
+fn approver_permission_schema(_: &mut SchemaGenerator) -> Schema {
+    let names: Vec<&str> = APPROVER_PERMISSIONS.iter().map(|p| p.as_str()).collect();
+    json_schema!({"type": "string", "enum": names})
 }
 
 /// Separates the trigger label from a pipeline's name in a label that names one
@@ -257,15 +434,20 @@ impl Default for Settings {
     }
 }
 
-/// Limits as written in the file: each one unset means "inherit".
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+/// Resource limits for a step; each one left out is inherited (from the pipeline, else the
+/// default).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Limits")]
 pub struct LimitSettings {
-    /// Address space of each process, in MiB.
+    /// Address space of each process, in MiB (default 8192).
+    #[schemars(range(min = MEMORY_MB.1, max = MEMORY_MB.2))]
     pub memory_mb: Option<u64>,
-    /// Processes (and threads) running at once.
+    /// Processes (and threads) running at once (default 512).
+    #[schemars(range(min = PROCESSES.1, max = PROCESSES.2))]
     pub processes: Option<u64>,
-    /// Largest file a step may write, in MiB.
+    /// Largest file a step may write, in MiB (default 1024).
+    #[schemars(range(min = FILE_SIZE_MB.1, max = FILE_SIZE_MB.2))]
     pub file_size_mb: Option<u64>,
 }
 
@@ -300,14 +482,19 @@ impl Limits {
     }
 }
 
-/// How often a failed task is tried again, and how long it waits in between.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+/// How often a failed task is tried again as a whole, and how long it waits in between.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schemars(rename = "Retry")]
 pub struct RetryPolicy {
-    /// Attempts in all, the first one included.
+    /// Attempts in all, the first one included (1: no retry).
+    #[schemars(range(min = 1, max = MAX_ATTEMPTS))]
     pub attempts: u32,
-    /// Wait before the second attempt; it doubles for each attempt after that.
+    /// Seconds to wait before the second attempt; it doubles for each attempt after that.
+    #[schemars(range(max = MAX_SECONDS))]
     pub backoff_seconds: u64,
+    /// The longest wait between two attempts, in seconds.
+    #[schemars(range(max = MAX_SECONDS))]
     pub max_backoff_seconds: u64,
 }
 
@@ -516,16 +703,25 @@ pub enum DefinitionError {
         "`{PIPELINE_FILE}` is {0} bytes; the limit is {MAX_PIPELINE_FILE_BYTES} bytes. Move long scripts into files the steps run."
     )]
     TooLarge(u64),
+    /// Not YAML, or not the file's shape; `at` is where the reader stopped, when it knows.
     #[error(
-        "`{PIPELINE_FILE}` is not valid: {0}. The file must look like:\n\n```yaml\n{EXAMPLE}\n```"
+        "`{PIPELINE_FILE}` is not valid: {message}. The file must look like:\n\n```yaml\n{EXAMPLE}\n```"
     )]
-    Invalid(String),
+    Invalid {
+        message: String,
+        at: Option<Position>,
+    },
     #[error(
         "`{PIPELINE_FILE}` has no pipeline named `{name}` (it defines: {available}). Add `{name}:` under `pipelines:`."
     )]
     NoSuchPipeline { name: String, available: String },
+    /// `step` is the index of the step the problem is about, when it is one step's.
     #[error("`{PIPELINE_FILE}`: pipeline `{pipeline}` {problem}.")]
-    BadPipeline { pipeline: String, problem: String },
+    BadPipeline {
+        pipeline: String,
+        step: Option<usize>,
+        problem: String,
+    },
     /// The `settings:` block; the text says what is wrong and how to write it.
     #[error("`{PIPELINE_FILE}` has {0}.")]
     BadSettings(String),
@@ -540,16 +736,49 @@ pub enum DefinitionError {
     BadPrompt { step: String, problem: String },
 }
 
+/// A place in the file: line and column, both counted from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl From<serde_norway::Error> for DefinitionError {
+    fn from(err: serde_norway::Error) -> Self {
+        DefinitionError::Invalid {
+            at: err.location().map(|at| Position {
+                line: at.line(),
+                column: at.column(),
+            }),
+            message: err.to_string(),
+        }
+    }
+}
+
 pub fn parse(text: &str, name: &str) -> Result<Pipeline, DefinitionError> {
     let file = parse_file(text)?;
     let entry = file
         .pipelines
         .get(name)
         .ok_or_else(|| no_such_pipeline(&file, name))?;
-    pipeline_from(entry).map_err(|problem| DefinitionError::BadPipeline {
-        pipeline: name.to_owned(),
-        problem,
-    })
+    pipeline_from(entry).map_err(|problem| problem.of(name))
+}
+
+/// The whole file checked as runs would read it: its settings, `task_types` and every
+/// pipeline. The pipelines' names, or every problem found: the file's own, else one for each
+/// broken pipeline.
+pub fn check(text: &str) -> Result<Vec<String>, Vec<DefinitionError>> {
+    let file = parse_file(text).map_err(|err| vec![err])?;
+    let problems: Vec<DefinitionError> = file
+        .pipelines
+        .iter()
+        .filter_map(|(name, entry)| pipeline_from(entry).err().map(|problem| problem.of(name)))
+        .collect();
+    if problems.is_empty() {
+        Ok(file.pipelines.into_keys().collect())
+    } else {
+        Err(problems)
+    }
 }
 
 /// The pipeline a task runs: the one it names (`/conveyor run NAME`, a `conveyor:NAME`
@@ -577,8 +806,7 @@ pub fn choose(
 
 /// The file, with what holds across its pipelines checked: settings and `task_types`.
 fn parse_file(text: &str) -> Result<PipelineFile, DefinitionError> {
-    let file: PipelineFile =
-        serde_norway::from_str(text).map_err(|err| DefinitionError::Invalid(err.to_string()))?;
+    let file: PipelineFile = serde_norway::from_str(text)?;
     settings_from(&file.settings)?;
     for (label, pipeline) in &file.task_types {
         if label.trim().is_empty() {
@@ -621,70 +849,101 @@ fn no_such_pipeline(file: &PipelineFile, name: &str) -> DefinitionError {
 /// commands keep working while a pipeline in the file is broken; a file without the block
 /// gives the defaults.
 pub fn parse_settings(text: &str) -> Result<Settings, DefinitionError> {
-    let file: SettingsOnly =
-        serde_norway::from_str(text).map_err(|err| DefinitionError::Invalid(err.to_string()))?;
+    let file: SettingsOnly = serde_norway::from_str(text)?;
     settings_from(&file.settings)
 }
 
 /// Why `settings` are out of bounds, if they are.
 fn check_limits(settings: &LimitSettings) -> Option<String> {
     let checks = [
-        ("memory_mb", settings.memory_mb, 64, 1 << 20),
-        ("processes", settings.processes, 8, 1 << 16),
-        ("file_size_mb", settings.file_size_mb, 1, 1 << 20),
+        (MEMORY_MB, settings.memory_mb),
+        (PROCESSES, settings.processes),
+        (FILE_SIZE_MB, settings.file_size_mb),
     ];
-    checks.into_iter().find_map(|(key, value, min, max)| {
+    checks.into_iter().find_map(|((key, min, max), value)| {
         value
             .filter(|value| !(min..=max).contains(value))
             .map(|value| format!("`limits: {key}: {value}`; use {min} to {max}"))
     })
 }
 
-/// The pipeline `entry` describes, or what is wrong with it (to follow "pipeline `name`").
-fn pipeline_from(entry: &PipelineEntry) -> Result<Pipeline, String> {
+/// What is wrong with a pipeline: the text, to follow "pipeline `name`", and the index of the
+/// step it is about when it is one step's.
+struct PipelineProblem {
+    step: Option<usize>,
+    problem: String,
+}
+
+impl From<String> for PipelineProblem {
+    fn from(problem: String) -> Self {
+        Self {
+            step: None,
+            problem,
+        }
+    }
+}
+
+impl PipelineProblem {
+    fn of(self, pipeline: &str) -> DefinitionError {
+        DefinitionError::BadPipeline {
+            pipeline: pipeline.to_owned(),
+            step: self.step,
+            problem: self.problem,
+        }
+    }
+}
+
+/// The pipeline `entry` describes, or what is wrong with it.
+fn pipeline_from(entry: &PipelineEntry) -> Result<Pipeline, PipelineProblem> {
     if entry.steps.is_empty() {
-        return Err("has no steps: give it at least one `- name: … run: …`".to_owned());
+        return Err(PipelineProblem::from(
+            "has no steps: give it at least one `- name: … run: …`".to_owned(),
+        ));
     }
     let retry = &entry.retry;
     if retry.attempts == 0 || retry.attempts > MAX_ATTEMPTS {
-        return Err(format!(
+        return Err(PipelineProblem::from(format!(
             "has `retry: attempts: {}`; use 1 (no retry) to {MAX_ATTEMPTS}",
             retry.attempts
-        ));
+        )));
     }
     for (key, seconds) in [
         ("backoff_seconds", retry.backoff_seconds),
         ("max_backoff_seconds", retry.max_backoff_seconds),
     ] {
         if seconds > MAX_SECONDS {
-            return Err(format!(
+            return Err(PipelineProblem::from(format!(
                 "has `retry: {key}: {seconds}`; the most is {MAX_SECONDS} (a day)"
-            ));
+            )));
         }
     }
     if let Some(problem) = check_limits(&entry.limits) {
-        return Err(format!("has {problem}"));
+        return Err(PipelineProblem::from(format!("has {problem}")));
     }
     if let Err(err) = Protected::new(&entry.protected_paths) {
-        return Err(err.to_string());
+        return Err(PipelineProblem::from(err.to_string()));
     }
     let timeout_minutes = entry.timeout_minutes.unwrap_or(DEFAULT_RUN_TIMEOUT_MINUTES);
     if timeout_minutes == 0 || timeout_minutes > MAX_TIMEOUT_MINUTES {
-        return Err(format!(
+        return Err(PipelineProblem::from(format!(
             "has `timeout_minutes: {timeout_minutes}`; use 1 to {MAX_TIMEOUT_MINUTES} (a day)"
-        ));
+        )));
     }
     let clarification = clarification_from(&entry.clarification)?;
     let limits = Limits::default().overridden_by(entry.limits);
     let mut seen = HashSet::new();
     let mut steps = Vec::with_capacity(entry.steps.len());
     for (index, step) in entry.steps.iter().enumerate() {
-        let step = step_from(index + 1, step, entry.network, limits)?;
+        let at_step = |problem| PipelineProblem {
+            step: Some(index),
+            problem,
+        };
+        let step = step_from(index + 1, step, entry.network, limits).map_err(at_step)?;
         if !seen.insert(step.name.clone()) {
-            return Err(format!(
+            return Err(at_step(format!(
                 "has two steps named `{}`; step names must be unique",
                 step.name
-            ));
+            )));
         }
         steps.push(step);
     }
@@ -995,9 +1254,7 @@ fn settings_from(block: &Value) -> Result<Settings, DefinitionError> {
             "approver_permission" => {
                 settings.approver_permission = match value.as_str().and_then(Permission::from_name)
                 {
-                    Some(
-                        permission @ (Permission::Write | Permission::Maintain | Permission::Admin),
-                    ) => permission,
+                    Some(permission) if APPROVER_PERMISSIONS.contains(&permission) => permission,
                     _ => {
                         return bad(format!(
                             "`settings: approver_permission: {}`; use write, maintain or admin",

@@ -2,6 +2,7 @@
 //! the sandbox, and step execution.
 
 pub mod changes;
+pub mod check;
 pub mod clarification;
 pub mod definition;
 pub mod git;
@@ -9,6 +10,7 @@ pub mod mirror;
 pub mod prompt;
 pub mod protected;
 pub mod sandbox;
+pub mod schema;
 pub mod step;
 pub mod workspace;
 
