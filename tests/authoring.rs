@@ -85,6 +85,7 @@ pipelines:
   fix:
     network: false
     timeout_minutes: 30
+    clarification: {max_rounds: 2, timeout_hours: 24}
     retry: {attempts: 3, backoff_seconds: 10, max_backoff_seconds: 60}
     limits: {memory_mb: 2048, processes: 64, file_size_mb: 10}
     protected_paths: ['.github/**']
@@ -153,6 +154,18 @@ fn the_schema_and_the_parser_agree_on_the_examples_and_on_broken_files() {
         ("an unknown top-level key", "pipeline: {}".into()),
         ("no pipelines", "settings: {}".into()),
         ("an unknown pipeline key", with("colour: red")),
+        (
+            "an unknown clarification key",
+            with("clarification: {rounds: 2}"),
+        ),
+        (
+            "too many clarification rounds",
+            with("clarification: {max_rounds: 11}"),
+        ),
+        (
+            "no time to answer",
+            with("clarification: {timeout_hours: 0}"),
+        ),
         ("an unknown step key", pipeline("{name: a, script: x}")),
         ("no steps", "pipelines:\n  default: {steps: []}".into()),
         (

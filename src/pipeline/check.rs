@@ -2,6 +2,7 @@
 //! with the line and column it is about. The parser alone decides what is wrong; this module
 //! only finds where, in a second reading of the YAML that keeps positions.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -10,7 +11,10 @@ use anyhow::bail;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-use super::definition::{self, DefinitionError, MAX_PIPELINE_FILE_BYTES, Position};
+use super::definition::{
+    self, Action, DefinitionError, MAX_PIPELINE_FILE_BYTES, Position, PromptTemplate,
+};
+use super::prompt;
 
 /// A problem with the file, and where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,15 +23,106 @@ pub struct Problem {
     pub message: String,
 }
 
-/// The file's pipelines by name, or its problems in the order the parser found them.
-pub fn check(text: &str) -> Result<Vec<String>, Vec<Problem>> {
-    definition::check(text).map_err(|errors| {
+/// The file's pipelines by name, or its problems in the order the parser found them; with
+/// `root`, the repository's directory, the prompt steps' templates are checked too, with the
+/// files they read from there.
+pub fn check(text: &str, root: Option<&Path>) -> Result<Vec<String>, Vec<Problem>> {
+    let names = definition::check(text).map_err(|errors| {
         let tree = Tree::read(text);
         errors
             .into_iter()
             .map(|error| locate(&tree, error))
-            .collect()
-    })
+            .collect::<Vec<_>>()
+    })?;
+    let Some(root) = root else {
+        return Ok(names);
+    };
+    let tree = Tree::read(text);
+    let problems: Vec<Problem> = names
+        .iter()
+        .flat_map(|name| prompt_problems(text, name, root, &tree))
+        .collect();
+    if problems.is_empty() {
+        Ok(names)
+    } else {
+        Err(problems)
+    }
+}
+
+/// What a run would find wrong with the prompts of pipeline `name` before its first step:
+/// a file they read that is not there, a template that does not parse or uses a name that
+/// does not exist.
+fn prompt_problems(text: &str, name: &str, root: &Path, tree: &Tree) -> Vec<Problem> {
+    let Ok(pipeline) = definition::parse(text, name) else {
+        return Vec::new();
+    };
+    let at_step = |step: &str| {
+        let index = pipeline.steps.iter().position(|s| s.name == step);
+        let mut path = vec![Segment::Key("pipelines"), Segment::Key(name)];
+        path.extend(
+            index
+                .map(|index| [Segment::Key("steps"), Segment::Index(index)])
+                .into_iter()
+                .flatten(),
+        );
+        tree.find(&path)
+    };
+    let mut files = BTreeMap::new();
+    let mut problems = Vec::new();
+    for step in &pipeline.steps {
+        let Action::Prompt(prompt) = &step.action else {
+            continue;
+        };
+        let template = match &prompt.template {
+            PromptTemplate::File(path) => Some(path),
+            PromptTemplate::Inline(_) => None,
+        };
+        for path in template.into_iter().chain(&prompt.context_files) {
+            let file = root.join(path);
+            let found = match std::fs::symlink_metadata(&file) {
+                Ok(_) => read(&file),
+                Err(_) => Err(format!("is not in {}", root.display())),
+            };
+            match found {
+                Ok(text) => {
+                    files.insert(path.clone(), text);
+                }
+                Err(reason) => problems.push(Problem {
+                    at: at_step(&step.name),
+                    message: format!(
+                        "pipeline `{name}`: the prompt of step `{}` reads `{path}`, which {reason}",
+                        step.name
+                    ),
+                }),
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return problems;
+    }
+    match prompt::Sources::new(&pipeline, &files) {
+        Ok(_) => Vec::new(),
+        Err(DefinitionError::BadPrompt { step, problem }) => vec![Problem {
+            at: at_step(&step),
+            message: format!("pipeline `{name}`: the prompt of step `{step}` {problem}"),
+        }],
+        Err(other) => vec![locate(tree, other)],
+    }
+}
+
+/// The repository a pipeline file at `path` belongs to: the directory holding its
+/// `.github/`, or the file's own directory for a file elsewhere.
+fn repository_of(path: &Path) -> &Path {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let root = match dir.file_name() {
+        Some(name) if name == ".github" => dir.parent().unwrap_or(Path::new("")),
+        _ => dir,
+    };
+    if root.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        root
+    }
 }
 
 /// `conveyor check FILE`: prints `FILE: ok (pipelines: …)`, or one `FILE:LINE:COLUMN:
@@ -41,7 +136,7 @@ pub fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
             bail!("{shown} cannot be checked");
         }
     };
-    match check(&text) {
+    match check(&text, Some(repository_of(path))) {
         Ok(names) => {
             let names = if names.is_empty() {
                 "none".to_owned()
@@ -295,7 +390,11 @@ mod tests {
     use super::*;
 
     fn problems(text: &str) -> Vec<(usize, usize, String)> {
-        check(text)
+        problems_in(text, None)
+    }
+
+    fn problems_in(text: &str, root: Option<&Path>) -> Vec<(usize, usize, String)> {
+        check(text, root)
             .unwrap_err()
             .into_iter()
             .map(|problem| (problem.at.line, problem.at.column, problem.message))
@@ -305,8 +404,8 @@ mod tests {
     #[test]
     fn a_good_file_gives_its_pipelines() {
         let text = "pipelines:\n  docs: {steps: [{name: a, run: x}]}\n  default: {steps: [{name: a, run: x}]}\n";
-        assert_eq!(check(text).unwrap(), ["default", "docs"]);
-        assert_eq!(check("pipelines: {}").unwrap(), Vec::<String>::new());
+        assert_eq!(check(text, None).unwrap(), ["default", "docs"]);
+        assert_eq!(check("pipelines: {}", None).unwrap(), Vec::<String>::new());
     }
 
     #[test]
@@ -406,5 +505,71 @@ mod tests {
             ),
             "{message}"
         );
+    }
+
+    #[test]
+    fn prompts_are_checked_with_the_files_they_read_from_the_repository() {
+        let repo = tempfile::tempdir().unwrap();
+        std::fs::create_dir(repo.path().join("prompts")).unwrap();
+        std::fs::write(repo.path().join("prompts/fix.md"), "Fix {{ task.title }}\n").unwrap();
+        std::fs::write(repo.path().join("prompts/bad.md"), "{{ task.colour }}\n").unwrap();
+        std::fs::write(repo.path().join("NOTES.md"), "notes\n").unwrap();
+        let good = "pipelines:
+  default:
+    steps:
+      - {name: plan, prompt: {template: prompts/fix.md, context_files: [NOTES.md]}}
+      - {name: apply, prompt: 'Apply {{ steps.plan.output }}'}
+";
+        assert_eq!(check(good, Some(repo.path())).unwrap(), ["default"]);
+        let bad = "pipelines:
+  default:
+    steps:
+      - {name: plan, prompt: {template: prompts/bad.md}}
+  other:
+    steps:
+      - {name: run, run: x}
+      - {name: ask, prompt: {text: 'hi', context_files: [missing.md]}}
+  later:
+    steps:
+      - {name: first, prompt: '{{ steps.second.output }}'}
+      - {name: second, run: x}
+";
+        let found = problems_in(bad, Some(repo.path()));
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!((found[0].0, found[0].1), (4, 10), "{found:?}");
+        assert!(
+            found[0]
+                .2
+                .starts_with("pipeline `default`: the prompt of step `plan`"),
+            "{found:?}"
+        );
+        assert!(found[0].2.contains("colour"), "{found:?}");
+        assert_eq!((found[1].0, found[1].1), (11, 10), "{found:?}");
+        assert!(found[1].2.contains("`second`"), "{found:?}");
+        assert_eq!((found[2].0, found[2].1), (8, 10), "{found:?}");
+        let missing = format!(
+            "reads `missing.md`, which is not in {}",
+            repo.path().display()
+        );
+        assert!(found[2].2.ends_with(&missing), "{found:?}");
+        // Without the repository, only the file itself is checked.
+        assert!(check(bad, None).is_ok());
+    }
+
+    #[test]
+    fn the_repository_is_where_the_github_directory_is() {
+        assert_eq!(
+            repository_of(Path::new(".github/conveyor.yml")),
+            Path::new(".")
+        );
+        assert_eq!(
+            repository_of(Path::new("/r/.github/conveyor.yml")),
+            Path::new("/r")
+        );
+        assert_eq!(
+            repository_of(Path::new("ex/docs/conveyor.yml")),
+            Path::new("ex/docs")
+        );
+        assert_eq!(repository_of(Path::new("conveyor.yml")), Path::new("."));
     }
 }
