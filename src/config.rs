@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::logging::LogFormat;
 use crate::pipeline::sandbox::{Sandbox, SandboxMode};
 
 #[derive(Debug, Clone, Args)]
@@ -116,6 +117,18 @@ pub struct Config {
     /// Seconds a worker process may go without a heartbeat before its tasks are rescued.
     #[arg(long, env = "CONVEYOR_LEASE_TIMEOUT_SECS", value_name = "CONVEYOR_LEASE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub lease_timeout_secs: u64,
+
+    /// How logs are written to stderr: `text`, or `json` (one object per line, with the ids
+    /// of the delivery, task and run it is about as top-level fields).
+    #[arg(
+        long,
+        env = "CONVEYOR_LOG_FORMAT",
+        value_name = "CONVEYOR_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    pub log_format: LogFormat,
 
     /// Seconds running tasks get to finish on SIGTERM before they are handed back to the queue.
     #[arg(

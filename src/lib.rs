@@ -12,6 +12,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod installations;
 pub mod local_run;
+pub mod logging;
 pub mod outbox;
 pub mod pipeline;
 pub mod report;

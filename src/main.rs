@@ -11,7 +11,7 @@ use conveyor::local_run::{self, LocalRun};
 use conveyor::pipeline::definition::PIPELINE_FILE;
 use conveyor::pipeline::sandbox::SandboxMode;
 use conveyor::pipeline::{check, schema};
-use conveyor::{db, service};
+use conveyor::{db, logging, service};
 use secrecy::ExposeSecret;
 
 #[derive(Parser)]
@@ -111,13 +111,13 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
+    let subscriber = logging::subscriber(cli.config.log_format, filter, std::io::stderr);
+    if let Err(err) = tracing::subscriber::set_global_default(subscriber) {
+        eprintln!("conveyor: logging: {err}");
+        return std::process::ExitCode::FAILURE;
+    }
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -38,7 +38,7 @@ pub async fn report(pool: &PgPool, after: Duration) -> anyhow::Result<usize> {
     for task in &waiting {
         status_comments::set_waiting(&mut *tx, task.task.id, &task.reason).await?;
         outbox::sync_status_comment(&mut tx, task.task.id).await?;
-        tracing::info!(task = task.task.id, waiting = %task.reason, "status comment will say why the task waits");
+        tracing::info!(task_id = task.task.id, waiting = %task.reason, "status comment will say why the task waits");
     }
     tx.commit().await?;
     Ok(waiting.len())

@@ -85,7 +85,7 @@ impl Executor for NoOp {
             self.note_start_latency(task.id).await;
         }
         if let Err(err) = lease.end(TaskState::Succeeded).await {
-            tracing::error!(task = task.id, error = %format!("{err:#}"), "bench task could not complete");
+            tracing::error!(task_id = task.id, error = %format!("{err:#}"), "bench task could not complete");
         }
         if self.done.fetch_add(1, Ordering::SeqCst) + 1 >= self.expected.load(Ordering::SeqCst) {
             self.all_done.notify_one();

@@ -13,7 +13,10 @@ pub async fn expire(pool: &PgPool) -> Result<usize, EngineError> {
     let failed = clarification::expire(&mut tx).await?;
     tx.commit().await?;
     for task_id in &failed {
-        tracing::info!(task = task_id, "run failed: its questions went unanswered");
+        tracing::info!(
+            task_id = task_id,
+            "run failed: its questions went unanswered"
+        );
     }
     Ok(failed.len())
 }

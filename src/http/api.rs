@@ -81,7 +81,7 @@ pub async fn replay_delivery(
     match inbox::replay(&state.pool, &id).await.map_err(database)? {
         Replay::Queued => {
             state.deliveries_added.notify_one();
-            tracing::info!(delivery = %id, "delivery replay requested");
+            tracing::info!(delivery_id = %id, "delivery replay requested");
             Ok((StatusCode::ACCEPTED, Json(json!({ "replaying": id }))).into_response())
         }
         Replay::NotFound => Err(Refusal(StatusCode::NOT_FOUND, format!("no delivery {id}"))),

@@ -107,7 +107,7 @@ pub async fn receive(State(state): State<AppState>, webhook: VerifiedWebhook) ->
             )
             .await;
             if let Err(err) = kept {
-                tracing::error!(delivery = %webhook.delivery_id, error = %err, "storing rejected delivery failed");
+                tracing::error!(delivery_id = %webhook.delivery_id, error = %err, "storing rejected delivery failed");
             }
             return Refusal(StatusCode::BAD_REQUEST, reason).into_response();
         }

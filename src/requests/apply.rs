@@ -339,7 +339,7 @@ async fn labeled(
     };
     Ok(match tasks::create(conn, &task).await? {
         Some(task_id) => {
-            tracing::info!(task = task_id, pipeline = %task.pipeline, "task created");
+            tracing::info!(task_id = task_id, pipeline = %task.pipeline, "task created");
             "task_created".to_owned()
         }
         None => "ignored: the issue already has a live task".to_owned(),
@@ -731,7 +731,7 @@ async fn create(
         });
     }
     scope.enqueue(conn, &effects).await?;
-    tracing::info!(task = task_id, "task created");
+    tracing::info!(task_id = task_id, "task created");
     Ok(Handled::Accepted(format!("task {task_id} created")))
 }
 

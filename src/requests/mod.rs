@@ -144,7 +144,7 @@ impl Requests {
         let Some(taken) = queue::take(&mut tx).await? else {
             return Ok(false);
         };
-        let span = tracing::info_span!("request", request = taken.id, actor = %taken.asked.actor, repository = %format!("{}/{}", taken.asked.owner, taken.asked.name));
+        let span = tracing::info_span!("request", request_id = taken.id, actor = %taken.asked.actor, repository = %format!("{}/{}", taken.asked.owner, taken.asked.name));
         async {
             match apply::apply(self, &mut tx, &taken).await {
                 Ok(outcome) => {

@@ -54,7 +54,7 @@ pub struct TaskRunner {
 
 impl Executor for TaskRunner {
     async fn execute(&self, task: Task, lease: Lease) -> Result<(), SessionFault> {
-        let span = tracing::info_span!("task", task = task.id, run = tracing::field::Empty);
+        let span = tracing::info_span!("task", task_id = task.id, run_id = tracing::field::Empty);
         async {
             match self.run_task(&task, &lease).await {
                 Ok(fault) => fault.map_or(Ok(()), Err),
@@ -83,7 +83,7 @@ impl Executor for TaskRunner {
 
     /// Records how a run its worker did not finish was stopped, and queues its reports.
     async fn stopped(&self, task: Task, stop: Stop) {
-        let span = tracing::info_span!("task", task = task.id);
+        let span = tracing::info_span!("task", task_id = task.id);
         async {
             let outcome = match stop {
                 Stop::Cancel => Outcome::Cancelled {
@@ -178,7 +178,7 @@ impl TaskRunner {
     /// Runs the attempt and records it; a fault found in the session is passed on.
     async fn run_task(&self, task: &Task, lease: &Lease) -> anyhow::Result<Option<SessionFault>> {
         let run = self.start_run(task).await?;
-        tracing::Span::current().record("run", run.id);
+        tracing::Span::current().record("run_id", run.id);
         tracing::info!(attempt = run.attempt, pipeline = %task.pipeline, resumed = run.resume_at_step.is_some(), "run started");
 
         let Ended::Over {

@@ -75,7 +75,7 @@ pub async fn rescue(pool: &PgPool, timeout: Duration) -> anyhow::Result<Vec<(i64
             let lost = Outcome::Interrupted(Interruption::Lost);
             runs::record_outcome(&mut *tx, run.id, &lost).await?;
         }
-        tracing::info!(task = task_id, ?outcome, "task rescued");
+        tracing::info!(task_id = task_id, ?outcome, "task rescued");
         rescued.push((task_id, outcome));
     }
     tx.commit().await?;

@@ -253,7 +253,7 @@ impl<E: Executor> Worker<E> {
             let _ = run.await;
         }
         if let Some(stop) = self.record(&lease, &interruption).await {
-            tracing::info!(task = task_id, ?stop, "task stopped");
+            tracing::info!(task_id = task_id, ?stop, "task stopped");
             self.executor.stopped(task, stop).await;
         }
     }
@@ -269,16 +269,16 @@ impl<E: Executor> Worker<E> {
             match self.record_once(lease, interruption).await {
                 Ok(stop) => return Some(stop),
                 Err(EngineError::Transition(err)) => {
-                    tracing::info!(task = task_id, error = %err, "the task moved on before its stop was recorded");
+                    tracing::info!(task_id = task_id, error = %err, "the task moved on before its stop was recorded");
                     return None;
                 }
                 Err(EngineError::Db(err)) => {
-                    tracing::warn!(task = task_id, error = %err, retry_in_ms = wait.as_millis() as u64, "could not record the stop")
+                    tracing::warn!(task_id = task_id, error = %err, retry_in_ms = wait.as_millis() as u64, "could not record the stop")
                 }
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
-                    tracing::warn!(task = task_id, "stop not recorded: the task will be rescued once this process is gone");
+                    tracing::warn!(task_id = task_id, "stop not recorded: the task will be rescued once this process is gone");
                     return None;
                 }
                 _ = tokio::time::sleep(wait) => {}
@@ -323,7 +323,7 @@ impl<E: Executor> Worker<E> {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(err) => {
-                    tracing::warn!(task = task_id, error = %err, "checking for cancellation failed")
+                    tracing::warn!(task_id = task_id, error = %err, "checking for cancellation failed")
                 }
             }
         }

@@ -213,7 +213,7 @@ pub async fn process_batch(pool: &PgPool) -> anyhow::Result<usize> {
     let deliveries = inbox::claim_pending(&mut *tx, BATCH).await?;
     let mut outcomes = Vec::with_capacity(deliveries.len());
     for delivery in &deliveries {
-        let span = tracing::info_span!("delivery", delivery = %delivery.delivery_id, event = %delivery.event);
+        let span = tracing::info_span!("delivery", delivery_id = %delivery.delivery_id, event = %delivery.event);
         if let Some((summary, outcome)) = process(&mut tx, delivery).instrument(span).await? {
             outcomes.push((delivery.id, summary, outcome));
         }

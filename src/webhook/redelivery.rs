@@ -65,15 +65,17 @@ pub async fn sweep(pool: &PgPool, github: &GitHubApp) -> anyhow::Result<SweepRep
         .filter(|(guid, _)| !stored.contains(guid))
     {
         if !count_request(pool, &guid).await? {
-            tracing::debug!(delivery = %guid, "missed webhook already asked for {MAX_REQUESTS} times");
+            tracing::debug!(delivery_id = %guid, "missed webhook already asked for {MAX_REQUESTS} times");
             continue;
         }
         match github.redeliver(latest).await {
             Ok(()) => {
-                tracing::info!(delivery = %guid, "asked GitHub to redeliver a missed webhook");
+                tracing::info!(delivery_id = %guid, "asked GitHub to redeliver a missed webhook");
                 report.redelivered.push(guid);
             }
-            Err(err) => tracing::warn!(delivery = %guid, error = %err, "redelivery request failed"),
+            Err(err) => {
+                tracing::warn!(delivery_id = %guid, error = %err, "redelivery request failed")
+            }
         }
     }
     elected.release().await?;

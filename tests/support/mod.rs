@@ -76,6 +76,7 @@ pub fn config(github: &FakeGitHub, data_dir: &Path, webhook_secret: Option<&str>
         task_retention_days: 90,
         // Short, so heartbeats (and the due-retry check riding on them) come every second.
         lease_timeout_secs: 6,
+        log_format: conveyor::logging::LogFormat::Text,
         shutdown_grace_secs: 30,
         github: GitHubConfig {
             app_id: Some(fake_github::APP_ID.to_string()),
