@@ -13,6 +13,7 @@ pub mod http;
 pub mod installations;
 pub mod local_run;
 pub mod logging;
+pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
 pub mod report;

@@ -57,6 +57,20 @@ impl TaskState {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
 
+    /// The name Postgres and the API give the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Scheduled => "scheduled",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::AwaitingInput => "awaiting_input",
+        }
+    }
+
     pub fn can_become(self, next: TaskState) -> bool {
         use TaskState::*;
         matches!(
@@ -107,6 +121,13 @@ pub enum TransitionError {
 #[cfg(test)]
 mod tests {
     use super::TaskState::{self, *};
+
+    #[test]
+    fn a_states_name_is_the_one_postgres_and_the_api_use() {
+        for state in TaskState::ALL {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+    }
 
     const ALL: [TaskState; 8] = TaskState::ALL;
 

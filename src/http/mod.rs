@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .route("/webhooks/github", post(webhook::receive))
         .route("/api/v2/deliveries", get(api::list_deliveries))
         .route("/api/v2/deliveries/{id}/replay", post(api::replay_delivery))

@@ -1,5 +1,7 @@
 //! `POST /webhooks/github`: verify, store, answer. Nothing else happens in the request.
 
+use std::time::Instant;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
@@ -10,6 +12,7 @@ use serde_json::json;
 
 use super::body_budget::{BodyError, Buffered};
 use super::{AppState, Refusal};
+use crate::metrics;
 use crate::webhook::inbox;
 use crate::webhook::signature::{Signature, SignatureError};
 use crate::webhook::writer::Stored;
@@ -93,6 +96,15 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 pub async fn receive(State(state): State<AppState>, webhook: VerifiedWebhook) -> Response {
+    let started = Instant::now();
+    let event = metrics::event_label(&webhook.event);
+    let (outcome, response) = store(state, webhook).await;
+    metrics::delivery(event, outcome, started.elapsed());
+    response
+}
+
+/// Stores a verified delivery: how it went, for the metrics, and the answer to GitHub.
+async fn store(state: AppState, webhook: VerifiedWebhook) -> (&'static str, Response) {
     let payload = match json_payload(&webhook.content_type, &webhook.body.bytes) {
         Ok(payload) => payload,
         Err(reason) => {
@@ -109,7 +121,10 @@ pub async fn receive(State(state): State<AppState>, webhook: VerifiedWebhook) ->
             if let Err(err) = kept {
                 tracing::error!(delivery_id = %webhook.delivery_id, error = %err, "storing rejected delivery failed");
             }
-            return Refusal(StatusCode::BAD_REQUEST, reason).into_response();
+            return (
+                "rejected",
+                Refusal(StatusCode::BAD_REQUEST, reason).into_response(),
+            );
         }
     };
     match state
@@ -117,11 +132,18 @@ pub async fn receive(State(state): State<AppState>, webhook: VerifiedWebhook) ->
         .store(webhook.delivery_id, webhook.event, payload)
         .await
     {
-        Ok(Stored::New) => (StatusCode::ACCEPTED, Json(json!({ "stored": true }))).into_response(),
-        Ok(Stored::Duplicate) => {
-            (StatusCode::OK, Json(json!({ "duplicate": true }))).into_response()
-        }
-        Err(err) => Refusal(StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
+        Ok(Stored::New) => (
+            "stored",
+            (StatusCode::ACCEPTED, Json(json!({ "stored": true }))).into_response(),
+        ),
+        Ok(Stored::Duplicate) => (
+            "duplicate",
+            (StatusCode::OK, Json(json!({ "duplicate": true }))).into_response(),
+        ),
+        Err(err) => (
+            "failed",
+            Refusal(StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
+        ),
     }
 }
 

@@ -20,6 +20,7 @@ use crate::engine::runs::{self, Run, StepRecord};
 use crate::engine::tasks::{self, EngineError, Task};
 use crate::engine::{RunState, TaskState};
 use crate::github::GitHubApp;
+use crate::metrics;
 use crate::outbox::{self, Effect, Place};
 use crate::pipeline::clarification;
 use crate::pipeline::definition::RetryPolicy;
@@ -472,6 +473,13 @@ impl TaskRunner {
             Outcome::Failed(failure) => tracing::info!(failure = %failure.headline(), "run failed"),
             _ => tracing::info!("run succeeded"),
         }
+        let how = outcome
+            .error_type()
+            .map_or("succeeded", |error_type| error_type.as_str());
+        let took = (chrono::Utc::now() - run.started_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics::run_ended(&task.pipeline, how, took);
         Ok(())
     }
 
