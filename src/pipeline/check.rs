@@ -11,9 +11,7 @@ use anyhow::bail;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-use super::definition::{
-    self, Action, DefinitionError, MAX_PIPELINE_FILE_BYTES, Position, PromptTemplate,
-};
+use super::definition::{self, DefinitionError, MAX_PIPELINE_FILE_BYTES, Position};
 use super::prompt;
 
 /// A problem with the file, and where it is.
@@ -58,43 +56,27 @@ fn prompt_problems(text: &str, name: &str, root: &Path, tree: &Tree) -> Vec<Prob
     };
     let at_step = |step: &str| {
         let index = pipeline.steps.iter().position(|s| s.name == step);
-        let mut path = vec![Segment::Key("pipelines"), Segment::Key(name)];
-        path.extend(
-            index
-                .map(|index| [Segment::Key("steps"), Segment::Index(index)])
-                .into_iter()
-                .flatten(),
-        );
-        tree.find(&path)
+        tree.find(&step_path(name, index))
     };
     let mut files = BTreeMap::new();
     let mut problems = Vec::new();
-    for step in &pipeline.steps {
-        let Action::Prompt(prompt) = &step.action else {
-            continue;
+    for (step, path) in prompt::files_read(&pipeline) {
+        let file = root.join(path);
+        let found = match std::fs::symlink_metadata(&file) {
+            Ok(_) => read(&file),
+            Err(_) => Err(format!("is not in {}", root.display())),
         };
-        let template = match &prompt.template {
-            PromptTemplate::File(path) => Some(path),
-            PromptTemplate::Inline(_) => None,
-        };
-        for path in template.into_iter().chain(&prompt.context_files) {
-            let file = root.join(path);
-            let found = match std::fs::symlink_metadata(&file) {
-                Ok(_) => read(&file),
-                Err(_) => Err(format!("is not in {}", root.display())),
-            };
-            match found {
-                Ok(text) => {
-                    files.insert(path.clone(), text);
-                }
-                Err(reason) => problems.push(Problem {
-                    at: at_step(&step.name),
-                    message: format!(
-                        "pipeline `{name}`: the prompt of step `{}` reads `{path}`, which {reason}",
-                        step.name
-                    ),
-                }),
+        match found {
+            Ok(text) => {
+                files.insert(path.clone(), text);
             }
+            Err(reason) => problems.push(Problem {
+                at: at_step(&step.name),
+                message: format!(
+                    "pipeline `{name}`: the prompt of step `{}` reads `{path}`, which {reason}",
+                    step.name
+                ),
+            }),
         }
     }
     if !problems.is_empty() {
@@ -205,16 +187,10 @@ fn locate(tree: &Tree, error: DefinitionError) -> Problem {
             pipeline,
             step,
             problem,
-        } => {
-            let mut path = vec![Segment::Key("pipelines"), Segment::Key(&pipeline)];
-            if let Some(index) = step {
-                path.extend([Segment::Key("steps"), Segment::Index(index)]);
-            }
-            Problem {
-                at: tree.find(&path),
-                message: format!("pipeline `{pipeline}` {problem}"),
-            }
-        }
+        } => Problem {
+            at: tree.find(&step_path(&pipeline, step)),
+            message: format!("pipeline `{pipeline}` {problem}"),
+        },
         DefinitionError::BadSettings(problem) => Problem {
             at: tree.find(&[Segment::Key("settings")]),
             message: format!("has {problem}"),
@@ -228,6 +204,15 @@ fn locate(tree: &Tree, error: DefinitionError) -> Problem {
             message: other.to_string(),
         },
     }
+}
+
+/// Where pipeline `pipeline` is in the file, or its step at `index`.
+fn step_path(pipeline: &str, index: Option<usize>) -> Vec<Segment<'_>> {
+    let mut path = vec![Segment::Key("pipelines"), Segment::Key(pipeline)];
+    if let Some(index) = index {
+        path.extend([Segment::Key("steps"), Segment::Index(index)]);
+    }
+    path
 }
 
 /// A step on the way to a node: a mapping's key or a sequence's index.

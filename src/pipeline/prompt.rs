@@ -95,19 +95,10 @@ impl Sources {
         commit: &str,
     ) -> Result<Self, PrepareError> {
         let mut files = BTreeMap::new();
-        for step in &pipeline.steps {
-            let Action::Prompt(prompt) = &step.action else {
-                continue;
-            };
-            let template = match &prompt.template {
-                PromptTemplate::File(path) => Some(path),
-                PromptTemplate::Inline(_) => None,
-            };
-            for path in template.into_iter().chain(&prompt.context_files) {
-                if !files.contains_key(path) {
-                    let text = read(git, git_dir, commit, &step.name, path).await?;
-                    files.insert(path.clone(), text);
-                }
+        for (step, path) in files_read(pipeline) {
+            if !files.contains_key(path) {
+                let text = read(git, git_dir, commit, &step.name, path).await?;
+                files.insert(path.clone(), text);
             }
         }
         Ok(Self::new(pipeline, &files)?)
@@ -133,6 +124,25 @@ impl Sources {
         }
         Ok(Self { steps })
     }
+}
+
+/// The repository files the prompt steps of `pipeline` read, with the step that reads each:
+/// its template file, then its context files, step by step.
+pub fn files_read(pipeline: &Pipeline) -> impl Iterator<Item = (&Step, &String)> {
+    let prompts = pipeline.steps.iter().filter_map(|step| match &step.action {
+        Action::Prompt(prompt) => Some((step, prompt)),
+        _ => None,
+    });
+    prompts.flat_map(|(step, prompt)| {
+        let template = match &prompt.template {
+            PromptTemplate::File(path) => Some(path),
+            PromptTemplate::Inline(_) => None,
+        };
+        template
+            .into_iter()
+            .chain(&prompt.context_files)
+            .map(move |path| (step, path))
+    })
 }
 
 /// One file of the repository at `commit`, which must be a regular file of UTF-8 text within
