@@ -318,16 +318,28 @@ pub fn failed_step(steps: &[StepResult]) -> Option<&StepResult> {
 mod tests {
     use super::*;
 
+    /// A checkout, made under `root`, of a repository whose default branch holds `files`
+    /// (and the symbolic links `links`).
+    pub(super) async fn checkout_of(
+        root: &std::path::Path,
+        files: &[(&str, &str)],
+        links: &[(&str, &str)],
+    ) -> Checkout {
+        let url = git::tests::origin(root, files, links);
+        let data = root.join("data");
+        let (workspaces, mirrors) = (Workspaces::open(&data), Mirrors::open(&data, u64::MAX));
+        Checkout::clone(&Git::default(), &Origin::local(&url), &mirrors, &workspaces)
+            .await
+            .unwrap()
+    }
+
     async fn pipeline_of(files: &[(&str, &str)], links: &[(&str, &str)]) -> PrepareError {
         let root = tempfile::tempdir().unwrap();
-        let url = git::tests::origin(root.path(), files, links);
-        let data = root.path().join("data");
-        let (workspaces, mirrors) = (Workspaces::open(&data), Mirrors::open(&data, u64::MAX));
-        let git = Git::default();
-        let checkout = Checkout::clone(&git, &Origin::local(&url), &mirrors, &workspaces)
+        let checkout = checkout_of(root.path(), files, links).await;
+        checkout
+            .pipeline(&Git::default(), "default")
             .await
-            .unwrap();
-        checkout.pipeline(&git, "default").await.unwrap_err()
+            .unwrap_err()
     }
 
     #[tokio::test]

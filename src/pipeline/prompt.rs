@@ -682,11 +682,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::pipeline::git;
-    use crate::pipeline::mirror::{Mirrors, Origin};
+    use crate::pipeline::definition;
     use crate::pipeline::sandbox::SandboxMode;
+    use crate::pipeline::tests::checkout_of;
     use crate::pipeline::workspace::Workspaces;
-    use crate::pipeline::{Checkout, definition};
 
     /// The pipeline of `steps` (YAML list items, one a line), with the files it reads.
     fn sources(steps: &str, files: &[(&str, &str)]) -> Result<Sources, DefinitionError> {
@@ -1087,18 +1086,12 @@ mod tests {
         links: &[(&str, &str)],
     ) -> Result<Sources, PrepareError> {
         let root = tempfile::tempdir().unwrap();
-        let url = git::tests::origin(root.path(), files, links);
-        let data = root.path().join("data");
-        let (workspaces, mirrors) = (Workspaces::open(&data), Mirrors::open(&data, u64::MAX));
-        let git = Git::default();
-        let checkout = Checkout::clone(&git, &Origin::local(&url), &mirrors, &workspaces)
-            .await
-            .unwrap();
+        let checkout = checkout_of(root.path(), files, links).await;
         let text = format!("pipelines:\n  default:\n    steps:\n{steps}");
         let pipeline = definition::parse(&text, "default").unwrap();
         Sources::load(
             &pipeline,
-            &git,
+            &Git::default(),
             &checkout.workspace.git_dir(),
             &checkout.default_head,
         )
