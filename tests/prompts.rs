@@ -193,21 +193,9 @@ async fn conveyor_run_renders_prompts_too() {
     let repo = github.git_dir(OWNER, REPO);
     let base = github.branch_sha(OWNER, REPO, "main").unwrap();
 
-    let mut out = Vec::new();
-    let args = conveyor::local_run::LocalRun {
-        repo: repo.to_str().unwrap().to_owned(),
-        title: "Tidy up".into(),
-        body: "- [ ] one\n- [ ] two\n".into(),
-        pipeline: "default".into(),
-        data_dir: root.path().join("data"),
-        mirror_budget_bytes: u64::MAX,
-        sandbox: conveyor::pipeline::sandbox::Sandbox::new(
-            conveyor::pipeline::sandbox::SandboxMode::On,
-            Vec::new(),
-        ),
-    };
-    conveyor::local_run::run(args, &mut out).await.unwrap();
-    let out = String::from_utf8(out).unwrap();
+    let body = "- [ ] one\n- [ ] two\n";
+    let (out, result) = support::conveyor_run(root.path(), &repo, "default", "Tidy up", body).await;
+    result.unwrap();
     assert!(out.contains("✓ ask"), "{out}");
     assert!(
         out.contains(&format!("+Tidy up: one, two from {}", &base[..7])),

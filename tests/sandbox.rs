@@ -507,21 +507,9 @@ async fn conveyor_run_uses_the_same_sandbox() {
     );
     let repo = github.git_dir(OWNER, REPO);
 
-    let mut out = Vec::new();
-    let args = conveyor::local_run::LocalRun {
-        repo: repo.to_str().unwrap().to_owned(),
-        title: "Look around".into(),
-        body: String::new(),
-        pipeline: "default".into(),
-        data_dir: root.path().join("data"),
-        mirror_budget_bytes: u64::MAX,
-        sandbox: conveyor::pipeline::sandbox::Sandbox::new(
-            conveyor::pipeline::sandbox::SandboxMode::On,
-            Vec::new(),
-        ),
-    };
-    conveyor::local_run::run(args, &mut out).await.unwrap();
-    let out = String::from_utf8(out).unwrap();
+    let (out, result) =
+        support::conveyor_run(root.path(), &repo, "default", "Look around", "").await;
+    result.unwrap();
     assert!(
         out.contains("branch: conveyor/local-look-around (pushed to"),
         "{out}"

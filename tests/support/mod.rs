@@ -519,3 +519,30 @@ pub async fn app_and_fake() -> (std::sync::Arc<conveyor::github::GitHubApp>, Fak
     let app = conveyor::github::GitHubApp::new(&github.url, credentials).unwrap();
     (std::sync::Arc::new(app), github)
 }
+
+/// Runs `pipeline` on the repository at `repo` as `conveyor run --repo REPO --pipeline
+/// PIPELINE --title TITLE --body BODY` would, in the real sandbox, with its data under
+/// `root`: what it printed, and whether it succeeded.
+pub async fn conveyor_run(
+    root: &Path,
+    repo: &Path,
+    pipeline: &str,
+    title: &str,
+    body: &str,
+) -> (String, anyhow::Result<()>) {
+    let mut out = Vec::new();
+    let args = conveyor::local_run::LocalRun {
+        repo: repo.to_str().unwrap().to_owned(),
+        title: title.to_owned(),
+        body: body.to_owned(),
+        pipeline: pipeline.to_owned(),
+        data_dir: root.join("data"),
+        mirror_budget_bytes: u64::MAX,
+        sandbox: conveyor::pipeline::sandbox::Sandbox::new(
+            conveyor::pipeline::sandbox::SandboxMode::On,
+            Vec::new(),
+        ),
+    };
+    let result = conveyor::local_run::run(args, &mut out).await;
+    (String::from_utf8(out).unwrap(), result)
+}
