@@ -7,7 +7,7 @@ use sqlx::{PgConnection, PgExecutor};
 
 use super::events;
 use super::runs;
-use super::state::TaskState;
+use super::state::{RunState, TaskState};
 use super::tasks::{self, EngineError};
 use crate::report::{Failure, Outcome};
 
@@ -178,16 +178,15 @@ pub async fn expire(conn: &mut PgConnection) -> Result<Vec<i64>, EngineError> {
             step: step.unwrap_or_default(),
             reason: format!("nobody answered within {hours} hours"),
         };
-        let headline = failure.headline();
         let outcome = Outcome::Failed(failure);
-        sqlx::query(
-            "UPDATE runs SET state = 'failed', finished_at = now(), failure = $2 WHERE id = $1",
+        runs::end_from(
+            &mut *conn,
+            run_id,
+            RunState::AwaitingInput,
+            RunState::Failed,
+            &outcome,
         )
-        .bind(run_id)
-        .bind(headline)
-        .execute(&mut *conn)
         .await?;
-        runs::record_outcome(&mut *conn, run_id, &outcome).await?;
         tasks::leave_gate(
             conn,
             task_id,

@@ -372,11 +372,22 @@ pub async fn finish(
     state: RunState,
     outcome: &Outcome,
 ) -> sqlx::Result<bool> {
+    end_from(db, run_id, RunState::Running, state, outcome).await
+}
+
+/// Ends the run as `state` with `outcome` if it is in state `from`; `false` when it was not.
+pub async fn end_from(
+    db: impl PgExecutor<'_>,
+    run_id: i64,
+    from: RunState,
+    state: RunState,
+    outcome: &Outcome,
+) -> sqlx::Result<bool> {
     let ending = Ending::of(outcome);
     let done = sqlx::query(&format!(
         "UPDATE runs SET state = $7, finished_at = now(), outcome = $2, failure = $3,
              {ENDING_COLUMNS}
-         WHERE id = $1 AND state = 'running'"
+         WHERE id = $1 AND state = $8"
     ))
     .bind(run_id)
     .bind(Json(outcome))
@@ -385,6 +396,7 @@ pub async fn finish(
     .bind(ending.failed_step)
     .bind(ending.remediation)
     .bind(state)
+    .bind(from)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
