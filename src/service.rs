@@ -79,6 +79,7 @@ impl Service {
             ),
             inbox,
             deliveries_added,
+            github_web_url: config.github.git_url.as_str().into(),
         };
         Ok(Self {
             state,

@@ -61,7 +61,7 @@ async fn form_encoded_bodies_are_accepted(pool: sqlx::PgPool) {
         (status, reply),
         (
             StatusCode::BAD_REQUEST,
-            json!({ "error": "form body has no `payload` field" })
+            json!({ "code": "bad_request", "message": "form body has no `payload` field" })
         )
     );
 }
@@ -414,18 +414,25 @@ async fn operators_list_and_replay_deliveries(pool: sqlx::PgPool) {
         (status, reply),
         (
             StatusCode::NOT_FOUND,
-            json!({ "error": "no delivery nope" })
+            json!({ "code": "not_found", "message": "no delivery nope" })
         )
     );
 }
 
 /// Every `/api/v2` route, reads and writes.
-const API_ROUTES: [(&str, &str); 8] = [
+const API_ROUTES: [(&str, &str); 15] = [
     ("GET", "/api/v2/deliveries"),
     ("POST", "/api/v2/deliveries/x/replay"),
     ("GET", "/api/v2/tasks/1"),
     ("POST", "/api/v2/tasks/1/cancel"),
-    ("POST", "/api/v2/tasks/1/blockers"),
+    ("POST", "/api/v2/tasks/1/dependencies"),
+    ("GET", "/api/v2/tasks"),
+    ("POST", "/api/v2/tasks"),
+    ("GET", "/api/v2/tasks/board"),
+    ("POST", "/api/v2/tasks/1/transition"),
+    ("POST", "/api/v2/tasks/1/run"),
+    ("DELETE", "/api/v2/tasks/1/dependencies/2"),
+    ("GET", "/api/v2/state-machine"),
     ("POST", "/api/v2/repositories/acme/widgets/pause"),
     ("POST", "/api/v2/repositories/acme/widgets/resume"),
     ("POST", "/api/v2/repositories/acme/widgets/stop"),
@@ -443,7 +450,7 @@ async fn without_an_api_token_every_route_is_off_and_says_how_to_enable_it(pool:
                 "{method} {path} {token:?}"
             );
             assert!(
-                reply["error"]
+                reply["message"]
                     .as_str()
                     .unwrap()
                     .contains("set CONVEYOR_API_TOKEN"),

@@ -26,7 +26,7 @@ async fn enqueue(pool: &PgPool) -> i64 {
         repo_owner: OWNER.into(),
         repo_name: REPO.into(),
         default_branch: "main".into(),
-        issue_number: ISSUE,
+        issue_number: Some(ISSUE),
         title: "Waits a while".into(),
         pipeline: "default".into(),
         ..Default::default()

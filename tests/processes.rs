@@ -76,7 +76,7 @@ async fn scenario(pool: &PgPool, seconds: u32) -> Scenario {
         repo_owner: OWNER.into(),
         repo_name: REPO.into(),
         default_branch: "main".into(),
-        issue_number: 1,
+        issue_number: Some(1),
         title: "Survive a crash".into(),
         body: String::new(),
         pipeline: "default".into(),

@@ -226,7 +226,7 @@ async fn the_run_routes_need_the_token_and_name_an_unknown_run(pool: sqlx::PgPoo
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
         let (status, body) = harness.api("GET", path, Some(API_TOKEN)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
-        assert_eq!(body["error"], "no run 1", "{path}: {body}");
+        assert_eq!(body["message"], "no run 1", "{path}: {body}");
     }
 }
 

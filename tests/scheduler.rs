@@ -28,7 +28,7 @@ fn new_task(repo: &str, issue: i64) -> NewTask {
         repo_owner: "acme".into(),
         repo_name: repo.into(),
         default_branch: "main".into(),
-        issue_number: issue,
+        issue_number: Some(issue),
         title: format!("task {issue}"),
         body: String::new(),
         pipeline: "default".into(),
@@ -556,12 +556,12 @@ async fn a_paused_repository_is_not_claimed_until_resumed(pool: PgPool) {
     assert_eq!(harness.api("POST", &api("pause", "a"), token).await.0, 200);
     let (status, reply) = harness.api("POST", &api("pause", "a"), token).await;
     assert_eq!(
-        (status.as_u16(), reply["error"].as_str()),
+        (status.as_u16(), reply["message"].as_str()),
         (409, Some("repository acme/a is already paused"))
     );
     let (status, reply) = harness.api("POST", &api("resume", "b"), token).await;
     assert_eq!(
-        (status.as_u16(), reply["error"].as_str()),
+        (status.as_u16(), reply["message"].as_str()),
         (409, Some("repository acme/b is not paused"))
     );
     assert_eq!(
@@ -752,7 +752,7 @@ async fn a_blocked_task_becomes_ready_exactly_once_when_its_blockers_finish_toge
     let second = enqueue(&pool, "b", 2).await;
     let blocked = enqueue(&pool, "c", 3).await;
     let add_blocker = |task: i64, blocker: i64| {
-        let request = axum::http::Request::post(format!("/api/v2/tasks/{task}/blockers"))
+        let request = axum::http::Request::post(format!("/api/v2/tasks/{task}/dependencies"))
             .header("authorization", format!("Bearer {}", support::API_TOKEN))
             .header("content-type", "application/json")
             .body(axum::body::Body::from(format!(
@@ -765,7 +765,8 @@ async fn a_blocked_task_becomes_ready_exactly_once_when_its_blockers_finish_toge
         assert_eq!(add_blocker(blocked, blocker).await.0, 201);
     }
     let (status, reply) = add_blocker(first, blocked).await;
-    assert_eq!(status, 409, "{reply}");
+    assert_eq!(status, 422, "{reply}");
+    assert_eq!(reply["code"], "dependency_cycle");
     let (_, task) = harness
         .api("GET", &format!("/api/v2/tasks/{blocked}"), token)
         .await;

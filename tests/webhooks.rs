@@ -56,7 +56,7 @@ async fn bad_or_missing_signatures_are_refused_and_nothing_is_stored(pool: sqlx:
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         reply,
-        json!({ "error": "missing X-Hub-Signature-256 header" })
+        json!({ "code": "unauthorized", "message": "missing X-Hub-Signature-256 header" })
     );
     assert_eq!(delivery_count(&harness).await, 0);
 }
@@ -142,7 +142,7 @@ async fn deliveries_that_are_not_tasks_get_a_recorded_reason(pool: sqlx::PgPool)
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        reply["error"]
+        reply["message"]
             .as_str()
             .unwrap()
             .starts_with("body is not valid JSON"),
@@ -187,7 +187,7 @@ async fn missing_event_or_delivery_headers_are_bad_requests(pool: sqlx::PgPool) 
         (status, reply),
         (
             StatusCode::BAD_REQUEST,
-            json!({ "error": "missing x-github-delivery header" })
+            json!({ "code": "bad_request", "message": "missing x-github-delivery header" })
         )
     );
     assert_eq!(delivery_count(&harness).await, 0);
@@ -209,7 +209,7 @@ async fn assert_refused_for_want_of_a_secret(
 ) {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
     assert!(
-        reply["error"]
+        reply["message"]
             .as_str()
             .unwrap()
             .contains("GITHUB_WEBHOOK_SECRET")

@@ -4,6 +4,8 @@
 pub mod approvals;
 pub mod artifacts;
 pub mod blockers;
+pub mod board;
+pub mod board_view;
 pub mod clarification;
 pub mod deferral;
 pub mod events;

@@ -84,3 +84,44 @@ pub async fn stop(
     }
     Ok(live.len())
 }
+
+/// A repository the App is installed on, as Conveyor knows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Installed {
+    pub installation_id: i64,
+    pub owner: String,
+    pub name: String,
+    /// The default branch its latest webhook named, if one came.
+    pub default_branch: Option<String>,
+}
+
+/// The installation that reaches `owner/name` (spelled as GitHub does, in any case), unless
+/// it was suspended or removed.
+pub async fn installed(
+    db: impl PgExecutor<'_>,
+    owner: &str,
+    name: &str,
+) -> sqlx::Result<Option<Installed>> {
+    sqlx::query_as(
+        "SELECT ir.installation_id, split_part(ir.full_name, '/', 1) AS owner,
+                split_part(ir.full_name, '/', 2) AS name,
+                COALESCE(
+                    (SELECT q.default_branch FROM requests q
+                     WHERE lower(q.repo_owner || '/' || q.repo_name) = lower(ir.full_name)
+                     ORDER BY q.id DESC LIMIT 1),
+                    (SELECT t.default_branch FROM tasks t
+                     WHERE lower(t.repo_owner || '/' || t.repo_name) = lower(ir.full_name)
+                     ORDER BY t.id DESC LIMIT 1)
+                ) AS default_branch
+         FROM installation_repositories ir
+         JOIN installations i ON i.id = ir.installation_id
+         WHERE lower(ir.full_name) = lower($1 || '/' || $2)
+           AND i.deleted_at IS NULL AND i.suspended_at IS NULL
+         ORDER BY ir.installation_id
+         LIMIT 1",
+    )
+    .bind(owner)
+    .bind(name)
+    .fetch_optional(db)
+    .await
+}

@@ -20,6 +20,9 @@ pub enum TaskState {
     /// no repository slot, until the answer comes (back to the queue), nobody answers in
     /// time (failed), or it is cancelled.
     AwaitingInput,
+    /// On the board but out of the queue: in the backlog, or blocked by hand. Only a move on
+    /// the board puts it in the queue.
+    Held,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize)]
@@ -41,8 +44,51 @@ pub enum RunState {
     AwaitingInput,
 }
 
+impl RunState {
+    pub const ALL: [RunState; 7] = [
+        Self::Running,
+        Self::AwaitingApproval,
+        Self::AwaitingInput,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Interrupted,
+    ];
+
+    /// The name Postgres and the API give the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::AwaitingInput => "awaiting_input",
+        }
+    }
+
+    /// The states a run may go to: a parked run resumes, or ends with its task; an ended
+    /// run never changes (a retry is a new run).
+    pub fn next(self) -> &'static [RunState] {
+        use RunState::*;
+        match self {
+            Running => &[
+                Succeeded,
+                Failed,
+                Cancelled,
+                Interrupted,
+                AwaitingApproval,
+                AwaitingInput,
+            ],
+            AwaitingApproval | AwaitingInput => &[Running, Failed, Cancelled],
+            Succeeded | Failed | Cancelled | Interrupted => &[],
+        }
+    }
+}
+
 impl TaskState {
-    pub const ALL: [TaskState; 8] = [
+    pub const ALL: [TaskState; 9] = [
         Self::Queued,
         Self::Running,
         Self::Scheduled,
@@ -51,8 +97,11 @@ impl TaskState {
         Self::Cancelled,
         Self::AwaitingApproval,
         Self::AwaitingInput,
+        Self::Held,
     ];
 
+    /// Whether the scheduler is done with the task. Only a move on the board takes a
+    /// finished task up again ([`TaskState::can_become`] lists those re-entries).
     pub fn is_final(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
@@ -68,6 +117,7 @@ impl TaskState {
             Self::Cancelled => "cancelled",
             Self::AwaitingApproval => "awaiting_approval",
             Self::AwaitingInput => "awaiting_input",
+            Self::Held => "held",
         }
     }
 
@@ -92,6 +142,15 @@ impl TaskState {
                 | (AwaitingInput, Queued)
                 | (AwaitingInput, Failed)
                 | (AwaitingInput, Cancelled)
+                | (Held, Queued)
+                | (Held, Cancelled)
+                | (Queued, Held)
+                // The board's re-entries: reopened, unblocked, restored to the backlog.
+                | (Succeeded, Queued)
+                | (Succeeded, Held)
+                | (Failed, Queued)
+                | (Failed, Held)
+                | (Cancelled, Held)
         )
     }
 
@@ -120,6 +179,7 @@ pub enum TransitionError {
 
 #[cfg(test)]
 mod tests {
+    use super::RunState;
     use super::TaskState::{self, *};
 
     #[test]
@@ -129,15 +189,36 @@ mod tests {
         }
     }
 
-    const ALL: [TaskState; 8] = TaskState::ALL;
+    const ALL: [TaskState; 9] = TaskState::ALL;
 
     #[test]
-    fn final_states_never_change() {
+    fn a_finished_task_only_goes_back_to_the_queue_or_the_board() {
         for from in ALL.into_iter().filter(|s| s.is_final()) {
             for to in ALL {
-                assert!(!from.can_become(to), "{from:?} -> {to:?}");
+                assert_eq!(
+                    from.can_become(to),
+                    matches!((from, to), (Succeeded | Failed, Queued) | (_, Held)),
+                    "{from:?} -> {to:?}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn a_runs_name_is_the_one_postgres_and_the_api_use() {
+        for state in RunState::ALL {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+    }
+
+    #[test]
+    fn a_held_task_waits_outside_the_queue() {
+        let after_held: Vec<TaskState> =
+            ALL.into_iter().filter(|to| Held.can_become(*to)).collect();
+        assert_eq!(after_held, vec![Queued, Cancelled]);
+        let into_held: Vec<TaskState> = Held.sources();
+        assert_eq!(into_held, vec![Queued, Succeeded, Failed, Cancelled]);
+        assert!(!Held.is_final());
     }
 
     #[test]
@@ -146,12 +227,16 @@ mod tests {
             assert_eq!(from.can_become(Running), from == Queued, "{from:?}");
             assert_eq!(from.can_become(Succeeded), from == Running, "{from:?}");
             assert_eq!(
+                from.can_become(Cancelled),
+                !from.is_final(),
+                "{from:?}: anything live can be cancelled"
+            );
+            assert_eq!(
                 from.can_become(Failed),
                 matches!(from, Running | AwaitingApproval | AwaitingInput),
                 "{from:?}: only a run's worker, a rejection or an unanswered question fails a task"
             );
         }
-        assert!(Queued.can_become(Cancelled));
         assert!(
             Running.can_become(Queued),
             "a rescued task goes back to the queue"

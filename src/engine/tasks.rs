@@ -3,6 +3,7 @@
 use serde_json::json;
 use sqlx::{PgConnection, PgExecutor};
 
+use super::board::{self, BoardState};
 use super::events;
 use super::state::{TaskState, TransitionError};
 
@@ -12,7 +13,8 @@ pub struct NewTask {
     pub repo_owner: String,
     pub repo_name: String,
     pub default_branch: String,
-    pub issue_number: i64,
+    /// None for a task made through the API: it has no issue to report on.
+    pub issue_number: Option<i64>,
     pub title: String,
     pub body: String,
     pub pipeline: String,
@@ -27,6 +29,39 @@ pub struct NewTask {
     pub timeout_minutes: Option<i32>,
     /// Set for `/conveyor retry STEP`: where the task's runs start.
     pub retry_from: Option<RetryFrom>,
+    /// Where it starts on the board, and what the board shows of it.
+    pub board: BoardFields,
+}
+
+/// What a task carries for the board beyond its work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoardFields {
+    /// `ready` (in the queue) or `backlog` (held out of it).
+    pub state: BoardState,
+    pub source: &'static str,
+    pub task_type: String,
+    pub priority: i32,
+    pub labels: Vec<String>,
+    pub assignee: Option<String>,
+    pub acceptance_criteria: Vec<String>,
+    pub context_files: Vec<String>,
+    pub parent_id: Option<i64>,
+}
+
+impl Default for BoardFields {
+    fn default() -> Self {
+        Self {
+            state: BoardState::Ready,
+            source: "github",
+            task_type: "task".to_owned(),
+            priority: 0,
+            labels: Vec::new(),
+            assignee: None,
+            acceptance_criteria: Vec::new(),
+            context_files: Vec::new(),
+            parent_id: None,
+        }
+    }
 }
 
 /// A failed run taken up again at one of its steps: its pipeline definition, and the work
@@ -54,11 +89,12 @@ pub struct Task {
     pub repo_owner: String,
     pub repo_name: String,
     pub default_branch: String,
-    pub issue_number: i64,
+    pub issue_number: Option<i64>,
     pub title: String,
     pub body: String,
     pub pipeline: String,
     pub state: TaskState,
+    pub board_state: BoardState,
     pub lease_epoch: i64,
     /// Attempts started so far, the running one included.
     pub attempts: i32,
@@ -76,6 +112,14 @@ pub struct Task {
 }
 
 impl Task {
+    /// What names its branch: the issue number, or the task's own for a task without one.
+    pub fn branch_key(&self) -> String {
+        match self.issue_number {
+            Some(issue) => issue.to_string(),
+            None => format!("task-{}", self.id),
+        }
+    }
+
     /// The pull request the task runs on, when it runs on one.
     pub fn pull_request_target(&self) -> Option<PullRequestTarget> {
         Some(PullRequestTarget {
@@ -95,18 +139,20 @@ pub enum EngineError {
 }
 
 pub(crate) const TASK_COLUMNS: &str = "id, installation_id, repo_owner, repo_name, default_branch, issue_number, \
-     title, body, pipeline, state, lease_epoch, attempts, requested_by, pull_request, head_branch, \
+     title, body, pipeline, state, board_state, lease_epoch, attempts, requested_by, pull_request, head_branch, \
      head_sha, retry_of, cancelled_by, timeout_minutes, retry_from_run, retry_from_step";
 
-/// Creates a queued task; `None` when the issue already has a live task or the delivery
-/// already created one.
+/// Creates a task, queued when it starts ready and held when it starts in the backlog;
+/// `None` when the issue already has a live task or the delivery already created one.
 pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Option<i64>> {
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO tasks (installation_id, repo_owner, repo_name, default_branch, issue_number,
                             title, body, pipeline, delivery_id, requested_by, pull_request,
                             head_branch, head_sha, retry_of, timeout_minutes, retry_from_run,
-                            retry_from_step)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                            retry_from_step, state, board_state, source, task_type, priority,
+                            labels, assignee, acceptance_criteria, context_files, parent_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)
          ON CONFLICT DO NOTHING
          RETURNING id",
     )
@@ -127,6 +173,20 @@ pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Opt
     .bind(task.timeout_minutes)
     .bind(task.retry_from.map(|from| from.run_id))
     .bind(task.retry_from.map(|from| from.position))
+    .bind(if task.board.state == BoardState::Backlog {
+        TaskState::Held
+    } else {
+        TaskState::Queued
+    })
+    .bind(task.board.state)
+    .bind(task.board.source)
+    .bind(&task.board.task_type)
+    .bind(task.board.priority)
+    .bind(&task.board.labels)
+    .bind(&task.board.assignee)
+    .bind(&task.board.acceptance_criteria)
+    .bind(&task.board.context_files)
+    .bind(task.board.parent_id)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {
@@ -216,6 +276,8 @@ struct Change {
     epoch: Option<i64>,
     to: TaskState,
     retry_in: Option<std::time::Duration>,
+    /// Set by a move on the board; otherwise the board follows the queue.
+    board: Option<BoardState>,
     /// Added to the from/to recorded in the audit trail.
     detail: serde_json::Value,
 }
@@ -227,6 +289,7 @@ impl From<&Ending> for Change {
             epoch: Some(ending.epoch),
             to: ending.to,
             retry_in: ending.retry_in,
+            board: None,
             detail: json!({}),
         }
     }
@@ -239,6 +302,7 @@ impl Change {
             epoch: None,
             to,
             retry_in: None,
+            board: None,
             detail,
         }
     }
@@ -273,21 +337,36 @@ async fn set_states(
         .into_iter()
         .flat_map(|to| to.sources().into_iter().map(move |from| (from, to)))
         .unzip();
+    let follows = board::follows_queue_rows();
     let found: Vec<Found> = sqlx::query_as(
         "WITH change AS (
              SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::task_state[],
-                                  $4::FLOAT8[], $5::JSONB[])
-                 AS c(task_id, epoch, to_state, retry_in, detail)
+                                  $4::FLOAT8[], $5::JSONB[], $9::board_state[])
+                 AS c(task_id, epoch, to_state, retry_in, detail, board)
          ), allowed AS (
              SELECT * FROM unnest($6::task_state[], $7::task_state[]) AS a(from_state, to_state)
+         ), follows AS (
+             SELECT * FROM unnest($10::task_state[], $11::board_state[], $12::BOOL[],
+                                  $13::board_state[])
+                 AS f(queue, board, reviewable, board_to)
          ), old AS (
-             SELECT t.id, t.state, t.lease_epoch FROM tasks t
+             SELECT t.id, t.state, t.lease_epoch, t.board_state,
+                    (t.pull_request IS NOT NULL OR EXISTS (
+                        SELECT 1 FROM runs r
+                        WHERE r.task_id = t.id AND r.pull_request_number IS NOT NULL
+                    )) AS reviewable
+             FROM tasks t
              WHERE t.id IN (SELECT task_id FROM change)
              ORDER BY t.id
              FOR UPDATE
          ), moved AS (
              UPDATE tasks t
              SET state = c.to_state, updated_at = now(),
+                 board_state = COALESCE(c.board, (
+                     SELECT f.board_to FROM follows f
+                     WHERE f.queue = c.to_state AND f.board = old.board_state
+                       AND f.reviewable = old.reviewable
+                 )),
                  process_id = CASE WHEN c.to_state = 'running' THEN t.process_id END,
                  run_after = CASE WHEN c.retry_in IS NOT NULL
                                   THEN now() + make_interval(secs => c.retry_in)
@@ -297,7 +376,8 @@ async fn set_states(
                AND (old.state, c.to_state) IN (SELECT from_state, to_state FROM allowed)
                AND (c.epoch IS NULL OR old.lease_epoch = c.epoch)
              RETURNING t.id, old.state AS from_state, t.state AS to_state, c.detail,
-                       t.repo_owner, t.repo_name
+                       t.repo_owner, t.repo_name, old.board_state AS board_from,
+                       t.board_state AS board_to
          ), slots AS (
              UPDATE repositories r SET running = r.running - freed.n
              FROM (SELECT repo_owner, repo_name, count(*) AS n FROM moved
@@ -318,12 +398,17 @@ async fn set_states(
                         AND runs.state IN ('awaiting_approval', 'awaiting_input')))
          ), audit AS (
              INSERT INTO task_events (task_id, kind, detail)
-             SELECT id, 'state', jsonb_build_object('from', from_state, 'to', to_state) || detail
+             SELECT id, 'state',
+                    jsonb_build_object('from', from_state, 'to', to_state)
+                    || CASE WHEN board_from <> board_to
+                            THEN jsonb_build_object('board_from', board_from, 'board_to', board_to)
+                            ELSE '{}' END
+                    || detail
              FROM moved
          ), wake AS (
              SELECT count(pg_notify($8, '')) FROM moved
              WHERE to_state = 'queued'
-                OR (to_state IN ('succeeded', 'failed', 'cancelled')
+                OR (board_to IN ('done', 'cancelled') AND board_from <> board_to
                     AND EXISTS (SELECT 1 FROM task_blockers WHERE blocker_id = moved.id))
          )
          SELECT old.id, old.state, old.lease_epoch, moved.id IS NOT NULL AS moved
@@ -342,6 +427,11 @@ async fn set_states(
     .bind(allowed_from)
     .bind(allowed_to)
     .bind(WAKE_CHANNEL)
+    .bind(changes.iter().map(|c| c.board).collect::<Vec<_>>())
+    .bind(follows.iter().map(|f| f.0).collect::<Vec<_>>())
+    .bind(follows.iter().map(|f| f.1).collect::<Vec<_>>())
+    .bind(follows.iter().map(|f| f.2).collect::<Vec<_>>())
+    .bind(follows.iter().map(|f| f.3).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
     Ok(changes
@@ -364,6 +454,20 @@ async fn set_states(
 async fn set_state(conn: &mut PgConnection, change: Change) -> Result<(), EngineError> {
     let mut results = set_states(conn, std::slice::from_ref(&change)).await?;
     Ok(results.pop().expect("one result per change")?)
+}
+
+/// Moves a task whose row the caller holds to queue state `to` and board state `board`: a
+/// move on the board that puts the task into the queue or takes it out.
+pub(super) async fn set_state_and_board(
+    conn: &mut PgConnection,
+    task_id: i64,
+    to: TaskState,
+    board: BoardState,
+    detail: serde_json::Value,
+) -> Result<(), EngineError> {
+    let mut change = Change::unguarded(task_id, to, detail);
+    change.board = Some(board);
+    set_state(conn, change).await
 }
 
 /// Why a change of task `task_id` to `to` under lease `epoch` was refused, given what the
@@ -591,6 +695,7 @@ pub async fn cancel(
     }
     match state {
         TaskState::Queued
+        | TaskState::Held
         | TaskState::Scheduled
         | TaskState::AwaitingApproval
         | TaskState::AwaitingInput => {

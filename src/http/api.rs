@@ -11,18 +11,15 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::{AppState, Refusal};
-use crate::engine::blockers::{self, BlockerError};
 use crate::engine::repositories::{self, RepositoryError};
-use crate::engine::state::TransitionError;
-use crate::engine::tasks::{self, Cancel, EngineError};
-use crate::engine::{RunState, artifacts, deferral, events, logs, runs};
+use crate::engine::{RunState, artifacts, logs, runs};
 use crate::webhook::inbox::{self, Replay};
 
 const MAX_PAGE: i64 = 500;
 
 /// Every route needs the token, reads too: they show private repositories' names, issue
 /// titles and failures.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Refusal> {
+pub(super) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Refusal> {
     let Some(expected) = &state.api_token else {
         return Err(Refusal(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -147,37 +144,6 @@ fn repository_refusal(err: RepositoryError) -> Refusal {
     }
 }
 
-/// `POST /api/v2/tasks/{id}/cancel`: a queued task is cancelled at once (200); a running
-/// one is stopped by its worker within seconds (202).
-pub async fn cancel_task(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-) -> Result<Response, Refusal> {
-    authorize(&state, &headers)?;
-    let mut tx = state.pool.begin().await.map_err(database)?;
-    let outcome = tasks::cancel(&mut tx, id, None).await;
-    let reply = match outcome {
-        Ok(Cancel::Cancelled) => (
-            StatusCode::OK,
-            Json(json!({ "task": id, "state": "cancelled" })),
-        ),
-        Ok(Cancel::Requested) => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "task": id, "state": "cancelling" })),
-        ),
-        Err(EngineError::Transition(err @ TransitionError::NotFound { .. })) => {
-            return Err(Refusal(StatusCode::NOT_FOUND, err.to_string()));
-        }
-        Err(EngineError::Transition(err)) => {
-            return Err(Refusal(StatusCode::CONFLICT, err.to_string()));
-        }
-        Err(EngineError::Db(err)) => return Err(database(err)),
-    };
-    tx.commit().await.map_err(database)?;
-    Ok(reply.into_response())
-}
-
 /// `POST /api/v2/repositories/{owner}/{name}/stop`: pause and cancel all its live tasks.
 pub async fn stop_repository(
     State(state): State<AppState>,
@@ -194,100 +160,6 @@ pub async fn stop_repository(
         json!({ "repository": format!("{owner}/{name}"), "paused": true, "cancelled": cancelled }),
     )
     .into_response())
-}
-
-/// `GET /api/v2/tasks/{id}`: the task, why it waits if it does, its runs (with the gate a run
-/// waits or waited at) and its audit trail. Check runs link here until pages exist.
-pub async fn get_task(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-) -> Result<Response, Refusal> {
-    authorize(&state, &headers)?;
-    let task = tasks::get(&state.pool, id)
-        .await
-        .map_err(database)?
-        .ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no task {id}")))?;
-    let waiting = deferral::reason(&state.pool, id).await.map_err(database)?;
-    let runs = runs::for_task(&state.pool, id).await.map_err(database)?;
-    let runs: Vec<_> = runs
-        .iter()
-        .map(|run| {
-            json!({
-                "id": run.id,
-                "attempt": run.attempt,
-                "state": run.state,
-                "pipeline": run.pipeline,
-                "failure": run.failure,
-                "outcome": run.outcome.as_ref().map(|outcome| &outcome.0),
-                "branch": run.branch,
-                "head_sha": run.head_sha,
-                "pull_request_url": run.pull_request_url,
-                "previous_run": run.previous_run_id,
-                "approval": run.approval.as_ref().map(|gate| &gate.0),
-            })
-        })
-        .collect();
-    let trail: Vec<_> = events::for_task(&state.pool, id)
-        .await
-        .map_err(database)?
-        .into_iter()
-        .map(|event| json!({ "kind": event.kind, "run": event.run_id, "detail": event.detail }))
-        .collect();
-    Ok(Json(json!({
-        "id": task.id,
-        "repository": format!("{}/{}", task.repo_owner, task.repo_name),
-        "issue": task.issue_number,
-        "title": task.title,
-        "pipeline": task.pipeline,
-        "state": task.state,
-        "requested_by": task.requested_by,
-        "pull_request": task.pull_request,
-        "retry_of": task.retry_of,
-        "waiting": waiting,
-        "runs": runs,
-        "events": trail,
-    }))
-    .into_response())
-}
-
-#[derive(Deserialize)]
-pub struct NewBlocker {
-    blocker: i64,
-}
-
-/// `POST /api/v2/tasks/{id}/blockers` `{"blocker": <task id>}`: the task waits until the
-/// blocker has succeeded or been cancelled.
-pub async fn add_blocker(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-    Json(body): Json<NewBlocker>,
-) -> Result<Response, Refusal> {
-    authorize(&state, &headers)?;
-    let mut tx = state.pool.begin().await.map_err(database)?;
-    match blockers::add(&mut tx, id, body.blocker).await {
-        Ok(()) => {}
-        Err(err @ BlockerError::NotFound(_)) => {
-            return Err(Refusal(StatusCode::NOT_FOUND, err.to_string()));
-        }
-        Err(err @ (BlockerError::Cycle { .. } | BlockerError::NotQueued(_))) => {
-            return Err(Refusal(StatusCode::CONFLICT, err.to_string()));
-        }
-        Err(BlockerError::Db(err)) => {
-            tracing::error!(error = %err, "API query failed");
-            return Err(Refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database unavailable".into(),
-            ));
-        }
-    }
-    tx.commit().await.map_err(database)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "task": id, "blocker": body.blocker })),
-    )
-        .into_response())
 }
 
 /// Lines of a run's log served in one page at most.

@@ -1,6 +1,7 @@
 //! The axum router: webhook intake, health, and (later) the API and pages.
 
 mod api;
+mod board;
 mod body_budget;
 mod health;
 mod webhook;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use secrecy::SecretString;
 use serde_json::json;
@@ -36,14 +37,37 @@ pub struct AppState {
     pub deliveries_added: Arc<Notify>,
     /// Stores verified deliveries, many per commit.
     pub inbox: InboxWriter,
+    /// Where issues are on the web (`GITHUB_GIT_URL`: GitHub's, or an Enterprise server's).
+    pub github_web_url: Arc<str>,
 }
 
-/// A refused request: its status and a sentence saying why, as `{"error": …}`.
+/// A refused request: its status and a sentence saying why, as `{"code", "message"}` with
+/// the code named after the status.
 pub struct Refusal(pub StatusCode, pub String);
+
+impl Refusal {
+    /// The stable code of a refusal that has no more specific one.
+    pub fn code(status: StatusCode) -> &'static str {
+        match status {
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
+            StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            _ => "error",
+        }
+    }
+}
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let body = json!({ "code": Self::code(self.0), "message": self.1 });
+        (self.0, Json(body)).into_response()
     }
 }
 
@@ -55,12 +79,27 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/github", post(webhook::receive))
         .route("/api/v2/deliveries", get(api::list_deliveries))
         .route("/api/v2/deliveries/{id}/replay", post(api::replay_delivery))
-        .route("/api/v2/tasks/{id}", get(api::get_task))
+        .route(
+            "/api/v2/tasks",
+            get(board::list_tasks).post(board::create_task),
+        )
+        .route("/api/v2/tasks/board", get(board::board))
+        .route("/api/v2/tasks/{id}", get(board::get_task))
+        .route("/api/v2/tasks/{id}/transition", post(board::transition))
+        .route("/api/v2/tasks/{id}/run", post(board::run_task))
+        .route(
+            "/api/v2/tasks/{id}/dependencies",
+            post(board::add_dependency),
+        )
+        .route(
+            "/api/v2/tasks/{id}/dependencies/{dep_id}",
+            delete(board::remove_dependency),
+        )
+        .route("/api/v2/state-machine", get(board::state_machine))
         .route("/api/v2/runs/{id}", get(api::get_run))
         .route("/api/v2/runs/{id}/diff", get(api::get_run_diff))
         .route("/api/v2/runs/{id}/logs", get(api::get_run_logs))
-        .route("/api/v2/tasks/{id}/cancel", post(api::cancel_task))
-        .route("/api/v2/tasks/{id}/blockers", post(api::add_blocker))
+        .route("/api/v2/tasks/{id}/cancel", post(board::cancel_task))
         .route(
             "/api/v2/repositories/{owner}/{name}/stop",
             post(api::stop_repository),

@@ -30,7 +30,8 @@ pub(super) struct WantedPull {
     pub branch: String,
     pub base: String,
     pub title: String,
-    pub issue: i64,
+    /// The issue the pull request closes, when the task has one.
+    pub issue: Option<i64>,
     pub pipeline: String,
 }
 
@@ -42,6 +43,10 @@ pub(super) async fn status_comment(
     public_url: &str,
 ) -> sqlx::Result<Option<ShownComment>> {
     let Some(task) = tasks::get(pool, task_id).await? else {
+        return Ok(None);
+    };
+    // A task made through the API has no issue to comment on.
+    let Some(issue) = task.issue_number else {
         return Ok(None);
     };
     let run = runs::latest(pool, task_id).await?;
@@ -83,10 +88,7 @@ pub(super) async fn status_comment(
             report::with_footer(&body, &footer(&task, run, public_url))
         }
     };
-    Ok(Some(ShownComment {
-        issue: task.issue_number,
-        body,
-    }))
+    Ok(Some(ShownComment { issue, body }))
 }
 
 async fn run_comment(

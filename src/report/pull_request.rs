@@ -8,9 +8,13 @@ pub fn title(issue_title: &str) -> String {
     text_bounds::title(issue_title, GITHUB_TITLE_MAX_CHARS)
 }
 
-pub fn body(issue_number: i64, pipeline: &str, task_id: i64) -> String {
+/// The body, closing the task's issue when it has one.
+pub fn body(issue_number: Option<i64>, pipeline: &str, task_id: i64) -> String {
+    let closes = issue_number
+        .map(|issue| format!("Closes #{issue}\n\n"))
+        .unwrap_or_default();
     github_body(&format!(
-        "Closes #{issue_number}\n\nProposed by Conveyor from pipeline `{pipeline}` (task {task_id}). Review the changes before merging."
+        "{closes}Proposed by Conveyor from pipeline `{pipeline}` (task {task_id}). Review the changes before merging."
     ))
 }
 
@@ -24,7 +28,8 @@ mod tests {
         let long = title(&format!("Ärger\0{}", "ö".repeat(400)));
         assert_eq!(long.chars().count(), 256);
         assert!(long.starts_with("Ärger ö") && long.ends_with('…'));
-        assert!(body(7, "default", 1).starts_with("Closes #7\n"));
-        assert!(body(7, &"p".repeat(100_000), 1).chars().count() <= 65_535);
+        assert!(body(Some(7), "default", 1).starts_with("Closes #7\n"));
+        assert!(body(None, "default", 1).starts_with("Proposed by Conveyor"));
+        assert!(body(Some(7), &"p".repeat(100_000), 1).chars().count() <= 65_535);
     }
 }

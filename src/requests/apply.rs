@@ -12,8 +12,8 @@ use crate::authz::{self, Action, Actor, Permission};
 use crate::commands::{self, Command, ParseError, code};
 use crate::engine::approvals::{self, Decided, Verdict};
 use crate::engine::clarification::{self, Answered, Refusal};
-use crate::engine::tasks::{self, NewTask, PullRequestTarget, RetryFrom, Task};
-use crate::engine::{TaskState, events, runs};
+use crate::engine::tasks::{self, BoardFields, NewTask, PullRequestTarget, RetryFrom, Task};
+use crate::engine::{TaskState, board, events, runs};
 use crate::github::InstallationClient;
 use crate::github::client::Repo;
 use crate::outbox::{self, Comment, Effect, Place, Reaction};
@@ -111,17 +111,20 @@ impl Scope<'_> {
     async fn refuse(
         &self,
         conn: &mut PgConnection,
-        issue: i64,
+        issue: Option<i64>,
         command: &str,
         why: &str,
     ) -> sqlx::Result<String> {
-        let body = reply::refused(command, &format!("@{}: {why}", self.asked.actor));
-        let reply = Effect::Reply {
-            issue,
-            to: None,
-            body,
-        };
-        self.enqueue(conn, &[reply]).await?;
+        // A task made through the API has no issue to reply on: its check run asked.
+        if let Some(issue) = issue {
+            let body = reply::refused(command, &format!("@{}: {why}", self.asked.actor));
+            let reply = Effect::Reply {
+                issue,
+                to: None,
+                body,
+            };
+            self.enqueue(conn, &[reply]).await?;
+        }
         Ok(format!("refused: {why}"))
     }
 
@@ -135,7 +138,7 @@ impl Scope<'_> {
             repo_owner: self.asked.owner.clone(),
             repo_name: self.asked.name.clone(),
             default_branch: self.asked.default_branch.clone(),
-            issue_number: issue,
+            issue_number: Some(issue),
             title: title.to_owned(),
             body: body.to_owned(),
             pipeline: DEFAULT_PIPELINE.to_owned(),
@@ -145,6 +148,7 @@ impl Scope<'_> {
             retry_of: None,
             timeout_minutes: None,
             retry_from: None,
+            board: BoardFields::default(),
         }
     }
 }
@@ -279,9 +283,14 @@ pub(super) async fn apply(
             if let Err(why) = scope.allowed(Action::Retry, &settings, None).await? {
                 return Ok(scope.refuse(conn, task.issue_number, "retry", &why).await?);
             }
-            Ok(match retry(&scope, conn, task.issue_number, None).await? {
+            let Some(issue) = task.issue_number else {
+                return Ok(
+                    "ignored: a task without an issue is retried through the API".to_owned(),
+                );
+            };
+            Ok(match retry(&scope, conn, issue, None).await? {
                 Ok(done) => done,
-                Err(why) => scope.refuse(conn, task.issue_number, "retry", &why).await?,
+                Err(why) => scope.refuse(conn, Some(issue), "retry", &why).await?,
             })
         }
     }
@@ -412,6 +421,9 @@ async fn pull_request_closed(
         {
             tasks::cancel(conn, task.id, Some(&scope.asked.actor)).await?;
         }
+    }
+    if merged {
+        board::pull_request_merged(conn, &ids, number, &scope.asked.actor).await?;
     }
     Ok(format!("{kind}: tasks {ids:?} are done"))
 }
@@ -708,6 +720,7 @@ fn state_words(state: TaskState) -> &'static str {
         TaskState::Succeeded => "succeeded",
         TaskState::Failed => "failed",
         TaskState::Cancelled => "cancelled",
+        TaskState::Held => "held back on the board",
     }
 }
 

@@ -267,7 +267,7 @@ impl TaskRunner {
         };
         let context = TaskContext {
             task_id: Some(task.id),
-            issue_number: Some(task.issue_number),
+            issue_number: task.issue_number,
             repository: format!("{}/{}", task.repo_owner, task.repo_name),
             title: task.title.clone(),
             body: task.body.clone(),

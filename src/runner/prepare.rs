@@ -74,7 +74,7 @@ pub(super) async fn prepare(
             built_on: None,
         }
     } else {
-        let branch = git::branch_name(&task.issue_number.to_string(), &task.title);
+        let branch = git::branch_name(&task.branch_key(), &task.title);
         issue_start(runner, task, git, &checkout, branch).await?
     };
     let diff_base = match &run.base_sha {
@@ -157,7 +157,7 @@ async fn taken_up(
         .ok_or_else(not_kept)?;
     let branch = match task.pull_request_target() {
         Some(pull) => pull.head_branch,
-        None => git::branch_name(&task.issue_number.to_string(), &task.title),
+        None => git::branch_name(&task.branch_key(), &task.title),
     };
     let remote = checkout.branch_head(git, &branch).await?;
     let ours = runs::last_pushed(&runner.pool, run.task_id, &branch).await?;

@@ -56,12 +56,14 @@ pub(super) async fn commit(
             touched.into_iter().map(str::to_owned).collect(),
         ));
     }
-    let message = format!(
-        "{}\n\nConveyor task {} for issue #{}.",
-        task.title.trim(),
-        task.id,
-        task.issue_number
-    );
+    let message = match task.issue_number {
+        Some(issue) => format!(
+            "{}\n\nConveyor task {} for issue #{issue}.",
+            task.title.trim(),
+            task.id
+        ),
+        None => format!("{}\n\nConveyor task {}.", task.title.trim(), task.id),
+    };
     head.commit = checkout
         .commit(git, &head.commit, &message)
         .await

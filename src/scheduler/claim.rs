@@ -65,7 +65,7 @@ pub async fn claim(
              WHERE r.owner = taken.owner AND r.name = taken.name
          ), claimed AS (
              UPDATE tasks
-             SET state = 'running', lease_epoch = lease_epoch + 1, attempts = attempts + 1,
+             SET state = 'running', board_state = 'in_progress', lease_epoch = lease_epoch + 1, attempts = attempts + 1,
                  claimed_by = ($2::TEXT[])[chosen.seat], process_id = $1, updated_at = now()
              FROM chosen
              WHERE tasks.id = chosen.task_id

@@ -271,6 +271,18 @@ impl Harness {
         send(&self.router, request.body(Body::empty()).unwrap()).await
     }
 
+    /// Calls the operator API with the operator token and a JSON body.
+    pub async fn api_json(&self, method: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {API_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        send(&self.router, request).await
+    }
+
     /// Serves the router on a real socket, for callers outside the process (GitHub's redeliveries).
     pub async fn listen(&self) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
