@@ -545,3 +545,51 @@ async fn label_started_work_shows_on_the_board_with_its_github_link(pool: PgPool
         "{card}"
     );
 }
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn an_api_task_runs_its_pipeline_to_a_pull_request_in_review_and_is_done_when_merged(
+    pool: PgPool,
+) {
+    let harness = Harness::start(pool.clone()).await;
+    harness.add_repo_with_pipeline();
+    install(&harness).await;
+    let task = id(&create(&harness, "Write the notes", json!({})).await);
+    assert_eq!(move_to(&harness, task, "ready").await.0, StatusCode::OK);
+    let in_review = support::wait_until("the task waits in review", || async {
+        let task = shown(&harness, task).await;
+        (task["state"] == "in_review").then_some(task)
+    })
+    .await;
+    let pulls = harness.github.pull_requests(OWNER, REPO);
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+    let pull = &pulls[0];
+    assert!(in_review["pull_request_url"].is_string(), "{in_review}");
+    assert!(
+        pull.head.starts_with(&format!("conveyor/task-{task}-")),
+        "{}",
+        pull.head
+    );
+    let body = pull.body.as_deref().unwrap_or_default();
+    assert!(!body.contains("Closes #"), "no issue to close: {body}");
+
+    let mut closed = support::fixture("pull_request/closed.payload.json");
+    closed["number"] = json!(pull.number);
+    closed["pull_request"]["number"] = json!(pull.number);
+    closed["pull_request"]["merged"] = json!(true);
+    closed["repository"]["name"] = json!(REPO);
+    closed["repository"]["full_name"] = json!(format!("{OWNER}/{REPO}"));
+    closed["repository"]["owner"]["login"] = json!(OWNER);
+    closed["installation"] = json!({ "id": INSTALLATION_ID });
+    let (status, reply) = harness
+        .post_signed(
+            "pull_request",
+            "merged-1",
+            &serde_json::to_vec(&closed).unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    support::wait_until("the merge moves it to done", || async {
+        (shown(&harness, task).await["state"] == "done").then_some(())
+    })
+    .await;
+}
