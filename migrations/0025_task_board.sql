@@ -28,7 +28,8 @@ UPDATE tasks SET board_state = CASE
         THEN 'in_progress'
     WHEN state = 'succeeded' AND (pull_request IS NOT NULL OR EXISTS (
              SELECT 1 FROM runs WHERE runs.task_id = tasks.id
-                                  AND runs.pull_request_number IS NOT NULL))
+                                  AND (runs.pull_request_number IS NOT NULL
+                                       OR runs.branch IS NOT NULL)))
         THEN 'in_review'
     WHEN state = 'succeeded' THEN 'done'
     WHEN state = 'failed' THEN 'blocked'

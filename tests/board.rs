@@ -555,9 +555,10 @@ async fn an_api_task_runs_its_pipeline_to_a_pull_request_in_review_and_is_done_w
     install(&harness).await;
     let task = id(&create(&harness, "Write the notes", json!({})).await);
     assert_eq!(move_to(&harness, task, "ready").await.0, StatusCode::OK);
-    let in_review = support::wait_until("the task waits in review", || async {
+    // The run ends in review; the outbox then opens its pull request.
+    let in_review = support::wait_until("the task waits in review on its PR", || async {
         let task = shown(&harness, task).await;
-        (task["state"] == "in_review").then_some(task)
+        (task["state"] == "in_review" && task["pull_request_url"].is_string()).then_some(task)
     })
     .await;
     let pulls = harness.github.pull_requests(OWNER, REPO);

@@ -351,9 +351,12 @@ async fn set_states(
                  AS f(queue, board, reviewable, board_to)
          ), old AS (
              SELECT t.id, t.state, t.lease_epoch, t.board_state,
+                    -- A run that pushed a branch has a pull request to review: the
+                    -- outbox opens it after the run ends.
                     (t.pull_request IS NOT NULL OR EXISTS (
                         SELECT 1 FROM runs r
-                        WHERE r.task_id = t.id AND r.pull_request_number IS NOT NULL
+                        WHERE r.task_id = t.id
+                          AND (r.pull_request_number IS NOT NULL OR r.branch IS NOT NULL)
                     )) AS reviewable
              FROM tasks t
              WHERE t.id IN (SELECT task_id FROM change)
