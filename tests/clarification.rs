@@ -91,7 +91,7 @@ async fn latest_run(harness: &Harness, task_id: i64) -> Value {
         .api("GET", &format!("/api/v2/tasks/{task_id}"), Some(API_TOKEN))
         .await;
     assert_eq!(status, 200, "{task}");
-    let run_id = task["runs"].as_array().unwrap().last().unwrap()["id"].clone();
+    let run_id = task["runs"].as_array().unwrap().last().unwrap().clone();
     let (status, run) = harness
         .api("GET", &format!("/api/v2/runs/{run_id}"), Some(API_TOKEN))
         .await;

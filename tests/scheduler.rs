@@ -623,7 +623,8 @@ async fn cancelling_stops_a_queued_task_at_once_and_a_running_step_within_second
         .await;
     assert_eq!(
         (status.as_u16(), reply["state"].as_str()),
-        (202, Some("cancelling"))
+        (202, Some("in_progress")),
+        "its worker stops it: {reply}"
     );
     support::wait_until("the running task to end cancelled", || async {
         (state(&pool, running).await == TaskState::Cancelled).then_some(())
@@ -702,8 +703,16 @@ async fn the_api_says_why_a_task_waits_and_stop_cancels_a_repositorys_work(pool:
         .await;
     assert_eq!(status, 200);
     assert_eq!(
-        (task["state"].as_str(), task["waiting"].as_str()),
-        (Some("queued"), Some("waiting: repository limit 1/1"))
+        (
+            task["state"].as_str(),
+            task["queue_state"].as_str(),
+            task["waiting"].as_str()
+        ),
+        (
+            Some("ready"),
+            Some("queued"),
+            Some("waiting: repository limit 1/1")
+        )
     );
     assert_eq!(task["repository"], "acme/a");
     let (_, task) = harness
@@ -711,7 +720,7 @@ async fn the_api_says_why_a_task_waits_and_stop_cancels_a_repositorys_work(pool:
         .await;
     assert_eq!(
         (task["state"].as_str(), task["waiting"].as_str()),
-        (Some("running"), None)
+        (Some("in_progress"), None)
     );
     assert_eq!(
         harness.api("GET", "/api/v2/tasks/424242", token).await.0,
