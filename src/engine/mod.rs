@@ -10,6 +10,7 @@ pub mod clarification;
 pub mod deferral;
 pub mod events;
 pub mod logs;
+pub mod prd;
 pub mod repositories;
 pub mod runs;
 pub mod state;
