@@ -141,7 +141,12 @@ mod tests {
             let delivery =
                 tracing::info_span!("delivery", delivery_id = "d-1", repository = "acme/widgets");
             let _delivery = delivery.enter();
-            let task = tracing::info_span!("task", task_id = 7_i64, run_id = tracing::field::Empty);
+            let task = tracing::info_span!(
+                "task",
+                task_id = 7_i64,
+                correlation_id = Some("d-1"),
+                run_id = tracing::field::Empty
+            );
             let _task = task.enter();
             task.record("run_id", 12_i64);
             tracing::info!(step = "build", exit_code = 0, ok = true, "step finished");
@@ -161,6 +166,7 @@ mod tests {
         assert_eq!(line["delivery_id"], "d-1");
         assert_eq!(line["repository"], "acme/widgets");
         assert_eq!(line["task_id"], 7);
+        assert_eq!(line["correlation_id"], "d-1");
         assert_eq!(line["run_id"], 12);
         assert_eq!(line["step"], "build");
         assert_eq!(line["exit_code"], 0);

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::engine::event_feed;
 use crate::github::{AppCredentials, GitHubApp};
 use crate::housekeeping::retention::{self, Retention};
 use crate::http::{self, AppState, BodyBudget};
@@ -80,6 +81,7 @@ impl Service {
             inbox,
             deliveries_added,
             github_web_url: config.github.git_url.as_str().into(),
+            events_added: Arc::new(Notify::new()),
         };
         Ok(Self {
             state,
@@ -128,6 +130,13 @@ impl Service {
             });
             jobs.spawn(requests::run(requests, requests_added, shutdown.clone()));
         }
+        let events_added = self.state.events_added.clone();
+        jobs.spawn(wakeup::listen_with(
+            self.state.pool.clone(),
+            event_feed::CHANNEL,
+            move || events_added.notify_waiters(),
+            shutdown.clone(),
+        ));
         jobs.spawn(retention::run(
             self.state.pool.clone(),
             self.retention,

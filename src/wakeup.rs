@@ -12,10 +12,21 @@ use tokio_util::sync::CancellationToken;
 
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
+/// Wakes one waiter of `added` per notification on `channel`: the job that takes the work.
 pub async fn listen(
     pool: PgPool,
     channel: &'static str,
     added: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    listen_with(pool, channel, move || added.notify_one(), shutdown).await
+}
+
+/// Calls `wake` for each notification on `channel`, until `shutdown`.
+pub async fn listen_with(
+    pool: PgPool,
+    channel: &'static str,
+    wake: impl Fn(),
     shutdown: CancellationToken,
 ) {
     loop {
@@ -24,7 +35,7 @@ pub async fn listen(
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     received = listener.recv() => match received {
-                        Ok(_) => added.notify_one(),
+                        Ok(_) => wake(),
                         Err(err) => {
                             tracing::warn!(error = %err, channel, "notifications lost; reconnecting");
                             break;

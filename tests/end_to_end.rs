@@ -139,7 +139,20 @@ async fn labeled_issue_becomes_a_pull_request(pool: sqlx::PgPool) {
         .into_iter()
         .map(|e| e.kind)
         .collect();
-    assert_eq!(trail, ["created", "claimed", "state"]);
+    assert_eq!(
+        trail,
+        [
+            "created",
+            "claimed",
+            "run",
+            "step_started",
+            "step_completed",
+            "step_started",
+            "step_completed",
+            "run",
+            "state"
+        ]
+    );
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]

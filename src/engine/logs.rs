@@ -57,6 +57,19 @@ pub fn open(pool: PgPool, target: Target) -> LineSink {
 /// Stores lines as they come until the sink closes. A batch that cannot be stored is lost
 /// (and said so in Conveyor's log), never the step: the queue is drained whatever happens.
 async fn write(pool: PgPool, target: Target, mut queued: mpsc::Receiver<Line>) {
+    // Here, before the first line, so that the trail shows the start before anything the
+    // step did: the step's end is recorded only after its sink has closed.
+    let started = super::runs::step_started(
+        &pool,
+        target.run_id,
+        target.epoch,
+        target.position,
+        &target.step,
+        target.attempt,
+    );
+    if let Err(err) = started.await {
+        tracing::warn!(error = %err, step = %target.step, "could not record the step's start");
+    }
     let mut log = Bounded::default();
     let mut writing = true;
     let mut batch = Vec::with_capacity(BATCH_LINES);

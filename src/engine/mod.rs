@@ -8,6 +8,7 @@ pub mod board;
 pub mod board_view;
 pub mod clarification;
 pub mod deferral;
+pub mod event_feed;
 pub mod events;
 pub mod logs;
 pub mod prd;

@@ -304,7 +304,13 @@ pub async fn record_step(
              UPDATE runs r SET time_used_ms = r.time_used_ms + $6
              FROM tasks t
              WHERE r.id = $1 AND t.id = r.task_id AND t.lease_epoch = $8 AND t.state = 'running'
-             RETURNING r.id
+             RETURNING r.id, r.task_id
+         ), audit AS (
+             INSERT INTO task_events (task_id, run_id, kind, detail)
+             SELECT task_id, id, 'step_completed',
+                    jsonb_build_object('position', $2, 'step', $3, 'exit_code', $5,
+                                       'duration_ms', $6, 'timed_out', $9, 'attempts', $10)
+             FROM held
          )
          INSERT INTO run_steps (run_id, position, name, command, exit_code, duration_ms, output,
                                 timed_out, attempts)
@@ -327,6 +333,33 @@ pub async fn record_step(
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Records that an attempt of the step at `position` started, if the run's task is still
+/// held under lease `epoch`.
+pub async fn step_started(
+    db: impl PgExecutor<'_>,
+    run_id: i64,
+    epoch: i64,
+    position: usize,
+    step: &str,
+    attempt: u32,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO task_events (task_id, run_id, kind, detail)
+         SELECT r.task_id, r.id, 'step_started',
+                jsonb_build_object('position', $3::INT, 'step', $4::TEXT, 'attempt', $5::INT)
+         FROM runs r JOIN tasks t ON t.id = r.task_id
+         WHERE r.id = $1 AND t.lease_epoch = $2 AND t.state = 'running'",
+    )
+    .bind(run_id)
+    .bind(epoch)
+    .bind(position as i32)
+    .bind(step)
+    .bind(attempt as i32)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// Records the decision taken at a gate as the gate step's result, so the run's timeline

@@ -31,6 +31,9 @@ pub struct NewTask {
     pub retry_from: Option<RetryFrom>,
     /// Where it starts on the board, and what the board shows of it.
     pub board: BoardFields,
+    /// The API request that asked for it; a task from a delivery is correlated with the
+    /// delivery's `X-GitHub-Delivery`.
+    pub correlation_id: Option<String>,
 }
 
 /// What a task carries for the board beyond its work.
@@ -109,6 +112,8 @@ pub struct Task {
     /// The run a `/conveyor retry STEP` task takes up (gone when that run was deleted).
     pub retry_from_run: Option<i64>,
     pub retry_from_step: Option<i32>,
+    /// The delivery or API request that started the task's chain of events.
+    pub correlation_id: Option<String>,
 }
 
 impl Task {
@@ -140,7 +145,7 @@ pub enum EngineError {
 
 pub(crate) const TASK_COLUMNS: &str = "id, installation_id, repo_owner, repo_name, default_branch, issue_number, \
      title, body, pipeline, state, board_state, lease_epoch, attempts, requested_by, pull_request, head_branch, \
-     head_sha, retry_of, cancelled_by, timeout_minutes, retry_from_run, retry_from_step";
+     head_sha, retry_of, cancelled_by, timeout_minutes, retry_from_run, retry_from_step, correlation_id";
 
 /// Creates a task, queued when it starts ready and held when it starts in the backlog;
 /// `None` when the issue already has a live task or the delivery already created one.
@@ -150,9 +155,11 @@ pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Opt
                             title, body, pipeline, delivery_id, requested_by, pull_request,
                             head_branch, head_sha, retry_of, timeout_minutes, retry_from_run,
                             retry_from_step, state, board_state, source, task_type, priority,
-                            labels, assignee, acceptance_criteria, context_files, parent_id)
+                            labels, assignee, acceptance_criteria, context_files, parent_id,
+                            correlation_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                 $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)
+                 $18, $19, $20, $21, $22, $23, $24, $25, $26, $27,
+                 COALESCE($28, (SELECT delivery_id FROM deliveries WHERE id = $9)))
          ON CONFLICT DO NOTHING
          RETURNING id",
     )
@@ -187,6 +194,7 @@ pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Opt
     .bind(&task.board.acceptance_criteria)
     .bind(&task.board.context_files)
     .bind(task.board.parent_id)
+    .bind(&task.correlation_id)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {

@@ -48,7 +48,7 @@ impl ApiError {
         self
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
     }
 }
@@ -129,7 +129,7 @@ impl From<BlockerError> for ApiError {
     }
 }
 
-fn check(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn check(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     authorize(state, headers).map_err(ApiError::from)
 }
 
@@ -230,6 +230,7 @@ pub async fn create_task(
             context_files: body.context_files.unwrap_or_default(),
             parent_id: body.parent_id,
         },
+        correlation_id: Some(correlation_id(&headers)),
         ..NewTask::default()
     };
     let id = tasks::create(&mut tx, &task)
@@ -246,6 +247,17 @@ pub async fn create_task(
         Json(shown),
     )
         .into_response())
+}
+
+/// The id that ties what a request starts to the request: the client's `X-Request-Id`
+/// when it sent a usable one, else a new one.
+fn correlation_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
 async fn task_or_404(state: &AppState, id: i64) -> Result<BoardTask, ApiError> {

@@ -3,6 +3,7 @@
 mod api;
 mod board;
 mod body_budget;
+mod events;
 mod health;
 mod webhook;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub inbox: InboxWriter,
     /// Where issues are on the web (`GITHUB_GIT_URL`: GitHub's, or an Enterprise server's).
     pub github_web_url: Arc<str>,
+    /// Wakes every follower of the event feed when events are committed.
+    pub events_added: Arc<Notify>,
 }
 
 /// A refused request: its status and a sentence saying why, as `{"code", "message"}` with
@@ -96,6 +99,9 @@ pub fn router(state: AppState) -> Router {
             delete(board::remove_dependency),
         )
         .route("/api/v2/state-machine", get(board::state_machine))
+        .route("/api/v2/events", get(events::list))
+        .route("/api/v2/events/stream", get(events::stream))
+        .route("/ws", get(events::websocket))
         .route("/api/v2/runs/{id}", get(api::get_run))
         .route("/api/v2/runs/{id}/diff", get(api::get_run_diff))
         .route("/api/v2/runs/{id}/logs", get(api::get_run_logs))

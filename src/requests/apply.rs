@@ -149,6 +149,8 @@ impl Scope<'_> {
             timeout_minutes: None,
             retry_from: None,
             board: BoardFields::default(),
+            // The delivery's, found by its id.
+            correlation_id: None,
         }
     }
 }

@@ -55,7 +55,13 @@ pub struct TaskRunner {
 
 impl Executor for TaskRunner {
     async fn execute(&self, task: Task, lease: Lease) -> Result<(), SessionFault> {
-        let span = tracing::info_span!("task", task_id = task.id, run_id = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "task",
+            task_id = task.id,
+            correlation_id = task.correlation_id.as_deref(),
+            repository = %format_args!("{}/{}", task.repo_owner, task.repo_name),
+            run_id = tracing::field::Empty
+        );
         async {
             match self.run_task(&task, &lease).await {
                 Ok(fault) => fault.map_or(Ok(()), Err),
@@ -84,7 +90,11 @@ impl Executor for TaskRunner {
 
     /// Records how a run its worker did not finish was stopped, and queues its reports.
     async fn stopped(&self, task: Task, stop: Stop) {
-        let span = tracing::info_span!("task", task_id = task.id);
+        let span = tracing::info_span!(
+            "task",
+            task_id = task.id,
+            correlation_id = task.correlation_id.as_deref()
+        );
         async {
             let outcome = match stop {
                 Stop::Cancel => Outcome::Cancelled {
