@@ -594,3 +594,137 @@ async fn an_api_task_runs_its_pipeline_to_a_pull_request_in_review_and_is_done_w
     })
     .await;
 }
+
+/// Posts `body` to `path` with the operator token and, when given, an `Idempotency-Key`.
+async fn post_keyed(
+    harness: &Harness,
+    path: &str,
+    key: Option<&str>,
+    body: &Value,
+) -> (StatusCode, Option<String>, Value) {
+    let mut request = axum::http::Request::post(path)
+        .header("authorization", format!("Bearer {API_TOKEN}"))
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let request = request
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(harness.router.clone(), request)
+        .await
+        .unwrap();
+    let status = response.status();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|value| value.to_str().unwrap().to_owned());
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, location, serde_json::from_slice(&bytes).unwrap())
+}
+
+async fn task_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn an_idempotency_key_makes_a_repeat_point_at_what_the_first_request_made(pool: PgPool) {
+    let harness = Harness::start(pool.clone()).await;
+    install(&harness).await;
+    let body = json!({
+        "repository": format!("{OWNER}/{REPO}"), "title": "Once", "task_type": "feature",
+        "priority": 1, "base_branch": "main",
+    });
+    let (status, first, task) = post_keyed(&harness, "/api/v2/tasks", Some("k-1"), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let first = first.unwrap();
+    let (status, again, refusal) = post_keyed(&harness, "/api/v2/tasks", Some("k-1"), &body).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refusal}");
+    assert_eq!(refusal["code"], "duplicate_request");
+    assert_eq!(again.as_deref(), Some(first.as_str()));
+    assert_eq!(refusal["location"], first);
+    assert_eq!(task_count(&pool).await, 1);
+
+    let mut other = body.clone();
+    other["title"] = json!("Another");
+    let (status, _, refusal) = post_keyed(&harness, "/api/v2/tasks", Some("k-1"), &other).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refusal}");
+    assert_eq!(refusal["code"], "idempotency_key_reused");
+    assert_eq!(task_count(&pool).await, 1);
+
+    // Starting something: the repeat points at the task it started.
+    let id = id(&task);
+    let run = format!("/api/v2/tasks/{id}/run");
+    let (status, _, started) = post_keyed(&harness, &run, Some("k-run"), &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    let (status, again, _) = post_keyed(&harness, &run, Some("k-run"), &json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(again, Some(format!("/api/v2/tasks/{id}")));
+
+    // Without a key, nothing changes.
+    let (status, _, _) = post_keyed(&harness, "/api/v2/tasks", None, &body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(task_count(&pool).await, 2);
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_failed_or_unauthorised_request_leaves_its_key_free_and_old_keys_are_forgotten(
+    pool: PgPool,
+) {
+    let harness = Harness::start(pool.clone()).await;
+    install(&harness).await;
+    let good = json!({
+        "repository": format!("{OWNER}/{REPO}"), "title": "Later", "task_type": "feature",
+        "priority": 1, "base_branch": "main",
+    });
+    let mut bad = good.clone();
+    bad["repository"] = json!("nobody/here");
+    for _ in 0..2 {
+        let (status, _, refusal) = post_keyed(&harness, "/api/v2/tasks", Some("k-2"), &bad).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            refusal["code"], "unknown_repository",
+            "refused as itself each time"
+        );
+    }
+    let request = axum::http::Request::post("/api/v2/tasks")
+        .header("authorization", "Bearer wrong")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "k-2")
+        .body(axum::body::Body::from(good.to_string()))
+        .unwrap();
+    let (status, _) = support::send(&harness.router, request).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, task) = post_keyed(&harness, "/api/v2/tasks", Some("k-2"), &good).await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '7 hours'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, _, _) = post_keyed(&harness, "/api/v2/tasks", Some("k-2"), &good).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "a key older than 6 h is forgotten"
+    );
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '7 hours'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let pruned = conveyor::housekeeping::retention::prune_idempotency_keys(&pool)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+
+    let long = "k".repeat(300);
+    let (status, _, refusal) = post_keyed(&harness, "/api/v2/tasks", Some(&long), &good).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refusal["code"], "invalid_idempotency_key");
+}

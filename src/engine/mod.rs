@@ -10,6 +10,7 @@ pub mod clarification;
 pub mod deferral;
 pub mod event_feed;
 pub mod events;
+pub mod idempotency;
 pub mod logs;
 pub mod prd;
 pub mod repositories;

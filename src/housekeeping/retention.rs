@@ -1,12 +1,13 @@
-//! Retention: old delivery payloads, decided requests, delivered effects and long-finished
-//! tasks are deleted in batches, so no statement holds locks for long.
+//! Retention: old delivery payloads, decided requests, delivered effects, long-finished
+//! tasks and expired idempotency keys are deleted in batches, so no statement holds locks
+//! for long.
 
 use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::tasks;
+use crate::engine::{idempotency, tasks};
 use crate::outbox;
 use crate::requests::queue;
 use crate::webhook::inbox;
@@ -41,6 +42,11 @@ pub async fn prune_tasks(pool: &PgPool, age: Duration) -> sqlx::Result<u64> {
     in_batches(|| tasks::delete_finished(pool, age, BATCH)).await
 }
 
+/// Forgets every idempotency key past its time; returns how many.
+pub async fn prune_idempotency_keys(pool: &PgPool) -> sqlx::Result<u64> {
+    in_batches(|| idempotency::delete_expired(pool, BATCH)).await
+}
+
 async fn in_batches<F, Fut>(mut batch: F) -> sqlx::Result<u64>
 where
     F: FnMut() -> Fut,
@@ -73,6 +79,11 @@ pub async fn run(pool: PgPool, retention: Retention, shutdown: CancellationToken
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "long-finished tasks deleted"),
             Err(err) => tracing::warn!(error = %err, "task retention failed"),
+        }
+        match prune_idempotency_keys(&pool).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
+            Err(err) => tracing::warn!(error = %err, "idempotency key retention failed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -34,7 +34,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -445,7 +445,12 @@ pub async fn run_task(
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
     check(&state, &headers)?;
-    move_and_show(&state, id, BoardState::Ready, None).await
+    let mut started = move_and_show(&state, id, BoardState::Ready, None).await?;
+    // What a repeat of this request (same Idempotency-Key) is pointed at.
+    if let Ok(location) = format!("/api/v2/tasks/{id}").parse() {
+        started.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(started)
 }
 
 /// `POST /api/v2/tasks/{id}/cancel`: a waiting task is cancelled at once (200); a running

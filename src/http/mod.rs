@@ -5,6 +5,7 @@ mod board;
 mod body_budget;
 mod events;
 mod health;
+mod idempotency;
 mod webhook;
 
 use std::sync::Arc;
@@ -118,6 +119,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v2/repositories/{owner}/{name}/resume",
             post(api::resume_repository),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::guard,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
