@@ -109,6 +109,8 @@ pub struct Task {
     /// The run a `/conveyor retry STEP` task takes up (gone when that run was deleted).
     pub retry_from_run: Option<i64>,
     pub retry_from_step: Option<i32>,
+    /// Where it came from: `github`, `manual`, `prd_import`, `quick_run`, …
+    pub source: String,
 }
 
 impl Task {
@@ -140,7 +142,7 @@ pub enum EngineError {
 
 pub(crate) const TASK_COLUMNS: &str = "id, installation_id, repo_owner, repo_name, default_branch, issue_number, \
      title, body, pipeline, state, board_state, lease_epoch, attempts, requested_by, pull_request, head_branch, \
-     head_sha, retry_of, cancelled_by, timeout_minutes, retry_from_run, retry_from_step";
+     head_sha, retry_of, cancelled_by, timeout_minutes, retry_from_run, retry_from_step, source";
 
 /// Creates a task, queued when it starts ready and held when it starts in the backlog;
 /// `None` when the issue already has a live task or the delivery already created one.

@@ -4,6 +4,8 @@ mod api;
 mod board;
 mod body_budget;
 mod health;
+mod import;
+mod quick_runs;
 mod webhook;
 
 use std::sync::Arc;
@@ -96,6 +98,12 @@ pub fn router(state: AppState) -> Router {
             delete(board::remove_dependency),
         )
         .route("/api/v2/state-machine", get(board::state_machine))
+        .route("/api/v2/import/prd/preview", post(import::preview))
+        .route("/api/v2/import/prd/commit", post(import::commit))
+        .route("/api/v2/import/{job_id}", get(import::get_job))
+        .route("/api/v2/quick-runs", post(quick_runs::create))
+        .route("/api/v2/quick-runs/{id}", get(quick_runs::get))
+        .route("/api/v2/quick-runs/{id}/promote", post(quick_runs::promote))
         .route("/api/v2/runs/{id}", get(api::get_run))
         .route("/api/v2/runs/{id}/diff", get(api::get_run_diff))
         .route("/api/v2/runs/{id}/logs", get(api::get_run_logs))

@@ -17,7 +17,7 @@ use conveyor::engine::TaskState;
 use conveyor::pipeline::sandbox::SandboxMode;
 use conveyor::service::Service;
 use conveyor::webhook::signature;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use tempfile::TempDir;
 use tokio::task::JoinSet;
@@ -260,6 +260,33 @@ impl Harness {
         body: &[u8],
     ) -> (StatusCode, Value) {
         self.post(event, delivery, body, None).await
+    }
+
+    /// Tells Conveyor the App is installed on `acme/widgets`, as GitHub does: a signed
+    /// `installation.created` delivery (the real fixture, for this installation and
+    /// repository).
+    pub async fn install(&self) {
+        let mut payload = fixture("installation/created.payload.json");
+        payload["installation"]["id"] = json!(INSTALLATION_ID);
+        payload["installation"]["account"]["login"] = json!(OWNER);
+        payload["repositories"] = json!([{
+            "id": 4242, "node_id": "R_1", "name": REPO,
+            "full_name": format!("{OWNER}/{REPO}"), "private": true,
+        }]);
+        let body = serde_json::to_vec(&payload).unwrap();
+        let (status, reply) = self.post_signed("installation", "install-1", &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+        wait_until("the installation is known", || async {
+            let known: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM installation_repositories WHERE full_name = $1)",
+            )
+            .bind(format!("{OWNER}/{REPO}"))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            known.then_some(())
+        })
+        .await;
     }
 
     /// Calls the operator API, with `token` as the bearer token if given.
