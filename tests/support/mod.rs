@@ -446,18 +446,27 @@ where
     }
 }
 
+/// `shared/fixtures/github-webhooks`: beside the checkout, or under `CONVEYOR_SHARED_DIR`
+/// for a checkout elsewhere (a git worktree).
+fn fixtures_dir() -> PathBuf {
+    std::env::var_os("CONVEYOR_SHARED_DIR")
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+            PathBuf::from,
+        )
+        .join("fixtures/github-webhooks")
+}
+
 /// One of GitHub's own example payloads from `shared/fixtures/github-webhooks`.
 pub fn fixture(relative: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/github-webhooks")
-        .join(relative);
+    let path = fixtures_dir().join(relative);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
 
 /// Every example payload under `shared/fixtures/github-webhooks`, as (event, file name, payload).
 pub fn all_fixtures() -> Vec<(String, String, Value)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/github-webhooks");
+    let root = fixtures_dir();
     let mut all = Vec::new();
     for event in std::fs::read_dir(&root).unwrap() {
         let event = event.unwrap().path();
