@@ -67,7 +67,10 @@ async fn a_quick_run_is_off_the_board_until_promoted(pool: PgPool) {
         .api("GET", &format!("/api/v2/quick-runs/{id}"), Some(API_TOKEN))
         .await;
     assert_eq!(status, StatusCode::OK, "{shown}");
-    assert_eq!(shown["prompt"], "Fix the typo in README.md\nIt says 'widgest'.");
+    assert_eq!(
+        shown["prompt"],
+        "Fix the typo in README.md\nIt says 'widgest'."
+    );
 
     let promote = format!("/api/v2/quick-runs/{id}/promote");
     let (status, task) = harness.api("POST", &promote, Some(API_TOKEN)).await;
@@ -107,12 +110,28 @@ async fn a_quick_run_is_refused_for_an_unknown_repository_or_an_empty_prompt(poo
     assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
 }
 
+/// The quick-run events of task `task_id`'s trail, in order.
+async fn quick_run_events(harness: &Harness, task_id: i64) -> Vec<String> {
+    events::for_task(&harness.pool, task_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| event.kind)
+        .filter(|kind| kind.starts_with("quick_run."))
+        .collect()
+}
+
+/// The service with steps run unconfined: what these tests look at is the prompt's way into
+/// the steps and the trail, not the sandbox, so they run on hosts without bubblewrap too.
+async fn unconfined(pool: PgPool, pipeline: &str) -> Harness {
+    let harness = Harness::start_configured(pool, |config| config.sandbox = SandboxMode::Off).await;
+    harness.add_repo(&[(".github/conveyor.yml", pipeline), ("README.md", "# w\n")]);
+    harness.install().await;
+    harness
+}
+
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn a_quick_runs_prompt_reaches_its_pipeline_and_its_trail(pool: PgPool) {
-    // What is tested is the prompt's way into the steps, not the sandbox: steps run
-    // unconfined, so that this runs on hosts without bubblewrap too.
-    let harness =
-        Harness::start_configured(pool, |config| config.sandbox = SandboxMode::Off).await;
     let pipeline = "pipelines:
   default:
     steps:
@@ -122,8 +141,7 @@ async fn a_quick_runs_prompt_reaches_its_pipeline_and_its_trail(pool: PgPool) {
       - name: agent
         run: cat \"$CONVEYOR_PROMPT_FILE\" > out.md
 ";
-    harness.add_repo(&[(".github/conveyor.yml", pipeline), ("README.md", "# w\n")]);
-    harness.install().await;
+    let harness = unconfined(pool, pipeline).await;
     let prompt = "Rename widget to gadget\neverywhere in src/";
     let run = start_quick_run(&harness, prompt).await;
     let id = run["id"].as_i64().unwrap();
@@ -137,19 +155,37 @@ async fn a_quick_runs_prompt_reaches_its_pipeline_and_its_trail(pool: PgPool) {
     assert_eq!(shown["status"], "succeeded", "{shown}");
     let task_runs = runs::for_task(&harness.pool, task_id).await.unwrap();
     assert_eq!(shown["runs"], json!([task_runs[0].id]));
-    let branch = task_runs[0].branch.clone().expect("the run pushed a branch");
+    let branch = task_runs[0]
+        .branch
+        .clone()
+        .expect("the run pushed a branch");
     assert_eq!(
         harness.github.file_at(OWNER, REPO, &branch, "out.md"),
         Some(format!("{prompt}\n"))
     );
-    let kinds: Vec<String> = events::for_task(&harness.pool, task_id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|event| event.kind)
-        .filter(|kind| kind.starts_with("quick_run."))
-        .collect();
-    assert_eq!(kinds, ["quick_run.started", "quick_run.completed"]);
+    assert_eq!(
+        quick_run_events(&harness, task_id).await,
+        ["quick_run.started", "quick_run.completed"]
+    );
     // Its pull request is open, yet the board does not show it.
+    assert_eq!(board(&harness).await, (vec![], 0));
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_failed_quick_run_says_so_in_its_trail(pool: PgPool) {
+    let pipeline = "pipelines:
+  default:
+    steps:
+      - name: break
+        run: exit 3
+";
+    let harness = unconfined(pool, pipeline).await;
+    let run = start_quick_run(&harness, "Try something").await;
+    let task_id = run["task_id"].as_i64().unwrap();
+    assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
+    assert_eq!(
+        quick_run_events(&harness, task_id).await,
+        ["quick_run.started", "quick_run.failed"]
+    );
     assert_eq!(board(&harness).await, (vec![], 0));
 }
