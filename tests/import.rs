@@ -6,7 +6,6 @@ mod support;
 
 use axum::http::StatusCode;
 use conveyor::engine::runs;
-use conveyor::pipeline::sandbox::SandboxMode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::{API_TOKEN, Harness, OWNER, REPO};
@@ -273,9 +272,7 @@ const CHECK_ONLY: &str = "pipelines:
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn an_imported_chain_runs_in_dependency_order(pool: PgPool) {
-    // What is tested is the scheduler's order, not the sandbox: steps run unconfined, so
-    // that this runs on hosts without bubblewrap too.
-    let harness = Harness::start_configured(pool, |config| config.sandbox = SandboxMode::Off).await;
+    let harness = Harness::start(pool).await;
     harness.add_repo(&[(".github/conveyor.yml", CHECK_ONLY), ("README.md", "# w\n")]);
     harness.install().await;
     // Written out of order, so that creation order alone would run them wrongly.

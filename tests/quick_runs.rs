@@ -5,7 +5,6 @@ mod support;
 
 use axum::http::StatusCode;
 use conveyor::engine::{TaskState, events, runs};
-use conveyor::pipeline::sandbox::SandboxMode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::{API_TOKEN, Harness, OWNER, REPO};
@@ -121,10 +120,9 @@ async fn quick_run_events(harness: &Harness, task_id: i64) -> Vec<String> {
         .collect()
 }
 
-/// The service with steps run unconfined: what these tests look at is the prompt's way into
-/// the steps and the trail, not the sandbox, so they run on hosts without bubblewrap too.
-async fn unconfined(pool: PgPool, pipeline: &str) -> Harness {
-    let harness = Harness::start_configured(pool, |config| config.sandbox = SandboxMode::Off).await;
+/// The service with workers, on an installed repository carrying `pipeline`.
+async fn with_pipeline(pool: PgPool, pipeline: &str) -> Harness {
+    let harness = Harness::start(pool).await;
     harness.add_repo(&[(".github/conveyor.yml", pipeline), ("README.md", "# w\n")]);
     harness.install().await;
     harness
@@ -141,7 +139,7 @@ async fn a_quick_runs_prompt_reaches_its_pipeline_and_its_trail(pool: PgPool) {
       - name: agent
         run: cat \"$CONVEYOR_PROMPT_FILE\" > out.md
 ";
-    let harness = unconfined(pool, pipeline).await;
+    let harness = with_pipeline(pool, pipeline).await;
     let prompt = "Rename widget to gadget\neverywhere in src/";
     let run = start_quick_run(&harness, prompt).await;
     let id = run["id"].as_i64().unwrap();
@@ -179,7 +177,7 @@ async fn a_failed_quick_run_says_so_in_its_trail(pool: PgPool) {
       - name: break
         run: exit 3
 ";
-    let harness = unconfined(pool, pipeline).await;
+    let harness = with_pipeline(pool, pipeline).await;
     let run = start_quick_run(&harness, "Try something").await;
     let task_id = run["task_id"].as_i64().unwrap();
     assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
