@@ -46,7 +46,9 @@ pub struct Commit<'a> {
 /// transaction: a refused edge leaves half an import otherwise.
 ///
 /// A parent (granularity `subtask`) waits for its children as well as for its own blockers,
-/// so that what waits for the parent waits for all of them, as the plan's waves say.
+/// so that what waits for the parent waits for all of them, as the plan's waves say. Once
+/// they are done it is claimed and runs its pipeline like any task: the engine has no task
+/// that is done by its children alone.
 pub async fn commit(
     conn: &mut PgConnection,
     plan: &Plan,
