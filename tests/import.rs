@@ -99,8 +99,15 @@ async fn the_samples_preview_is_its_plan_and_makes_nothing(pool: PgPool) {
 async fn a_commit_makes_every_task_with_its_edges_and_the_import_job(pool: PgPool) {
     let harness = Harness::start_idle(pool).await;
     harness.install().await;
-    let (status, job) = commit(&harness, SAMPLE, json!({})).await;
+    let (status, location, job) = harness
+        .api_json_located(
+            "POST",
+            "/api/v2/import/prd/commit",
+            &request(SAMPLE, json!({})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{job}");
+    assert_eq!(location, Some(format!("/api/v2/import/{}", job["id"])));
     let task_ids = ids(&job["tasks"]);
     assert_eq!(task_ids.len(), 39);
     assert_eq!(job["repository"], "acme/widgets");
@@ -154,11 +161,7 @@ async fn a_commit_makes_every_task_with_its_edges_and_the_import_job(pool: PgPoo
     assert_eq!(edges as usize, preview["edges"].as_array().unwrap().len());
 
     let (status, shown) = harness
-        .api(
-            "GET",
-            &format!("/api/v2/import/{}", job["id"]),
-            Some(API_TOKEN),
-        )
+        .api("GET", &location.unwrap(), Some(API_TOKEN))
         .await;
     assert_eq!(status, StatusCode::OK, "{shown}");
     assert_eq!(shown["tasks"], job["tasks"]);

@@ -10,8 +10,8 @@ use sqlx::PgPool;
 use support::{API_TOKEN, Harness, OWNER, REPO};
 
 async fn start_quick_run(harness: &Harness, prompt: &str) -> Value {
-    let (status, run) = harness
-        .api_json(
+    let (status, location, run) = harness
+        .api_json_located(
             "POST",
             "/api/v2/quick-runs",
             &json!({
@@ -22,6 +22,7 @@ async fn start_quick_run(harness: &Harness, prompt: &str) -> Value {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!(location, Some(format!("/api/v2/quick-runs/{}", run["id"])));
     run
 }
 

@@ -300,6 +300,17 @@ impl Harness {
 
     /// Calls the operator API with the operator token and a JSON body.
     pub async fn api_json(&self, method: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+        let (status, _, body) = self.api_json_located(method, path, body).await;
+        (status, body)
+    }
+
+    /// [`Harness::api_json`], with the reply's `Location` header.
+    pub async fn api_json_located(
+        &self,
+        method: &str,
+        path: &str,
+        body: &Value,
+    ) -> (StatusCode, Option<String>, Value) {
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -307,7 +318,7 @@ impl Harness {
             .header("content-type", "application/json")
             .body(Body::from(body.to_string()))
             .unwrap();
-        send(&self.router, request).await
+        send_located(&self.router, request).await
     }
 
     /// Serves the router on a real socket, for callers outside the process (GitHub's redeliveries).
@@ -411,14 +422,27 @@ impl Harness {
 }
 
 pub async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let (status, _, body) = send_located(router, request).await;
+    (status, body)
+}
+
+/// [`send`], with the reply's `Location` header.
+pub async fn send_located(
+    router: &Router,
+    request: Request<Body>,
+) -> (StatusCode, Option<String>, Value) {
     let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|value| value.to_str().unwrap().to_owned());
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .unwrap();
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (status, body)
+    (status, location, body)
 }
 
 /// Polls `probe` until it yields a value; fails the test after 30 s.
