@@ -3,8 +3,8 @@
 -- Event ids come from a sequence, so they are handed out before their transactions commit,
 -- and commits come in any order: a reader that moved past id 102 could miss 101 committed
 -- after it. Each event keeps the transaction that wrote it, and the feed serves only events
--- of transactions older than every transaction still running (which cannot write anything
--- more), ordered by (tx, id): that order never gains an event behind a reader.
+-- of transactions older than every transaction of this database still running (which could
+-- still write some), ordered by (tx, id): that order never gains an event behind a reader.
 ALTER TABLE task_events ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id();
 
 CREATE INDEX task_events_feed ON task_events (tx, id);

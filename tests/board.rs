@@ -14,34 +14,6 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::{API_TOKEN, Harness, INSTALLATION_ID, OWNER, REPO};
 
-/// Tells Conveyor the App is installed on `acme/widgets`, as GitHub does: a signed
-/// `installation.created` delivery (the real fixture, for this installation and repository).
-async fn install(harness: &Harness) {
-    let mut payload = support::fixture("installation/created.payload.json");
-    payload["installation"]["id"] = json!(INSTALLATION_ID);
-    payload["installation"]["account"]["login"] = json!(OWNER);
-    payload["repositories"] = json!([{
-        "id": 4242, "node_id": "R_1", "name": REPO,
-        "full_name": format!("{OWNER}/{REPO}"), "private": true,
-    }]);
-    let body = serde_json::to_vec(&payload).unwrap();
-    let (status, reply) = harness
-        .post_signed("installation", "install-1", &body)
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
-    support::wait_until("the installation is known", || async {
-        let known: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM installation_repositories WHERE full_name = $1)",
-        )
-        .bind(format!("{OWNER}/{REPO}"))
-        .fetch_one(&harness.pool)
-        .await
-        .unwrap();
-        known.then_some(())
-    })
-    .await;
-}
-
 async fn create(harness: &Harness, title: &str, extra: Value) -> Value {
     let mut body = json!({
         "repository": format!("{OWNER}/{REPO}"),
@@ -97,7 +69,7 @@ async fn claim_and_end(pool: &PgPool, expected: i64, to: TaskState) {
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn a_task_made_through_the_api_goes_from_backlog_to_ready_to_claimed_to_done(pool: PgPool) {
     let harness = Harness::start_idle(pool.clone()).await;
-    install(&harness).await;
+    harness.install().await;
     let request = axum::http::Request::post("/api/v2/tasks")
         .header("authorization", format!("Bearer {API_TOKEN}"))
         .header("content-type", "application/json")
@@ -159,7 +131,7 @@ async fn a_bad_task_is_refused_with_a_code_and_nothing_is_made(pool: PgPool) {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown_repository")),
         "{reply}"
     );
-    install(&harness).await;
+    harness.install().await;
     let mut without_branch = new.clone();
     without_branch
         .as_object_mut()
@@ -263,7 +235,7 @@ async fn every_invalid_transition_is_refused_with_the_allowed_ones_and_changes_n
     pool: PgPool,
 ) {
     let harness = Harness::start_idle(pool.clone()).await;
-    install(&harness).await;
+    harness.install().await;
     for from in BoardState::ALL {
         let task = task_at(&harness, from).await;
         let before = shown(&harness, task).await;
@@ -300,7 +272,7 @@ async fn every_invalid_transition_is_refused_with_the_allowed_ones_and_changes_n
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn moves_the_table_allows_but_the_guards_refuse(pool: PgPool) {
     let harness = Harness::start_idle(pool.clone()).await;
-    install(&harness).await;
+    harness.install().await;
     let ready = task_at(&harness, BoardState::Ready).await;
     let (status, reply) = move_to(&harness, ready, "in_progress").await;
     assert_eq!(
@@ -329,7 +301,7 @@ async fn moves_the_table_allows_but_the_guards_refuse(pool: PgPool) {
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn a_task_waits_for_its_blockers_visibly_and_becomes_ready_when_they_resolve(pool: PgPool) {
     let harness = Harness::start_idle(pool.clone()).await;
-    install(&harness).await;
+    harness.install().await;
     let first = id(&create(&harness, "first", json!({})).await);
     let second = create(&harness, "second", json!({ "blocked_by": [first] })).await;
     let second = id(&second);
@@ -408,7 +380,7 @@ async fn a_task_waits_for_its_blockers_visibly_and_becomes_ready_when_they_resol
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn a_finished_task_is_reopened_and_restored_with_a_fresh_round(pool: PgPool) {
     let harness = Harness::start_idle(pool.clone()).await;
-    install(&harness).await;
+    harness.install().await;
     let done = task_at(&harness, BoardState::Done).await;
     assert_eq!(move_to(&harness, done, "ready").await.0, StatusCode::OK);
     let again = shown(&harness, done).await;
@@ -433,7 +405,7 @@ async fn a_finished_task_is_reopened_and_restored_with_a_fresh_round(pool: PgPoo
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn the_board_has_seed_001s_columns_with_counts_and_filters(pool: PgPool) {
     let harness = Harness::start_idle(pool.clone()).await;
-    install(&harness).await;
+    harness.install().await;
     let docs = id(&create(
         &harness,
         "docs",
@@ -552,7 +524,7 @@ async fn an_api_task_runs_its_pipeline_to_a_pull_request_in_review_and_is_done_w
 ) {
     let harness = Harness::start(pool.clone()).await;
     harness.add_repo_with_pipeline();
-    install(&harness).await;
+    harness.install().await;
     let task = id(&create(&harness, "Write the notes", json!({})).await);
     assert_eq!(move_to(&harness, task, "ready").await.0, StatusCode::OK);
     // The run ends in review; the outbox then opens its pull request.
@@ -636,7 +608,7 @@ async fn task_count(pool: &PgPool) -> i64 {
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn an_idempotency_key_makes_a_repeat_point_at_what_the_first_request_made(pool: PgPool) {
     let harness = Harness::start(pool.clone()).await;
-    install(&harness).await;
+    harness.install().await;
     let body = json!({
         "repository": format!("{OWNER}/{REPO}"), "title": "Once", "task_type": "feature",
         "priority": 1, "base_branch": "main",
@@ -678,7 +650,7 @@ async fn a_failed_or_unauthorised_request_leaves_its_key_free_and_old_keys_are_f
     pool: PgPool,
 ) {
     let harness = Harness::start(pool.clone()).await;
-    install(&harness).await;
+    harness.install().await;
     let good = json!({
         "repository": format!("{OWNER}/{REPO}"), "title": "Later", "task_type": "feature",
         "priority": 1, "base_branch": "main",

@@ -1,12 +1,12 @@
 //! The event feed's order: a reader misses no event when transactions commit out of order,
-//! and an event waits while an older transaction that may still add events runs. Kept apart
-//! from `events.rs`, whose latency test these held-open transactions would delay.
+//! an event waits while an older transaction that may still add events runs, and a
+//! transaction of another database on the server holds nothing back.
 
 mod support;
 
 use conveyor::engine::events;
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use support::feed::{a_task, kinds_after, last_id, readable_after};
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
@@ -60,4 +60,24 @@ async fn an_event_waits_behind_an_older_transaction_still_running(pool: PgPool) 
     older.commit().await.unwrap();
     let read = readable_after(&pool, seen).await;
     assert_eq!(read[0].1, "younger");
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_transaction_of_another_database_holds_nothing_back(pool: PgPool) {
+    let task = a_task(&pool).await;
+    let seen = last_id(&pool).await;
+    // The server's own database, not this test's.
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let mut elsewhere = PgConnection::connect(&url).await.unwrap();
+    let mut running = elsewhere.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *running)
+        .await
+        .unwrap();
+    events::record(&pool, task, None, "note", json!({ "mark": "here" }))
+        .await
+        .unwrap();
+    let read = readable_after(&pool, seen).await;
+    assert_eq!(read[0].1, "here");
+    running.rollback().await.unwrap();
 }

@@ -1,7 +1,6 @@
 //! The event feed: a labelled issue's events named by the seed's types with their workflow
 //! and correlation, paged, streamed as Server-Sent Events resumed by `Last-Event-ID`, and
-//! carried over a WebSocket. (The order of transactions is in `event_order.rs`: the
-//! transactions it holds open would hold back these tests' events.)
+//! carried over a WebSocket. The order across transactions is tested in `event_order.rs`.
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! What the board shows of tasks: one read model for the task list, the board's columns
-//! and a single task, so that they cannot disagree on a task's state or its links.
+//! and a single task, so that they cannot disagree on a task's state or its links. A quick
+//! run's task is on the board only once promoted; looked up by id, it is shown regardless.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -8,6 +9,7 @@ use sqlx::PgExecutor;
 use super::TaskState;
 use super::blockers::{UNFINISHED_BLOCKERS, UNRESOLVED};
 use super::board::{self, BoardState};
+use super::quick_runs;
 
 /// A task as the board and the API show it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -42,6 +44,8 @@ pub struct BoardTask {
     pub blocked_by: Vec<i64>,
     pub blocks: Vec<i64>,
     pub runs: Vec<i64>,
+    /// The quick run it was promoted from.
+    pub quick_run: Option<i64>,
     pub issue_number: Option<i64>,
     pub requested_by: Option<String>,
     /// Why it is blocked: the reason given when it was moved there, its run's failure, or
@@ -116,6 +120,7 @@ fn select() -> String {
                 ARRAY(SELECT d.task_id FROM task_blockers d WHERE d.blocker_id = t.id
                       ORDER BY d.task_id) AS blocks,
                 ARRAY(SELECT r.id FROM runs r WHERE r.task_id = t.id ORDER BY r.id) AS runs,
+                (SELECT q.id FROM quick_runs q WHERE q.task_id = t.id) AS quick_run,
                 ARRAY(SELECT d.blocker_id FROM task_blockers d JOIN tasks b ON b.id = d.blocker_id
                       WHERE d.task_id = t.id AND {UNRESOLVED}
                       ORDER BY d.blocker_id) AS unresolved_blockers,
@@ -153,6 +158,12 @@ fn shown_state_sql() -> String {
     )
 }
 
+/// SQL condition, true for a task the board shows: every task but an unpromoted quick
+/// run's.
+fn on_board_sql() -> String {
+    format!("t.source <> '{}'", quick_runs::SOURCE)
+}
+
 /// Tasks matching `filter`, newest first, after cursor `before` (an id), at most `limit`.
 pub async fn list(
     db: impl PgExecutor<'_>,
@@ -163,7 +174,8 @@ pub async fn list(
 ) -> sqlx::Result<Vec<BoardTask>> {
     let rows: Vec<BoardTask> = sqlx::query_as(&format!(
         "{select}
-         WHERE ($1::board_state IS NULL OR {shown} = $1)
+         WHERE {on_board}
+           AND ($1::board_state IS NULL OR {shown} = $1)
            AND ($2::TEXT IS NULL OR t.repo_owner || '/' || t.repo_name = $2)
            AND ($3::TEXT IS NULL OR $3 = ANY(t.labels))
            AND ($4::TEXT IS NULL OR t.task_type = $4)
@@ -171,6 +183,7 @@ pub async fn list(
          ORDER BY t.id DESC
          LIMIT $6",
         select = select(),
+        on_board = on_board_sql(),
         shown = shown_state_sql(),
     ))
     .bind(filter.state)
@@ -203,10 +216,12 @@ pub async fn counts(
 ) -> sqlx::Result<Vec<(BoardState, i64)>> {
     let rows: Vec<(BoardState, i64)> = sqlx::query_as(&format!(
         "SELECT {shown} AS shown, count(*) FROM tasks t
-         WHERE ($1::TEXT IS NULL OR t.repo_owner || '/' || t.repo_name = $1)
+         WHERE {on_board}
+           AND ($1::TEXT IS NULL OR t.repo_owner || '/' || t.repo_name = $1)
            AND ($2::TEXT IS NULL OR $2 = ANY(t.labels))
            AND ($3::TEXT IS NULL OR t.task_type = $3)
          GROUP BY shown",
+        on_board = on_board_sql(),
         shown = shown_state_sql(),
     ))
     .bind(&filter.repository)

@@ -105,6 +105,10 @@ pub fn event_type(kind: &str, detail: &Value) -> &'static str {
         "cancel_requested" => "task.cancel_requested",
         "pull_request_merged" => "task.pull_request_merged",
         "pull_request_closed" => "task.pull_request_closed",
+        "quick_run.started" => "quick_run.started",
+        "quick_run.completed" => "quick_run.completed",
+        "quick_run.failed" => "quick_run.failed",
+        "quick_run.promoted" => "quick_run.promoted",
         _ => "task.updated",
     }
 }
@@ -115,7 +119,8 @@ pub struct Cursor {
     pub after: Option<i64>,
 }
 
-/// Up to `limit` events after `cursor` that no transaction still running can precede, of
+/// Up to `limit` events after `cursor` that no transaction still running in this database
+/// can precede (those of other databases on the server never write here), of
 /// the `projects` (`owner/repo`, any case) when given. An id the feed no longer holds
 /// (retention took it) is read as a position by id.
 pub async fn page(
@@ -132,16 +137,33 @@ pub async fn page(
                              (SELECT min(tx) FROM task_events WHERE id > $1),
                              '0'::xid8) AS tx,
                     COALESCE($1, 0) AS id
+         ), snapshot AS (
+             SELECT pg_current_snapshot() AS taken
+         ), elsewhere AS (
+             -- Transactions known to run in other databases of the server: they cannot
+             -- write this feed. One that ended before this was read is not known here, and
+             -- is taken as this database's: holding back is safe, skipping is not.
+             SELECT backend_xid::text::BIGINT AS xid FROM pg_stat_activity
+             WHERE backend_xid IS NOT NULL
+               AND datid IS DISTINCT FROM (SELECT oid FROM pg_database
+                                           WHERE datname = current_database())
+         ), horizon AS (
+             SELECT COALESCE(
+                        (SELECT min(running) FROM pg_snapshot_xip(taken) AS running
+                         WHERE (running::text::NUMERIC % 4294967296)::BIGINT
+                               NOT IN (SELECT xid FROM elsewhere)),
+                        pg_snapshot_xmax(taken)) AS before
+             FROM snapshot
          )
          SELECT e.id, e.kind, e.detail, e.at, e.task_id, e.run_id,
                 t.repo_owner || '/' || t.repo_name AS project,
                 t.pipeline AS workflow_name, r.definition_hash AS workflow_version,
                 t.correlation_id
-         FROM since, task_events e
+         FROM since, horizon, task_events e
          JOIN tasks t ON t.id = e.task_id
          LEFT JOIN runs r ON r.id = e.run_id
          WHERE (e.tx, e.id) > (since.tx, since.id)
-           AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
+           AND e.tx < horizon.before
            AND ($2::TEXT[] IS NULL OR lower(t.repo_owner || '/' || t.repo_name) = ANY($2))
          ORDER BY e.tx, e.id
          LIMIT $3",

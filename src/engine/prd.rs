@@ -49,6 +49,15 @@ pub enum Granularity {
     Subtask,
 }
 
+impl Granularity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Task => "task",
+            Granularity::Subtask => "subtask",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct PlanOptions {
     #[serde(default)]
@@ -134,6 +143,29 @@ pub enum PrdError {
         text: String,
         reason: &'static str,
     },
+}
+
+impl PrdError {
+    /// The stable code the API answers with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PrdError::BadReference { .. } => "prd_bad_reference",
+            PrdError::Cycle { .. } => "prd_cycle",
+            PrdError::DuplicateKey { .. } => "prd_duplicate_key",
+            PrdError::NoTasks => "prd_no_tasks",
+            PrdError::MalformedDependencies { .. } => "prd_malformed_dependencies",
+        }
+    }
+
+    /// The line of the task list it is about, when it is about one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            PrdError::BadReference { line, .. }
+            | PrdError::DuplicateKey { line, .. }
+            | PrdError::MalformedDependencies { line, .. } => Some(*line),
+            PrdError::Cycle { .. } | PrdError::NoTasks => None,
+        }
+    }
 }
 
 fn cycle_text(keys: &[String]) -> String {

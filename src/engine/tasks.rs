@@ -114,6 +114,8 @@ pub struct Task {
     pub retry_from_step: Option<i32>,
     /// The delivery or API request that started the task's chain of events.
     pub correlation_id: Option<String>,
+    /// Where it came from: `github`, `manual`, `prd_import`, `quick_run`, …
+    pub source: String,
 }
 
 impl Task {
@@ -145,7 +147,8 @@ pub enum EngineError {
 
 pub(crate) const TASK_COLUMNS: &str = "id, installation_id, repo_owner, repo_name, default_branch, issue_number, \
      title, body, pipeline, state, board_state, lease_epoch, attempts, requested_by, pull_request, head_branch, \
-     head_sha, retry_of, cancelled_by, timeout_minutes, retry_from_run, retry_from_step, correlation_id";
+     head_sha, retry_of, cancelled_by, timeout_minutes, retry_from_run, retry_from_step, correlation_id, \
+     source";
 
 /// Creates a task, queued when it starts ready and held when it starts in the backlog;
 /// `None` when the issue already has a live task or the delivery already created one.

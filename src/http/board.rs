@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sqlx::PgConnection;
 
 use super::api::authorize;
 use super::{AppState, Refusal};
@@ -22,7 +23,7 @@ const MAX_PAGE: i64 = 200;
 /// Tasks shown in each column of `GET /api/v2/tasks/board`; the count covers them all.
 const COLUMN_TASKS: i64 = 50;
 /// Who the API acts as, in the audit trail: the operator token.
-const OPERATOR: &str = "api:operator";
+pub(super) const OPERATOR: &str = "api:operator";
 
 /// A refused API request: its status, a stable code, a sentence, and fields that help.
 #[derive(Debug)]
@@ -43,7 +44,7 @@ impl ApiError {
         }
     }
 
-    fn with(mut self, extra: Value) -> Self {
+    pub(super) fn with(mut self, extra: Value) -> Self {
         self.extra = extra;
         self
     }
@@ -156,6 +157,44 @@ pub struct CreateTask {
 
 const MAX_TITLE_CHARS: usize = 256;
 
+/// What every task made through the API for `repository` (`owner/name`) starts from: the
+/// installation that reaches it, its name as GitHub spells it, the branch its runs start
+/// from (`base_branch`, else the default branch Conveyor last saw), the `default` pipeline
+/// and the operator as the one who asked. Refused when the App is not installed there or no branch is known.
+pub(super) async fn task_base(
+    conn: &mut PgConnection,
+    repository: &str,
+    base_branch: Option<String>,
+) -> Result<NewTask, ApiError> {
+    let (owner, name) = repository
+        .split_once('/')
+        .filter(|(owner, name)| !owner.is_empty() && !name.is_empty() && !name.contains('/'))
+        .ok_or_else(|| ApiError::invalid("repository must be `owner/name`"))?;
+    let Some(installed) = repositories::installed(&mut *conn, owner, name).await? else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_repository",
+            format!("Conveyor is not installed on {repository}: install the App on it first"),
+        ));
+    };
+    let Some(default_branch) = base_branch.or(installed.default_branch) else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "base_branch_unknown",
+            format!("Conveyor has not seen {repository}'s default branch yet: give `base_branch`"),
+        ));
+    };
+    Ok(NewTask {
+        installation_id: installed.installation_id,
+        repo_owner: installed.owner,
+        repo_name: installed.name,
+        default_branch,
+        pipeline: "default".to_owned(),
+        requested_by: Some(OPERATOR.to_owned()),
+        ..NewTask::default()
+    })
+}
+
 /// `POST /api/v2/tasks`: a task in the backlog, waiting for a move to ready. 201 with the
 /// task and its `Location`.
 pub async fn create_task(
@@ -174,51 +213,17 @@ pub async fn create_task(
     if body.task_type.trim().is_empty() {
         return Err(ApiError::invalid("task_type must not be empty"));
     }
-    let (owner, name) = body
-        .repository
-        .split_once('/')
-        .filter(|(owner, name)| !owner.is_empty() && !name.is_empty() && !name.contains('/'))
-        .ok_or_else(|| ApiError::invalid("repository must be `owner/name`"))?;
     let mut tx = state.pool.begin().await?;
-    let installed = repositories::installed(&mut *tx, owner, name).await?;
-    let Some(installed) = installed else {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_repository",
-            format!(
-                "Conveyor is not installed on {}: install the App on it first",
-                body.repository
-            ),
-        ));
-    };
-    let default_branch = match body.base_branch.clone().or(installed.default_branch) {
-        Some(branch) => branch,
-        None => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "base_branch_unknown",
-                format!(
-                    "Conveyor has not seen {}'s default branch yet: give `base_branch`",
-                    body.repository
-                ),
-            ));
-        }
-    };
+    let base = task_base(&mut tx, &body.repository, body.base_branch.clone()).await?;
     if let Some(parent) = body.parent_id
         && tasks::get(&mut *tx, parent).await?.is_none()
     {
         return Err(ApiError::invalid(format!("no parent task {parent}")));
     }
     let task = NewTask {
-        installation_id: installed.installation_id,
-        repo_owner: installed.owner,
-        repo_name: installed.name,
-        default_branch,
-        issue_number: None,
         title: title.to_owned(),
         body: body.description.unwrap_or_default(),
-        pipeline: body.pipeline.unwrap_or_else(|| "default".to_owned()),
-        requested_by: Some(OPERATOR.to_owned()),
+        pipeline: body.pipeline.unwrap_or(base.pipeline),
         board: BoardFields {
             state: BoardState::Backlog,
             source: "manual",
@@ -231,7 +236,7 @@ pub async fn create_task(
             parent_id: body.parent_id,
         },
         correlation_id: Some(correlation_id(&headers)),
-        ..NewTask::default()
+        ..base
     };
     let id = tasks::create(&mut tx, &task)
         .await?
@@ -251,7 +256,7 @@ pub async fn create_task(
 
 /// The id that ties what a request starts to the request: the client's `X-Request-Id`
 /// when it sent a usable one, else a new one.
-fn correlation_id(headers: &HeaderMap) -> String {
+pub(super) fn correlation_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
@@ -260,7 +265,7 @@ fn correlation_id(headers: &HeaderMap) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
-async fn task_or_404(state: &AppState, id: i64) -> Result<BoardTask, ApiError> {
+pub(super) async fn task_or_404(state: &AppState, id: i64) -> Result<BoardTask, ApiError> {
     board_view::get(&state.pool, id, &state.github_web_url)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no task {id}")))

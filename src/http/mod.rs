@@ -6,6 +6,8 @@ mod body_budget;
 mod events;
 mod health;
 mod idempotency;
+mod import;
+mod quick_runs;
 mod webhook;
 
 use std::sync::Arc;
@@ -103,6 +105,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/events", get(events::list))
         .route("/api/v2/events/stream", get(events::stream))
         .route("/ws", get(events::websocket))
+        .route("/api/v2/import/prd/preview", post(import::preview))
+        .route("/api/v2/import/prd/commit", post(import::commit))
+        .route("/api/v2/import/{job_id}", get(import::get_job))
+        .route("/api/v2/quick-runs", post(quick_runs::create))
+        .route("/api/v2/quick-runs/{id}", get(quick_runs::get))
+        .route("/api/v2/quick-runs/{id}/promote", post(quick_runs::promote))
         .route("/api/v2/runs/{id}", get(api::get_run))
         .route("/api/v2/runs/{id}/diff", get(api::get_run_diff))
         .route("/api/v2/runs/{id}/logs", get(api::get_run_logs))

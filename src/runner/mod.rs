@@ -15,10 +15,10 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tracing::Instrument;
 
-use crate::engine::logs;
 use crate::engine::runs::{self, Run, StepRecord};
 use crate::engine::tasks::{self, EngineError, Task};
 use crate::engine::{RunState, TaskState};
+use crate::engine::{logs, quick_runs};
 use crate::github::GitHubApp;
 use crate::metrics;
 use crate::outbox::{self, Effect, Place};
@@ -231,7 +231,11 @@ impl TaskRunner {
         let mut tx = self.pool.begin().await?;
         let run = match runs::approved(&mut *tx, task.id).await? {
             Some(run) if runs::resume(&mut *tx, run.id).await? => run,
-            _ => runs::start(&mut tx, task.id, &task.pipeline).await?,
+            _ => {
+                let run = runs::start(&mut tx, task.id, &task.pipeline).await?;
+                quick_runs::run_started(&mut *tx, task, run.id).await?;
+                run
+            }
         };
         let mut effects = vec![Effect::StatusComment { task_id: task.id }];
         // A pull-request run reports on the PR's head from the start; a run taken up after
@@ -471,6 +475,7 @@ impl TaskRunner {
         } else {
             task_state
         };
+        quick_runs::run_ended(&mut *tx, task, run_id, to).await?;
         match lease.end_in(tx, to, retry_in).await {
             Ok(()) => {}
             Err(EngineError::Transition(err)) => {

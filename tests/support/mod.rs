@@ -18,7 +18,7 @@ use conveyor::engine::TaskState;
 use conveyor::pipeline::sandbox::SandboxMode;
 use conveyor::service::Service;
 use conveyor::webhook::signature;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use tempfile::TempDir;
 use tokio::task::JoinSet;
@@ -263,6 +263,33 @@ impl Harness {
         self.post(event, delivery, body, None).await
     }
 
+    /// Tells Conveyor the App is installed on `acme/widgets`, as GitHub does: a signed
+    /// `installation.created` delivery (the real fixture, for this installation and
+    /// repository).
+    pub async fn install(&self) {
+        let mut payload = fixture("installation/created.payload.json");
+        payload["installation"]["id"] = json!(INSTALLATION_ID);
+        payload["installation"]["account"]["login"] = json!(OWNER);
+        payload["repositories"] = json!([{
+            "id": 4242, "node_id": "R_1", "name": REPO,
+            "full_name": format!("{OWNER}/{REPO}"), "private": true,
+        }]);
+        let body = serde_json::to_vec(&payload).unwrap();
+        let (status, reply) = self.post_signed("installation", "install-1", &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+        wait_until("the installation is known", || async {
+            let known: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM installation_repositories WHERE full_name = $1)",
+            )
+            .bind(format!("{OWNER}/{REPO}"))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            known.then_some(())
+        })
+        .await;
+    }
+
     /// Calls the operator API, with `token` as the bearer token if given.
     pub async fn api(&self, method: &str, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         let mut request = Request::builder().method(method).uri(path);
@@ -274,6 +301,17 @@ impl Harness {
 
     /// Calls the operator API with the operator token and a JSON body.
     pub async fn api_json(&self, method: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+        let (status, _, body) = self.api_json_located(method, path, body).await;
+        (status, body)
+    }
+
+    /// [`Harness::api_json`], with the reply's `Location` header.
+    pub async fn api_json_located(
+        &self,
+        method: &str,
+        path: &str,
+        body: &Value,
+    ) -> (StatusCode, Option<String>, Value) {
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -281,7 +319,7 @@ impl Harness {
             .header("content-type", "application/json")
             .body(Body::from(body.to_string()))
             .unwrap();
-        send(&self.router, request).await
+        send_located(&self.router, request).await
     }
 
     /// Serves the router on a real socket, for callers outside the process (GitHub's redeliveries).
@@ -385,14 +423,27 @@ impl Harness {
 }
 
 pub async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let (status, _, body) = send_located(router, request).await;
+    (status, body)
+}
+
+/// [`send`], with the reply's `Location` header.
+pub async fn send_located(
+    router: &Router,
+    request: Request<Body>,
+) -> (StatusCode, Option<String>, Value) {
     let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|value| value.to_str().unwrap().to_owned());
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .unwrap();
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (status, body)
+    (status, location, body)
 }
 
 /// Polls `probe` until it yields a value; fails the test after 30 s.
@@ -420,18 +471,27 @@ where
     }
 }
 
+/// `shared/fixtures/github-webhooks`: beside the checkout, or under `CONVEYOR_SHARED_DIR`
+/// for a checkout elsewhere (a git worktree).
+fn fixtures_dir() -> PathBuf {
+    std::env::var_os("CONVEYOR_SHARED_DIR")
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+            PathBuf::from,
+        )
+        .join("fixtures/github-webhooks")
+}
+
 /// One of GitHub's own example payloads from `shared/fixtures/github-webhooks`.
 pub fn fixture(relative: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/github-webhooks")
-        .join(relative);
+    let path = fixtures_dir().join(relative);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
 
 /// Every example payload under `shared/fixtures/github-webhooks`, as (event, file name, payload).
 pub fn all_fixtures() -> Vec<(String, String, Value)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/github-webhooks");
+    let root = fixtures_dir();
     let mut all = Vec::new();
     for event in std::fs::read_dir(&root).unwrap() {
         let event = event.unwrap().path();
