@@ -18,6 +18,7 @@ use conveyor::report::Outcome;
 use conveyor::scheduler::{
     self, Executor, Lease, SchedulerSettings, SessionFault, SessionPool, claim_next, leases,
 };
+use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -557,12 +558,22 @@ async fn a_paused_repository_is_not_claimed_until_resumed(pool: PgPool) {
     let (status, reply) = harness.api("POST", &api("pause", "a"), token).await;
     assert_eq!(
         (status.as_u16(), reply["message"].as_str()),
-        (409, Some("repository acme/a is already paused"))
+        (
+            409,
+            Some(
+                "repository acme/a is paused: it cannot be made paused (it can become: running, stopping)"
+            )
+        )
     );
     let (status, reply) = harness.api("POST", &api("resume", "b"), token).await;
     assert_eq!(
         (status.as_u16(), reply["message"].as_str()),
-        (409, Some("repository acme/b is not paused"))
+        (
+            409,
+            Some(
+                "repository acme/b is running: it cannot be made running (it can become: paused, stopping)"
+            )
+        )
     );
     assert_eq!(
         harness.api("POST", &api("pause", "nope"), token).await.0,
@@ -1207,4 +1218,93 @@ fn start_process<E: Executor>(
         shutdown.clone(),
     ));
     (process, shutdown)
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_project_goes_running_paused_stopping_stopped_and_refuses_other_changes(pool: PgPool) {
+    let harness = support::Harness::start_without_app(pool.clone()).await;
+    let token = Some(support::API_TOKEN);
+    let project = |action: &str| format!("/api/v2/projects/acme/a/{action}");
+    let running = enqueue(&pool, "a", 1).await;
+    let queued = enqueue(&pool, "a", 2).await;
+    let held = claim_next(&pool, "p", "p/0").await.unwrap().unwrap();
+    assert_eq!(held.id, running);
+
+    let (status, shown) = harness.api("GET", &project("status"), token).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        (
+            &shown["state"],
+            &shown["queue_depth"],
+            &shown["running"],
+            &shown["waiting"]
+        ),
+        (&json!("running"), &json!(1), &json!(1), &json!(0))
+    );
+    assert_eq!(
+        harness
+            .api("GET", "/api/v2/projects/acme/nope/status", token)
+            .await
+            .0,
+        404
+    );
+
+    let (status, shown) = harness.api("POST", &project("pause"), token).await;
+    assert_eq!((status.as_u16(), &shown["state"]), (200, &json!("paused")));
+    let (status, refusal) = harness.api("POST", &project("pause"), token).await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        (
+            &refusal["code"],
+            &refusal["from"],
+            &refusal["to"],
+            &refusal["allowed"]
+        ),
+        (
+            &json!("invalid_transition"),
+            &json!("paused"),
+            &json!("paused"),
+            &json!(["running", "stopping"])
+        )
+    );
+
+    let (status, shown) = harness.api("POST", &project("stop"), token).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        (&shown["state"], &shown["cancelled"]),
+        (&json!("stopping"), &json!(2))
+    );
+    assert_eq!(state(&pool, queued).await, TaskState::Cancelled);
+    for refused in ["stop", "resume", "pause"] {
+        let (status, refusal) = harness.api("POST", &project(refused), token).await;
+        assert_eq!(
+            (status.as_u16(), &refusal["from"]),
+            (409, &json!("stopping")),
+            "{refused}"
+        );
+    }
+
+    // The worker stops the running task: nothing is left, and the project is stopped.
+    let mut conn = pool.acquire().await.unwrap();
+    tasks::end_lease(
+        &mut conn,
+        &Ending::new(held.id, held.lease_epoch, TaskState::Cancelled),
+    )
+    .await
+    .unwrap();
+    let (_, shown) = harness.api("GET", &project("status"), token).await;
+    assert_eq!(
+        (&shown["state"], &shown["running"]),
+        (&json!("stopped"), &json!(0))
+    );
+    let (status, refusal) = harness.api("POST", &project("stop"), token).await;
+    assert_eq!(
+        (status.as_u16(), &refusal["from"]),
+        (409, &json!("stopped"))
+    );
+    let (status, shown) = harness.api("POST", &project("resume"), token).await;
+    assert_eq!((status.as_u16(), &shown["state"]), (200, &json!("running")));
+
+    let (_, tables) = harness.api("GET", "/api/v2/state-machine", token).await;
+    assert_eq!(tables["project"]["stopping"], json!(["stopped"]));
 }

@@ -11,7 +11,6 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::{AppState, Refusal};
-use crate::engine::repositories::{self, RepositoryError};
 use crate::engine::{RunState, artifacts, logs, runs};
 use crate::webhook::inbox::{self, Replay};
 
@@ -95,71 +94,6 @@ fn database(err: sqlx::Error) -> Refusal {
         StatusCode::SERVICE_UNAVAILABLE,
         "database unavailable".into(),
     )
-}
-
-/// `POST /api/v2/repositories/{owner}/{name}/pause` and `…/resume`.
-pub async fn pause_repository(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((owner, name)): Path<(String, String)>,
-) -> Result<Response, Refusal> {
-    set_paused(state, headers, owner, name, true).await
-}
-
-pub async fn resume_repository(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((owner, name)): Path<(String, String)>,
-) -> Result<Response, Refusal> {
-    set_paused(state, headers, owner, name, false).await
-}
-
-async fn set_paused(
-    state: AppState,
-    headers: HeaderMap,
-    owner: String,
-    name: String,
-    paused: bool,
-) -> Result<Response, Refusal> {
-    authorize(&state, &headers)?;
-    repositories::set_paused(&state.pool, &owner, &name, paused)
-        .await
-        .map_err(repository_refusal)?;
-    Ok(Json(json!({ "repository": format!("{owner}/{name}"), "paused": paused })).into_response())
-}
-
-fn repository_refusal(err: RepositoryError) -> Refusal {
-    match err {
-        RepositoryError::NotFound(_) => Refusal(StatusCode::NOT_FOUND, err.to_string()),
-        RepositoryError::AlreadyPaused(_) | RepositoryError::NotPaused(_) => {
-            Refusal(StatusCode::CONFLICT, err.to_string())
-        }
-        RepositoryError::Db(err) => {
-            tracing::error!(error = %err, "API query failed");
-            Refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database unavailable".into(),
-            )
-        }
-    }
-}
-
-/// `POST /api/v2/repositories/{owner}/{name}/stop`: pause and cancel all its live tasks.
-pub async fn stop_repository(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((owner, name)): Path<(String, String)>,
-) -> Result<Response, Refusal> {
-    authorize(&state, &headers)?;
-    let mut tx = state.pool.begin().await.map_err(database)?;
-    let cancelled = repositories::stop(&mut tx, &owner, &name)
-        .await
-        .map_err(repository_refusal)?;
-    tx.commit().await.map_err(database)?;
-    Ok(Json(
-        json!({ "repository": format!("{owner}/{name}"), "paused": true, "cancelled": cancelled }),
-    )
-    .into_response())
 }
 
 /// Lines of a run's log served in one page at most.

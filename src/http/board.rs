@@ -15,7 +15,7 @@ use super::{AppState, Refusal};
 use crate::engine::blockers::{self, BlockerError};
 use crate::engine::board::{self, BoardState, MoveError};
 use crate::engine::board_view::{self, BoardTask, Filter};
-use crate::engine::repositories;
+use crate::engine::repositories::{self, ProjectState};
 use crate::engine::tasks::{self, BoardFields, NewTask};
 use crate::engine::{RunState, TaskState};
 
@@ -521,23 +521,29 @@ pub async fn state_machine(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check(&state, &headers)?;
-    let task: serde_json::Map<String, Value> = BoardState::ALL
-        .into_iter()
-        .map(|from| (from.as_str().to_owned(), json!(from.next())))
-        .collect();
-    let run: serde_json::Map<String, Value> = RunState::ALL
-        .into_iter()
-        .map(|from| (from.as_str().to_owned(), json!(from.next())))
-        .collect();
-    let queue: serde_json::Map<String, Value> = TaskState::ALL
-        .into_iter()
-        .map(|from| {
-            let next: Vec<TaskState> = TaskState::ALL
-                .into_iter()
-                .filter(|to| from.can_become(*to))
-                .collect();
-            (from.as_str().to_owned(), json!(next))
-        })
-        .collect();
-    Ok(Json(json!({ "task": task, "run": run, "queue": queue })).into_response())
+    let task = table(&BoardState::ALL, BoardState::as_str, BoardState::next);
+    let run = table(&RunState::ALL, RunState::as_str, RunState::next);
+    let queue = table(&TaskState::ALL, TaskState::as_str, |from| {
+        TaskState::ALL
+            .into_iter()
+            .filter(|to| from.can_become(*to))
+            .collect::<Vec<_>>()
+    });
+    let project = table(&ProjectState::ALL, ProjectState::as_str, ProjectState::next);
+    Ok(
+        Json(json!({ "task": task, "run": run, "queue": queue, "project": project }))
+            .into_response(),
+    )
+}
+
+/// A transition table as JSON: each state's name with the states it may become.
+fn table<S: Copy, N: serde::Serialize>(
+    states: &[S],
+    name: fn(S) -> &'static str,
+    next: impl Fn(S) -> N,
+) -> serde_json::Map<String, Value> {
+    states
+        .iter()
+        .map(|&from| (name(from).to_owned(), json!(next(from))))
+        .collect()
 }

@@ -7,9 +7,10 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
@@ -168,9 +169,16 @@ pub async fn websocket(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     check(&state, &headers)?;
+    let upgrade = upgrade.map_err(|err| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "websocket_required",
+            format!("{}: connect with a WebSocket client", err.body_text()),
+        )
+    })?;
     let Query(query) = query.map_err(|err| ApiError::invalid(err.body_text()))?;
     let cursor = query.cursor(&headers)?;
     let projects = query.projects();

@@ -7,6 +7,7 @@ mod events;
 mod health;
 mod idempotency;
 mod import;
+mod projects;
 mod quick_runs;
 mod webhook;
 
@@ -116,16 +117,30 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/runs/{id}/logs", get(api::get_run_logs))
         .route("/api/v2/tasks/{id}/cancel", post(board::cancel_task))
         .route(
-            "/api/v2/repositories/{owner}/{name}/stop",
-            post(api::stop_repository),
+            "/api/v2/projects/{owner}/{name}/status",
+            get(projects::status),
         )
         .route(
+            "/api/v2/projects/{owner}/{name}/pause",
+            post(projects::pause),
+        )
+        .route(
+            "/api/v2/projects/{owner}/{name}/resume",
+            post(projects::resume),
+        )
+        .route("/api/v2/projects/{owner}/{name}/stop", post(projects::stop))
+        // The same controls under their first names.
+        .route(
             "/api/v2/repositories/{owner}/{name}/pause",
-            post(api::pause_repository),
+            post(projects::pause),
         )
         .route(
             "/api/v2/repositories/{owner}/{name}/resume",
-            post(api::resume_repository),
+            post(projects::resume),
+        )
+        .route(
+            "/api/v2/repositories/{owner}/{name}/stop",
+            post(projects::stop),
         )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
