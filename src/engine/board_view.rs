@@ -12,7 +12,7 @@ use super::board::{self, BoardState};
 use super::quick_runs;
 
 /// A task as the board and the API show it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct BoardTask {
     pub id: i64,
     #[sqlx(skip)]

@@ -23,7 +23,7 @@ const LOOK_AGAIN: Duration = Duration::from_millis(500);
 const FOLLOW_BATCH: i64 = 200;
 
 /// One event as the API, the stream and the WebSocket show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct FeedEvent {
     pub id: i64,
     #[serde(rename = "type")]

@@ -14,7 +14,7 @@ use super::prd::{Granularity, Plan};
 use super::tasks::{self, BoardFields, NewTask};
 
 /// A committed import.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct ImportJob {
     pub id: i64,
     pub repository: String,
@@ -24,6 +24,7 @@ pub struct ImportJob {
     pub task_ids: Vec<i64>,
     /// Each key of the task list → its task.
     #[serde(rename = "keys")]
+    #[schemars(with = "BTreeMap<String, i64>")]
     pub task_keys: Json<BTreeMap<String, i64>>,
     pub created_at: DateTime<Utc>,
     pub created_by: String,

@@ -35,7 +35,7 @@ use std::num::NonZeroUsize;
 use serde::{Deserialize, Serialize};
 
 /// How finely a task list becomes tasks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Granularity {
     /// Each `x.y` is one task; its sub-tasks are the steps of its description, and a
@@ -67,7 +67,7 @@ pub struct PlanOptions {
     pub max_parallelism_hint: Option<NonZeroUsize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Plan {
     /// In key order, numerically: `1.9` before `1.10`, a parent before its children.
     pub tasks: Vec<PlannedTask>,
@@ -85,7 +85,7 @@ pub struct Plan {
     pub waves: Vec<Vec<String>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PlannedTask {
     pub key: String,
     pub title: String,
@@ -102,13 +102,13 @@ pub struct PlannedTask {
     pub phase: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PlannedPhase {
     pub key: String,
     pub title: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Edge {
     pub from: String,
     pub to: String,

@@ -19,7 +19,7 @@ const PROMOTED_SOURCE: &str = "promoted_quick_action";
 /// A task's title is the prompt's first line, cut to this many characters.
 const TITLE_CHARS: usize = 80;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct QuickRun {
     pub id: i64,
     /// Its task's queue state: queued, running, succeeded, failed, …

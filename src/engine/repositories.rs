@@ -11,7 +11,7 @@ use super::tasks::{self, wake_workers};
 /// Where a repository (a project, in seed 004's words) stands for the scheduler. Paused: its
 /// queued tasks wait and running ones finish. Stopping: its tasks were cancelled and some are
 /// still being stopped by their workers; stopped once none is left running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProjectState {
     Running,
@@ -182,7 +182,7 @@ pub async fn stop(
 }
 
 /// A run as a project's status lists it.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct RecentRun {
     pub id: i64,
     pub task_id: i64,
@@ -193,7 +193,7 @@ pub struct RecentRun {
 }
 
 /// `GET /api/v2/projects/{owner}/{repo}/status`: where the repository stands and its work.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct ProjectStatus {
     pub repository: String,
     pub state: ProjectState,

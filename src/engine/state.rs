@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize, schemars::JsonSchema)]
 #[sqlx(type_name = "task_state", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
@@ -25,7 +25,7 @@ pub enum TaskState {
     Held,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, Serialize, schemars::JsonSchema)]
 #[sqlx(type_name = "run_state", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {

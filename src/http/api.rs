@@ -44,7 +44,7 @@ pub(super) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Ref
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct DeliveryQuery {
     outcome: Option<String>,
     /// Continue after this page: the `next` value of the previous page.
@@ -220,7 +220,7 @@ pub async fn get_run_diff(
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct LogQuery {
     /// Lines after this `seq`: the `next` of the previous page.
     after: Option<i64>,

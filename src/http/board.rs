@@ -135,7 +135,7 @@ pub(super) fn check(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
 }
 
 /// The body of `POST /api/v2/tasks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
     repository: String,
@@ -271,7 +271,7 @@ pub(super) async fn task_or_404(state: &AppState, id: i64) -> Result<BoardTask, 
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no task {id}")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ListQuery {
     state: Option<String>,
     repo: Option<String>,
@@ -401,7 +401,7 @@ pub async fn get_task(
     Ok(Json(shown).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Transition {
     to: String,
@@ -469,7 +469,7 @@ pub async fn cancel_task(
     move_and_show(&state, id, BoardState::Cancelled, None).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDependency {
     /// The task this one waits for.

@@ -28,7 +28,7 @@ const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct FeedQuery {
     after: Option<i64>,
     /// `owner/repo`; several separated by commas.

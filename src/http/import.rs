@@ -17,7 +17,7 @@ use crate::engine::prd::{self, Granularity, Plan, PlanOptions, PrdError};
 use crate::engine::tasks::NewTask;
 
 /// The body of both `POST /api/v2/import/prd/preview` and `…/commit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportPrd {
     repository: String,

@@ -7,6 +7,7 @@ mod events;
 mod health;
 mod idempotency;
 mod import;
+mod openapi;
 mod projects;
 mod quick_runs;
 mod webhook;
@@ -22,7 +23,10 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use crate::engine::quick_runs as engine_quick_runs;
+use crate::engine::{board_view, event_feed, imports, prd, repositories};
 use crate::webhook::writer::InboxWriter;
+use openapi::{Documented, Guard, Operation};
 use tower_http::trace::TraceLayer;
 
 pub use body_budget::BodyBudget;
@@ -79,73 +83,321 @@ impl IntoResponse for Refusal {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/webhooks/github", post(webhook::receive))
-        .route("/api/v2/deliveries", get(api::list_deliveries))
-        .route("/api/v2/deliveries/{id}/replay", post(api::replay_delivery))
-        .route(
-            "/api/v2/tasks",
-            get(board::list_tasks).post(board::create_task),
-        )
-        .route("/api/v2/tasks/board", get(board::board))
-        .route("/api/v2/tasks/{id}", get(board::get_task))
-        .route("/api/v2/tasks/{id}/transition", post(board::transition))
-        .route("/api/v2/tasks/{id}/run", post(board::run_task))
-        .route(
-            "/api/v2/tasks/{id}/dependencies",
-            post(board::add_dependency),
-        )
-        .route(
-            "/api/v2/tasks/{id}/dependencies/{dep_id}",
-            delete(board::remove_dependency),
-        )
-        .route("/api/v2/state-machine", get(board::state_machine))
-        .route("/api/v2/events", get(events::list))
-        .route("/api/v2/events/stream", get(events::stream))
-        .route("/ws", get(events::websocket))
-        .route("/api/v2/import/prd/preview", post(import::preview))
-        .route("/api/v2/import/prd/commit", post(import::commit))
-        .route("/api/v2/import/{job_id}", get(import::get_job))
-        .route("/api/v2/quick-runs", post(quick_runs::create))
-        .route("/api/v2/quick-runs/{id}", get(quick_runs::get))
-        .route("/api/v2/quick-runs/{id}/promote", post(quick_runs::promote))
-        .route("/api/v2/runs/{id}", get(api::get_run))
-        .route("/api/v2/runs/{id}/diff", get(api::get_run_diff))
-        .route("/api/v2/runs/{id}/logs", get(api::get_run_logs))
-        .route("/api/v2/tasks/{id}/cancel", post(board::cancel_task))
-        .route(
-            "/api/v2/projects/{owner}/{name}/status",
-            get(projects::status),
-        )
-        .route(
-            "/api/v2/projects/{owner}/{name}/pause",
-            post(projects::pause),
-        )
-        .route(
-            "/api/v2/projects/{owner}/{name}/resume",
-            post(projects::resume),
-        )
-        .route("/api/v2/projects/{owner}/{name}/stop", post(projects::stop))
-        // The same controls under their first names.
-        .route(
-            "/api/v2/repositories/{owner}/{name}/pause",
-            post(projects::pause),
-        )
-        .route(
-            "/api/v2/repositories/{owner}/{name}/resume",
-            post(projects::resume),
-        )
-        .route(
-            "/api/v2/repositories/{owner}/{name}/stop",
-            post(projects::stop),
-        )
+    let (routes, _) = documented();
+    routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::guard,
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Where the document is served; it describes itself too.
+const OPENAPI_PATH: &str = "/api/v2/openapi.json";
+
+/// Every route, with the document that describes them all.
+pub fn documented() -> (Router<AppState>, serde_json::Value) {
+    use Guard::{Open, Signature, Token};
+    let mut api = Documented::<AppState>::new();
+    let task = Some(api.schema::<board_view::BoardTask>());
+    let event = api.schema::<Vec<event_feed::FeedEvent>>();
+    let project = Some(api.schema::<repositories::ProjectStatus>());
+    let plan = Some(api.schema::<prd::Plan>());
+    let job = Some(api.schema::<imports::ImportJob>());
+    let quick_run = Some(api.schema::<engine_quick_runs::QuickRun>());
+    let (create_task, transition, dependency) = (
+        api.schema::<board::CreateTask>(),
+        api.schema::<board::Transition>(),
+        api.schema::<board::NewDependency>(),
+    );
+    let (list_query, feed_query, delivery_query, log_query) = (
+        api.schema::<board::ListQuery>(),
+        api.schema::<events::FeedQuery>(),
+        api.schema::<api::DeliveryQuery>(),
+        api.schema::<api::LogQuery>(),
+    );
+    let (import_prd, new_quick_run) = (
+        api.schema::<import::ImportPrd>(),
+        api.schema::<quick_runs::NewQuickRun>(),
+    );
+    let mut api = api
+        .route(
+            "GET",
+            "/healthz",
+            get(health::healthz),
+            Operation::new("Alive", Open).answers(200, "the process answers", None),
+        )
+        .route(
+            "GET",
+            "/readyz",
+            get(health::readyz),
+            Operation::new("Ready: the database answers", Open).answers(200, "ready", None),
+        )
+        .route(
+            "GET",
+            "/metrics",
+            get(health::metrics),
+            Operation::new("Prometheus metrics", Open).answers(200, "text exposition format", None),
+        )
+        .route(
+            "POST",
+            "/webhooks/github",
+            post(webhook::receive),
+            Operation::new(
+                "A GitHub webhook delivery, stored before it is acknowledged",
+                Signature,
+            )
+            .answers(202, "stored", None),
+        )
+        .route(
+            "GET",
+            "/api/v2/deliveries",
+            get(api::list_deliveries),
+            Operation::new("Deliveries received, newest first", Token)
+                .query(delivery_query)
+                .answers(200, "a page of deliveries", None),
+        )
+        .route(
+            "POST",
+            "/api/v2/deliveries/{id}/replay",
+            post(api::replay_delivery),
+            Operation::new("Interpret a delivery again", Token).answers(
+                202,
+                "queued for interpretation",
+                None,
+            ),
+        )
+        .route(
+            "POST",
+            "/api/v2/tasks",
+            post(board::create_task),
+            Operation::new("Create a task in the backlog", Token)
+                .body(create_task)
+                .answers(201, "the task, with its Location", task.clone()),
+        )
+        .route(
+            "GET",
+            "/api/v2/tasks",
+            get(board::list_tasks),
+            Operation::new("Tasks, newest first, filtered and paged by cursor", Token)
+                .query(list_query)
+                .answers(200, "`{tasks, next}`", None),
+        )
+        .route(
+            "GET",
+            "/api/v2/tasks/board",
+            get(board::board),
+            Operation::new("The board: a column per state with its count", Token).answers(
+                200,
+                "`{columns: [{state, count, tasks}]}`",
+                None,
+            ),
+        )
+        .route(
+            "GET",
+            "/api/v2/tasks/{id}",
+            get(board::get_task),
+            Operation::new("A task with its runs, waiting reason and events", Token).answers(
+                200,
+                "the task",
+                task.clone(),
+            ),
+        )
+        .route(
+            "POST",
+            "/api/v2/tasks/{id}/transition",
+            post(board::transition),
+            Operation::new("Move a task on the board", Token)
+                .body(transition)
+                .answers(200, "the task", task.clone()),
+        )
+        .route(
+            "POST",
+            "/api/v2/tasks/{id}/run",
+            post(board::run_task),
+            Operation::new("Make a task ready for the scheduler", Token).answers(
+                200,
+                "the task, with its Location",
+                task.clone(),
+            ),
+        )
+        .route(
+            "POST",
+            "/api/v2/tasks/{id}/cancel",
+            post(board::cancel_task),
+            Operation::new("Cancel a task (a running one stops within seconds)", Token)
+                .answers(200, "cancelled", task.clone())
+                .answers(202, "its worker is stopping it", task.clone()),
+        )
+        .route(
+            "POST",
+            "/api/v2/tasks/{id}/dependencies",
+            post(board::add_dependency),
+            Operation::new("Make a task wait for another", Token)
+                .body(dependency)
+                .answers(200, "the task", task.clone()),
+        )
+        .route(
+            "DELETE",
+            "/api/v2/tasks/{id}/dependencies/{dep_id}",
+            delete(board::remove_dependency),
+            Operation::new("Remove a dependency", Token).answers(200, "the task", task.clone()),
+        )
+        .route(
+            "GET",
+            "/api/v2/state-machine",
+            get(board::state_machine),
+            Operation::new(
+                "The transition tables of tasks, runs, the queue and projects",
+                Token,
+            )
+            .answers(
+                200,
+                "`{task, run, queue, project}`: each state with the states it may become",
+                None,
+            ),
+        )
+        .route(
+            "GET",
+            "/api/v2/events",
+            get(events::list),
+            Operation::new("Events after a cursor, in commit order", Token)
+                .query(feed_query.clone())
+                .answers(200, "`{events, next}`", Some(event)),
+        )
+        .route(
+            "GET",
+            "/api/v2/events/stream",
+            get(events::stream),
+            Operation::new(
+                "Events as Server-Sent Events, resumed with Last-Event-ID",
+                Token,
+            )
+            .query(feed_query.clone())
+            .answers(200, "text/event-stream", None),
+        )
+        .route(
+            "GET",
+            "/ws",
+            get(events::websocket),
+            Operation::new(
+                "Events over a WebSocket: `{id, type, ts, projectId, payload}`",
+                Token,
+            )
+            .query(feed_query)
+            .answers(101, "switching to the WebSocket", None),
+        )
+        .route(
+            "POST",
+            "/api/v2/import/prd/preview",
+            post(import::preview),
+            Operation::new("Plan a PRD task list; nothing is made", Token)
+                .body(import_prd.clone())
+                .answers(200, "tasks, edges, blocked roots and waves", plan),
+        )
+        .route(
+            "POST",
+            "/api/v2/import/prd/commit",
+            post(import::commit),
+            Operation::new(
+                "Make every task of a PRD task list in one transaction",
+                Token,
+            )
+            .body(import_prd)
+            .answers(201, "the import job, with its Location", job.clone()),
+        )
+        .route(
+            "GET",
+            "/api/v2/import/{job_id}",
+            get(import::get_job),
+            Operation::new("An import job", Token).answers(200, "the import job", job),
+        )
+        .route(
+            "POST",
+            "/api/v2/quick-runs",
+            post(quick_runs::create),
+            Operation::new("Run a pipeline with a prompt, off the board", Token)
+                .body(new_quick_run)
+                .answers(201, "the quick run, with its Location", quick_run.clone()),
+        )
+        .route(
+            "GET",
+            "/api/v2/quick-runs/{id}",
+            get(quick_runs::get),
+            Operation::new("A quick run", Token).answers(200, "the quick run", quick_run),
+        )
+        .route(
+            "POST",
+            "/api/v2/quick-runs/{id}/promote",
+            post(quick_runs::promote),
+            Operation::new("Put a quick run's task on the board", Token).answers(
+                201,
+                "the board task",
+                task,
+            ),
+        )
+        .route(
+            "GET",
+            "/api/v2/runs/{id}",
+            get(api::get_run),
+            Operation::new("A run: steps, typed failure, changes, links", Token)
+                .answers(200, "the run", None),
+        )
+        .route(
+            "GET",
+            "/api/v2/runs/{id}/diff",
+            get(api::get_run_diff),
+            Operation::new("A run's diff against its base", Token).answers(
+                200,
+                "the diff (bounded, full size noted)",
+                None,
+            ),
+        )
+        .route(
+            "GET",
+            "/api/v2/runs/{id}/logs",
+            get(api::get_run_logs),
+            Operation::new("A run's step logs, followed with `after`", Token)
+                .query(log_query)
+                .answers(200, "timestamped lines", None),
+        )
+        .route(
+            "GET",
+            "/api/v2/projects/{owner}/{name}/status",
+            get(projects::status),
+            Operation::new(
+                "Where a repository stands: state, queue, running, latest runs",
+                Token,
+            )
+            .answers(200, "the status", project.clone()),
+        );
+    let controls = [
+        (
+            "/api/v2/projects/{owner}/{name}/pause",
+            "/api/v2/repositories/{owner}/{name}/pause",
+            post(projects::pause),
+            "Pause claiming: running → paused",
+        ),
+        (
+            "/api/v2/projects/{owner}/{name}/resume",
+            "/api/v2/repositories/{owner}/{name}/resume",
+            post(projects::resume),
+            "Resume claiming: paused or stopped → running",
+        ),
+        (
+            "/api/v2/projects/{owner}/{name}/stop",
+            "/api/v2/repositories/{owner}/{name}/stop",
+            post(projects::stop),
+            "Pause and cancel all its work: → stopping → stopped",
+        ),
+    ];
+    for (path, first_name, handler, summary) in controls {
+        for served in [path, first_name] {
+            let operation =
+                Operation::new(summary, Token).answers(200, "the status", project.clone());
+            api = api.route("POST", served, handler.clone(), operation);
+        }
+    }
+    api.finish(OPENAPI_PATH)
 }

@@ -12,7 +12,7 @@ use super::board::{ApiError, OPERATOR, check, correlation_id, task_base, task_or
 use crate::engine::quick_runs::{self, PromoteError, QuickRun};
 
 /// The body of `POST /api/v2/quick-runs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewQuickRun {
     repository: String,
