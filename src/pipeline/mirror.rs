@@ -13,9 +13,13 @@
 //!   sandbox.
 //! - A mirror appears under its name only whole: it is made beside it and renamed into place,
 //!   and discarded by renaming it away before it is deleted.
-//! - A mirror git cannot fetch into or clone from (it does not open, a pack is damaged) is
-//!   discarded and cloned again: a broken cache costs a clone, never a run. Only when the
-//!   fresh clone fails too is the remote at fault.
+//! - A workspace's git directory is made from the mirror's files directly (`linked.rs`): hard
+//!   links and two small files, no git process.
+//! - A mirror git cannot fetch into or a workspace cannot be made from (it does not open, a
+//!   pack is damaged, a ref is garbage) is discarded and cloned again: a broken cache costs a
+//!   clone, never a run. Only when the fresh clone fails too is the remote at fault.
+//! - Every fetch adds a pack; once there are [`TIDY_AT_PACKS`] the mirror is repacked, after
+//!   the workspace is made (still under the lock), so that no run waits for it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -24,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use super::git::{Git, GitError};
+use super::linked::{self, LinkError};
 use super::workspace::flock;
 
 /// When the mirror's last fetch began, in nanoseconds since the epoch.
@@ -33,6 +38,9 @@ const USED: &str = "conveyor-used";
 const MIRROR_SUFFIX: &str = ".git";
 /// Joins a mirror's name to what is made beside it; no repository name holds it.
 const BESIDE: char = '+';
+/// Packs (one per fetch) at which the mirror is repacked: git's own `gc.autoPackLimit`.
+/// Fetches never leave loose objects (see [`Git::fetch_mirror`]), so packs are all that grow.
+const TIDY_AT_PACKS: usize = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
@@ -154,17 +162,30 @@ impl Mirrors {
         let lock = hold(&dir).await?;
         remove_leftovers(&dir)?;
         let mut refresh = refresh(git, origin, &dir, asked).await?;
-        let default_head = match git.clone_local(&dir, git_dir).await {
+        let default_head = match link(&dir, git_dir).await {
             Ok(head) => head,
             Err(err) => {
-                tracing::warn!(mirror = %dir.display(), error = %err, "the mirror could not be cloned: cloning the remote again");
+                tracing::warn!(mirror = %dir.display(), error = %err, "no workspace could be made from the mirror: cloning the remote again");
                 remove_any(git_dir)?;
                 replace(git, origin, &dir).await?;
                 refresh = Refresh::Repaired;
-                git.clone_local(&dir, git_dir).await?
+                link(&dir, git_dir).await.map_err(|err| match err {
+                    // A fresh clone without it: the remote's repository is empty.
+                    LinkError::NoDefaultHead => MirrorError::Remote(GitError {
+                        action: "clone",
+                        message: err.to_string(),
+                    }),
+                    LinkError::Io(err) => MirrorError::Local(err),
+                    LinkError::Damaged(_) => MirrorError::Local(std::io::Error::other(err)),
+                })?
             }
         };
         File::create(dir.join(USED))?.set_modified(SystemTime::now())?;
+        if refresh == Refresh::Fetched && pack_count(&dir)? >= TIDY_AT_PACKS {
+            if let Err(err) = git.tidy(&dir).await {
+                tracing::warn!(mirror = %dir.display(), error = %err, "could not repack the mirror");
+            }
+        }
         drop(lock);
         let (root, budget) = (self.root.clone(), self.budget_bytes);
         let evicted = tokio::task::spawn_blocking(move || evict(&root, budget, &dir)).await;
@@ -204,10 +225,25 @@ async fn refresh(
         return Ok(Refresh::Repaired);
     }
     stamp(dir, started)?;
-    if let Err(err) = git.tidy(dir).await {
-        tracing::warn!(mirror = %dir.display(), error = %err, "could not repack the mirror");
-    }
     Ok(Refresh::Fetched)
+}
+
+/// Makes the workspace's `git_dir` from the mirror in `dir`, off the async threads.
+async fn link(dir: &Path, git_dir: &Path) -> Result<String, LinkError> {
+    let (dir, git_dir) = (dir.to_owned(), git_dir.to_owned());
+    tokio::task::spawn_blocking(move || linked::make(&dir, &git_dir))
+        .await
+        .map_err(|err| LinkError::Io(std::io::Error::other(err)))?
+}
+
+fn pack_count(dir: &Path) -> std::io::Result<usize> {
+    let mut packs = 0;
+    for entry in std::fs::read_dir(dir.join("objects/pack"))? {
+        if entry?.path().extension().is_some_and(|ext| ext == "pack") {
+            packs += 1;
+        }
+    }
+    Ok(packs)
 }
 
 /// Clones `origin` beside `dir` and puts the clone in its place.
