@@ -511,6 +511,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_mirror_is_repacked_once_fetches_made_enough_packs() {
+        use super::super::git::tests::{origin, sh_git};
+        let root = tempfile::tempdir().unwrap();
+        let url = origin(root.path(), &[("a.txt", "one\n")], &[]);
+        let mirrors = Mirrors::open(&root.path().join("data"), u64::MAX);
+        let origin = Origin::local(&url);
+        let (git, dir) = (Git::default(), mirrors.mirror_dir(&origin));
+        let seed = root.path().join("seed");
+        let mut n = 0;
+        let mut fetch_one = async || {
+            sh_git(&seed, &["commit", "--allow-empty", "-qm", "next"]);
+            sh_git(&seed, &["push", "-q", &url, "HEAD:main"]);
+            n += 1;
+            let made = mirrors
+                .workspace(&git, &origin, &root.path().join(format!("ws{n}")))
+                .await
+                .unwrap();
+            assert_eq!(made.refresh, Refresh::Fetched);
+            let ws = root.path().join(format!("ws{n}"));
+            sh_git(
+                &ws,
+                &["--git-dir", ws.to_str().unwrap(), "fsck", "--no-dangling"],
+            );
+        };
+        let ws0 = root.path().join("ws0");
+        let cloned = mirrors.workspace(&git, &origin, &ws0).await.unwrap();
+        assert_eq!(cloned.refresh, Refresh::Cloned);
+        fetch_one().await;
+        fetch_one().await;
+        assert_eq!(
+            pack_count(&dir).unwrap(),
+            3,
+            "the clone's pack and two fetches'"
+        );
+
+        // Packs of one object each, as if many fetches had come and gone.
+        let d = dir.to_str().unwrap();
+        let pack = format!("{d}/objects/pack/pack");
+        while pack_count(&dir).unwrap() < TIDY_AT_PACKS - 1 {
+            let file = root.path().join("blob");
+            std::fs::write(&file, format!("{}\n", fastrand::u64(..))).unwrap();
+            let file = file.to_str().unwrap();
+            let blob = sh_git(root.path(), &["--git-dir", d, "hash-object", "-w", file]);
+            let listed = std::process::Command::new("git")
+                .args(["--git-dir", d, "pack-objects", "-q", &pack])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            writeln!(listed.stdin.as_ref().unwrap(), "{blob}").unwrap();
+            assert!(listed.wait_with_output().unwrap().status.success());
+        }
+        fetch_one().await;
+        assert!(
+            pack_count(&dir).unwrap() <= 2,
+            "not repacked at {TIDY_AT_PACKS} packs"
+        );
+    }
+
+    #[tokio::test]
     async fn what_an_interrupted_update_left_is_removed_and_a_half_made_mirror_replaced() {
         let root = tempfile::tempdir().unwrap();
         let url = super::super::git::tests::origin(root.path(), &[("a.txt", "one\n")], &[]);
