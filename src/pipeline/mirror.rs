@@ -181,10 +181,11 @@ impl Mirrors {
             }
         };
         File::create(dir.join(USED))?.set_modified(SystemTime::now())?;
-        if refresh == Refresh::Fetched && pack_count(&dir)? >= TIDY_AT_PACKS {
-            if let Err(err) = git.tidy(&dir).await {
-                tracing::warn!(mirror = %dir.display(), error = %err, "could not repack the mirror");
-            }
+        if refresh == Refresh::Fetched
+            && pack_count(&dir)? >= TIDY_AT_PACKS
+            && let Err(err) = git.tidy(&dir).await
+        {
+            tracing::warn!(mirror = %dir.display(), error = %err, "could not repack the mirror");
         }
         drop(lock);
         let (root, budget) = (self.root.clone(), self.budget_bytes);
