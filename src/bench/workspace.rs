@@ -3,7 +3,8 @@
 //! smart HTTP by `git http-backend` behind a small CGI adapter on 127.0.0.1, as GitHub would
 //! serve it. Each run, interleaved: a fresh clone into a workspace (what every run did
 //! before), and a workspace from the warm mirror (the fetch of one new commit pushed since
-//! the last run, and the local clone); then each is checked out at its base, as a run does.
+//! the last run, and the git dir linked from the mirror); then each is checked out at its
+//! base, as a run does.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -53,7 +54,7 @@ const INSTALLATION: i64 = 0;
 pub struct Sample {
     /// A clone from the remote into a new workspace.
     pub fresh_clone: Duration,
-    /// The mirror's fetch and the local clone into a new workspace.
+    /// The mirror's fetch and the git dir linked from it for a new workspace.
     pub from_mirror: Duration,
     /// Writing the base into the work tree and the steps' own `.git`, after each.
     pub check_out_fresh: Duration,

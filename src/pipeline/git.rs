@@ -236,46 +236,10 @@ impl Git {
         Ok(())
     }
 
-    /// Repacks `git_dir` when git's own thresholds say it is due (many packs or loose
-    /// objects), in the foreground.
+    /// Repacks `git_dir` into one pack and packs its refs, in the foreground.
     pub async fn tidy(&self, git_dir: &Path) -> Result<(), GitError> {
-        let mut command = self.command(Some(git_dir), None, false);
-        command.args(["-c", "gc.autoDetach=false"]);
-        self.output("gc", command, &["gc", "--auto", "--quiet"])
-            .await?;
+        self.run("gc", git_dir, &["gc", "--quiet"]).await?;
         Ok(())
-    }
-
-    /// Makes the new bare `git_dir` a clone of the local repository `source`, its objects
-    /// hard links to `source`'s files where the file system allows (git never changes an
-    /// object file once written, so nothing later done to `source` reaches it), its
-    /// branches `source`'s and its `HEAD` detached at `source`'s [`MIRROR_HEAD`], which is
-    /// returned.
-    pub async fn clone_local(&self, source: &Path, git_dir: &Path) -> Result<String, GitError> {
-        let (from, to) = (
-            source.to_str().expect("data dir paths are UTF-8"),
-            git_dir.to_str().expect("workspace paths are UTF-8"),
-        );
-        self.output(
-            "clone",
-            self.command(None, None, false),
-            &["clone", "--quiet", "--bare", "--no-tags", from, to],
-        )
-        .await?;
-        let head = self
-            .resolve(source, MIRROR_HEAD)
-            .await?
-            .ok_or_else(|| GitError {
-                action: "clone",
-                message: "the default branch has no commits".to_owned(),
-            })?;
-        self.run(
-            "clone",
-            git_dir,
-            &["update-ref", "--no-deref", "HEAD", &head],
-        )
-        .await?;
-        Ok(head)
     }
 
     /// The commit `rev` names, or `None` when there is no such ref.
@@ -666,7 +630,7 @@ pub(super) mod tests {
     }
 
     /// Plain git in `dir`, as a person would run it.
-    fn sh_git(dir: &Path, args: &[&str]) -> String {
+    pub(in crate::pipeline) fn sh_git(dir: &Path, args: &[&str]) -> String {
         let output = std::process::Command::new("git")
             .args([
                 "-c",

@@ -13,9 +13,13 @@
 //!   sandbox.
 //! - A mirror appears under its name only whole: it is made beside it and renamed into place,
 //!   and discarded by renaming it away before it is deleted.
-//! - A mirror git cannot fetch into or clone from (it does not open, a pack is damaged) is
-//!   discarded and cloned again: a broken cache costs a clone, never a run. Only when the
-//!   fresh clone fails too is the remote at fault.
+//! - A workspace's git directory is made from the mirror's files directly (`linked.rs`): hard
+//!   links and two small files, no git process.
+//! - A mirror git cannot fetch into or a workspace cannot be made from (it does not open, a
+//!   pack is damaged, a ref is garbage) is discarded and cloned again: a broken cache costs a
+//!   clone, never a run. Only when the fresh clone fails too is the remote at fault.
+//! - Every fetch adds a pack; once there are [`TIDY_AT_PACKS`] the mirror is repacked, after
+//!   the workspace is made (still under the lock), so that no run waits for it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -24,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use super::git::{Git, GitError};
+use super::linked::{self, LinkError};
 use super::workspace::flock;
 
 /// When the mirror's last fetch began, in nanoseconds since the epoch.
@@ -33,6 +38,9 @@ const USED: &str = "conveyor-used";
 const MIRROR_SUFFIX: &str = ".git";
 /// Joins a mirror's name to what is made beside it; no repository name holds it.
 const BESIDE: char = '+';
+/// Packs (one per fetch) at which the mirror is repacked: git's own `gc.autoPackLimit`.
+/// Fetches never leave loose objects (see [`Git::fetch_mirror`]), so packs are all that grow.
+const TIDY_AT_PACKS: usize = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
@@ -154,17 +162,31 @@ impl Mirrors {
         let lock = hold(&dir).await?;
         remove_leftovers(&dir)?;
         let mut refresh = refresh(git, origin, &dir, asked).await?;
-        let default_head = match git.clone_local(&dir, git_dir).await {
+        let default_head = match link(&dir, git_dir).await {
             Ok(head) => head,
             Err(err) => {
-                tracing::warn!(mirror = %dir.display(), error = %err, "the mirror could not be cloned: cloning the remote again");
+                tracing::warn!(mirror = %dir.display(), error = %err, "no workspace could be made from the mirror: cloning the remote again");
                 remove_any(git_dir)?;
                 replace(git, origin, &dir).await?;
                 refresh = Refresh::Repaired;
-                git.clone_local(&dir, git_dir).await?
+                link(&dir, git_dir).await.map_err(|err| match err {
+                    // A fresh clone without it: the remote's repository is empty.
+                    LinkError::NoDefaultHead => MirrorError::Remote(GitError {
+                        action: "clone",
+                        message: err.to_string(),
+                    }),
+                    LinkError::Io(err) => MirrorError::Local(err),
+                    LinkError::Damaged(_) => MirrorError::Local(std::io::Error::other(err)),
+                })?
             }
         };
         File::create(dir.join(USED))?.set_modified(SystemTime::now())?;
+        if refresh == Refresh::Fetched
+            && pack_count(&dir)? >= TIDY_AT_PACKS
+            && let Err(err) = git.tidy(&dir).await
+        {
+            tracing::warn!(mirror = %dir.display(), error = %err, "could not repack the mirror");
+        }
         drop(lock);
         let (root, budget) = (self.root.clone(), self.budget_bytes);
         let evicted = tokio::task::spawn_blocking(move || evict(&root, budget, &dir)).await;
@@ -204,10 +226,25 @@ async fn refresh(
         return Ok(Refresh::Repaired);
     }
     stamp(dir, started)?;
-    if let Err(err) = git.tidy(dir).await {
-        tracing::warn!(mirror = %dir.display(), error = %err, "could not repack the mirror");
-    }
     Ok(Refresh::Fetched)
+}
+
+/// Makes the workspace's `git_dir` from the mirror in `dir`, off the async threads.
+async fn link(dir: &Path, git_dir: &Path) -> Result<String, LinkError> {
+    let (dir, git_dir) = (dir.to_owned(), git_dir.to_owned());
+    tokio::task::spawn_blocking(move || linked::make(&dir, &git_dir))
+        .await
+        .map_err(|err| LinkError::Io(std::io::Error::other(err)))?
+}
+
+fn pack_count(dir: &Path) -> std::io::Result<usize> {
+    let mut packs = 0;
+    for entry in std::fs::read_dir(dir.join("objects/pack"))? {
+        if entry?.path().extension().is_some_and(|ext| ext == "pack") {
+            packs += 1;
+        }
+    }
+    Ok(packs)
 }
 
 /// Clones `origin` beside `dir` and puts the clone in its place.
@@ -472,6 +509,67 @@ mod tests {
             .unwrap();
         assert_eq!(next.refresh, Refresh::Fetched, "a later caller fetches");
         assert_eq!(next.default_head, first.default_head);
+    }
+
+    #[tokio::test]
+    async fn the_mirror_is_repacked_once_fetches_made_enough_packs() {
+        use super::super::git::tests::{origin, sh_git};
+        let root = tempfile::tempdir().unwrap();
+        let url = origin(root.path(), &[("a.txt", "one\n")], &[]);
+        let mirrors = Mirrors::open(&root.path().join("data"), u64::MAX);
+        let origin = Origin::local(&url);
+        let (git, dir) = (Git::default(), mirrors.mirror_dir(&origin));
+        let seed = root.path().join("seed");
+        let mut n = 0;
+        let mut fetch_one = async || {
+            sh_git(&seed, &["commit", "--allow-empty", "-qm", "next"]);
+            sh_git(&seed, &["push", "-q", &url, "HEAD:main"]);
+            n += 1;
+            let made = mirrors
+                .workspace(&git, &origin, &root.path().join(format!("ws{n}")))
+                .await
+                .unwrap();
+            assert_eq!(made.refresh, Refresh::Fetched);
+            let ws = root.path().join(format!("ws{n}"));
+            sh_git(
+                &ws,
+                &["--git-dir", ws.to_str().unwrap(), "fsck", "--no-dangling"],
+            );
+        };
+        let ws0 = root.path().join("ws0");
+        let cloned = mirrors.workspace(&git, &origin, &ws0).await.unwrap();
+        assert_eq!(cloned.refresh, Refresh::Cloned);
+        fetch_one().await;
+        fetch_one().await;
+        assert_eq!(
+            pack_count(&dir).unwrap(),
+            3,
+            "the clone's pack and two fetches'"
+        );
+
+        // Packs of one object each, as if many fetches had come and gone.
+        let d = dir.to_str().unwrap();
+        let pack = format!("{d}/objects/pack/pack");
+        while pack_count(&dir).unwrap() < TIDY_AT_PACKS - 1 {
+            let file = root.path().join("blob");
+            std::fs::write(&file, format!("{}\n", fastrand::u64(..))).unwrap();
+            let file = file.to_str().unwrap();
+            let blob = sh_git(root.path(), &["--git-dir", d, "hash-object", "-w", file]);
+            let listed = std::process::Command::new("git")
+                .args(["--git-dir", d, "pack-objects", "-q", &pack])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            writeln!(listed.stdin.as_ref().unwrap(), "{blob}").unwrap();
+            assert!(listed.wait_with_output().unwrap().status.success());
+        }
+        fetch_one().await;
+        assert!(
+            pack_count(&dir).unwrap() <= 2,
+            "not repacked at {TIDY_AT_PACKS} packs"
+        );
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ pub mod check;
 pub mod clarification;
 pub mod definition;
 pub mod git;
+mod linked;
 pub mod mirror;
 pub mod prompt;
 pub mod protected;
