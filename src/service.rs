@@ -81,7 +81,7 @@ impl Service {
             inbox,
             deliveries_added,
             github_web_url: config.github.git_url.as_str().into(),
-            events_added: Arc::new(Notify::new()),
+            event_wakeups: event_feed::Wakeups::default(),
         };
         Ok(Self {
             state,
@@ -130,13 +130,6 @@ impl Service {
             });
             jobs.spawn(requests::run(requests, requests_added, shutdown.clone()));
         }
-        let events_added = self.state.events_added.clone();
-        jobs.spawn(wakeup::listen_with(
-            self.state.pool.clone(),
-            event_feed::CHANNEL,
-            move || events_added.notify_waiters(),
-            shutdown.clone(),
-        ));
         jobs.spawn(retention::run(
             self.state.pool.clone(),
             self.retention,

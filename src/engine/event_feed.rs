@@ -3,7 +3,7 @@
 //! event types, with the workflow and correlation each event belongs to.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// The channel a transaction that added events notifies when it commits.
 pub const CHANNEL: &str = "conveyor_events";
@@ -176,14 +177,39 @@ pub async fn page(
     Ok(rows.into_iter().map(FeedEvent::from).collect())
 }
 
+/// Wakes a process's followers of the feed when events are committed. Its listener (one
+/// database connection, held for the process's life) starts with the first follower: a
+/// process nobody follows spends no connection on it.
+#[derive(Clone, Default)]
+pub struct Wakeups {
+    added: Arc<Notify>,
+    started: Arc<OnceLock<()>>,
+}
+
+impl Wakeups {
+    fn start(&self, pool: &PgPool) {
+        self.started.get_or_init(|| {
+            let added = self.added.clone();
+            tokio::spawn(crate::wakeup::listen_with(
+                pool.clone(),
+                CHANNEL,
+                move || added.notify_waiters(),
+                CancellationToken::new(),
+            ));
+        });
+    }
+}
+
 /// The events after `cursor`, then each new one as it becomes readable, for as long as the
-/// stream is polled. `added` is woken (all its waiters) when events are committed.
+/// stream is polled.
 pub fn follow(
     pool: PgPool,
-    added: Arc<Notify>,
+    wakeups: Wakeups,
     cursor: Cursor,
     projects: Option<Vec<String>>,
 ) -> impl Stream<Item = FeedEvent> {
+    wakeups.start(&pool);
+    let added = wakeups.added;
     let start = (VecDeque::<FeedEvent>::new(), cursor);
     futures_util::stream::unfold(start, move |(mut read, mut cursor)| {
         let (pool, added, projects) = (pool.clone(), added.clone(), projects.clone());

@@ -89,7 +89,7 @@ fn follow(
 ) -> impl Stream<Item = FeedEvent> + use<> {
     event_feed::follow(
         state.pool.clone(),
-        state.events_added.clone(),
+        state.event_wakeups.clone(),
         cursor,
         projects,
     )

@@ -49,7 +49,7 @@ pub struct AppState {
     /// Where issues are on the web (`GITHUB_GIT_URL`: GitHub's, or an Enterprise server's).
     pub github_web_url: Arc<str>,
     /// Wakes every follower of the event feed when events are committed.
-    pub events_added: Arc<Notify>,
+    pub event_wakeups: event_feed::Wakeups,
 }
 
 /// A refused request: its status and a sentence saying why, as `{"code", "message"}` with
