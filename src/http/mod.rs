@@ -1,4 +1,5 @@
-//! The axum router: webhook intake, health, and (later) the API and pages.
+//! The axum router: webhook intake, health, metrics, the API and its event feed; each route is
+//! added with its OpenAPI description (`openapi`).
 
 mod api;
 mod board;
