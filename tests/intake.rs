@@ -429,13 +429,7 @@ fn api_routes() -> Vec<(String, String)> {
             if operation["security"] != json!([{ "operatorToken": [] }]) {
                 continue;
             }
-            let path = path
-                .replace("{owner}", "acme")
-                .replace("{name}", "widgets")
-                .replace("{dep_id}", "2")
-                .replace("{job_id}", "1")
-                .replace("{id}", "1");
-            routes.push((method.to_uppercase(), path));
+            routes.push((method.to_uppercase(), support::sample_path(path)));
         }
     }
     assert!(routes.len() >= 30, "{routes:?}");

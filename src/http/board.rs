@@ -64,6 +64,20 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A JSON body the handler's type does not take: 422 with serde's reason.
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        Self::invalid(rejection.body_text())
+    }
+}
+
+/// A query string the handler's type does not take: 422 with serde's reason.
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        Self::invalid(rejection.body_text())
+    }
+}
+
 impl From<Refusal> for ApiError {
     fn from(Refusal(status, message): Refusal) -> Self {
         Self::new(status, Refusal::code(status), message)
@@ -203,7 +217,7 @@ pub async fn create_task(
     body: Result<Json<CreateTask>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     check(&state, &headers)?;
-    let Json(body) = body.map_err(|err| ApiError::invalid(err.body_text()))?;
+    let Json(body) = body?;
     let title = body.title.trim();
     if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
         return Err(ApiError::invalid(format!(
@@ -416,7 +430,7 @@ pub async fn transition(
     body: Result<Json<Transition>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     check(&state, &headers)?;
-    let Json(body) = body.map_err(|err| ApiError::invalid(err.body_text()))?;
+    let Json(body) = body?;
     let to = BoardState::parse(&body.to).ok_or_else(|| {
         ApiError::invalid(format!("unknown state `{}`", body.to))
             .with(json!({ "states": BoardState::ALL }))
@@ -486,7 +500,7 @@ pub async fn add_dependency(
     body: Result<Json<NewDependency>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     check(&state, &headers)?;
-    let Json(body) = body.map_err(|err| ApiError::invalid(err.body_text()))?;
+    let Json(body) = body?;
     let mut tx = state.pool.begin().await?;
     blockers::add(&mut tx, id, body.blocked_by).await?;
     tx.commit().await?;

@@ -66,20 +66,27 @@ impl FeedQuery {
     }
 }
 
-/// `GET /api/v2/events?after=ID`: the next events, oldest first, and the cursor to go on.
+/// A page of the feed: the events, oldest first, and the cursor to go on from.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct FeedPage {
+    events: Vec<FeedEvent>,
+    next: Option<i64>,
+}
+
+/// `GET /api/v2/events?after=ID`: the next events, and the cursor to go on.
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FeedPage>, ApiError> {
     check(&state, &headers)?;
-    let Query(query) = query.map_err(|err| ApiError::invalid(err.body_text()))?;
+    let Query(query) = query?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let cursor = query.cursor(&headers)?;
     let projects = query.projects();
     let events = event_feed::page(&state.pool, cursor, projects.as_deref(), limit).await?;
     let next = events.last().map(|event| event.id).or(cursor.after);
-    Ok(Json(json!({ "events": events, "next": next })))
+    Ok(Json(FeedPage { events, next }))
 }
 
 fn follow(
@@ -103,7 +110,7 @@ pub async fn stream(
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     check(&state, &headers)?;
-    let Query(query) = query.map_err(|err| ApiError::invalid(err.body_text()))?;
+    let Query(query) = query?;
     let cursor = query.cursor(&headers)?;
     let events = follow(&state, cursor, query.projects()).map(|event| {
         let data = serde_json::to_string(&bounded(&event)).unwrap_or_default();
@@ -179,7 +186,7 @@ pub async fn websocket(
             format!("{}: connect with a WebSocket client", err.body_text()),
         )
     })?;
-    let Query(query) = query.map_err(|err| ApiError::invalid(err.body_text()))?;
+    let Query(query) = query?;
     let cursor = query.cursor(&headers)?;
     let projects = query.projects();
     Ok(upgrade

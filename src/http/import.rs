@@ -63,7 +63,7 @@ async fn plan(
     body: Result<Json<ImportPrd>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(ImportPrd, NewTask, Plan), ApiError> {
     check(state, headers)?;
-    let Json(body) = body.map_err(|err| ApiError::invalid(err.body_text()))?;
+    let Json(body) = body?;
     let mut conn = state.pool.acquire().await?;
     let mut base = task_base(&mut conn, &body.repository, body.base_branch.clone()).await?;
     base.correlation_id = Some(correlation_id(headers));

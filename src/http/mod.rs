@@ -102,7 +102,7 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
     use Guard::{Open, Signature, Token};
     let mut api = Documented::<AppState>::new();
     let task = Some(api.schema::<board_view::BoardTask>());
-    let event = api.schema::<Vec<event_feed::FeedEvent>>();
+    let event = api.schema::<events::FeedPage>();
     let project = Some(api.schema::<repositories::ProjectStatus>());
     let plan = Some(api.schema::<prd::Plan>());
     let job = Some(api.schema::<imports::ImportJob>());

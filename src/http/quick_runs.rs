@@ -53,7 +53,7 @@ pub async fn create(
     body: Result<Json<NewQuickRun>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     check(&state, &headers)?;
-    let Json(body) = body.map_err(|err| ApiError::invalid(err.body_text()))?;
+    let Json(body) = body?;
     if body.prompt.trim().is_empty() {
         return Err(ApiError::invalid("prompt must not be empty"));
     }

@@ -619,3 +619,13 @@ pub async fn conveyor_run(
     let result = conveyor::local_run::run(args, &mut out).await;
     (String::from_utf8(out).unwrap(), result)
 }
+
+/// A documented path template with sample values for its parameters.
+pub fn sample_path(template: &str) -> String {
+    template
+        .replace("{owner}", "acme")
+        .replace("{name}", "widgets")
+        .replace("{dep_id}", "2")
+        .replace("{job_id}", "1")
+        .replace("{id}", "1")
+}
