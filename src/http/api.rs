@@ -107,14 +107,19 @@ async fn run_or_404(state: &AppState, id: i64) -> Result<runs::Run, Refusal> {
 }
 
 /// `GET /api/v2/runs/{id}`: the run, its steps (attempts, durations), why it failed if it
-/// did, what it changed, and where its diff, logs and page are.
+/// did, what it changed, the run it retries, and where its diff, logs and page are.
 pub async fn get_run(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Response, Refusal> {
     authorize(&state, &headers)?;
-    let run = run_or_404(&state, id).await?;
+    Ok(Json(run_view(&state, id).await?).into_response())
+}
+
+/// Run `id` as the API shows it.
+pub(super) async fn run_view(state: &AppState, id: i64) -> Result<serde_json::Value, Refusal> {
+    let run = run_or_404(state, id).await?;
     let steps: Vec<_> = runs::steps(&state.pool, id)
         .await
         .map_err(database)?
@@ -134,10 +139,14 @@ pub async fn get_run(
     let artifacts = artifacts::get(&state.pool, id).await.map_err(database)?;
     let outcome = run.outcome.as_ref().map(|outcome| &outcome.0);
     let failed = run.error_type.is_some();
-    Ok(Json(json!({
+    // A task's first run follows another task's last only when that task retries it.
+    let retry_of = (run.attempt == 1).then_some(run.previous_run_id).flatten();
+    Ok(json!({
         "id": run.id,
         "task": run.task_id,
         "attempt": run.attempt,
+        "previous_run": run.previous_run_id,
+        "retry_of": retry_of,
         "state": run.state,
         "running": run.state == RunState::Running,
         "pipeline": run.pipeline,
@@ -176,7 +185,6 @@ pub async fn get_run(
             "task": format!("/api/v2/tasks/{}", run.task_id),
         },
     }))
-    .into_response())
 }
 
 /// `GET /api/v2/runs/{id}/diff`: the diff against the run's base as `text/x-diff`, its full

@@ -11,6 +11,7 @@ mod import;
 mod openapi;
 mod projects;
 mod quick_runs;
+mod runs;
 mod webhook;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 
 use crate::engine::quick_runs as engine_quick_runs;
 use crate::engine::{board_view, event_feed, imports, prd, repositories};
+use crate::github::GitHubApp;
 use crate::webhook::writer::InboxWriter;
 use openapi::{Documented, Guard, Operation};
 use tower_http::trace::TraceLayer;
@@ -51,6 +53,9 @@ pub struct AppState {
     pub github_web_url: Arc<str>,
     /// Wakes every follower of the event feed when events are committed.
     pub event_wakeups: event_feed::Wakeups,
+    /// What the API asks GitHub when a rule needs it (a retry's pull request, where a gate's
+    /// branch is); `None` without a configured GitHub App.
+    pub github: Option<Arc<GitHubApp>>,
 }
 
 /// A refused request: its status and a sentence saying why, as `{"code", "message"}` with
@@ -121,6 +126,10 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
     let (import_prd, new_quick_run) = (
         api.schema::<import::ImportPrd>(),
         api.schema::<quick_runs::NewQuickRun>(),
+    );
+    let (retry_task, gate_decision) = (
+        api.schema::<runs::RetryTask>(),
+        api.schema::<runs::GateDecision>(),
     );
     let mut api = api
         .route(
@@ -222,6 +231,17 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
                 "the task, with its Location",
                 task.clone(),
             ),
+        )
+        .route(
+            "POST",
+            "/api/v2/tasks/{id}/retry",
+            post(runs::retry_task),
+            Operation::new(
+                "Run a finished task again as a new task linked to it, from a step of its failed run if given",
+                Token,
+            )
+            .optional_body(retry_task)
+            .answers(201, "the new task, with its Location", task.clone()),
         )
         .route(
             "POST",
@@ -344,6 +364,25 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
             get(api::get_run),
             Operation::new("A run: steps, typed failure, changes, links", Token)
                 .answers(200, "the run", None),
+        )
+        .route(
+            "POST",
+            "/api/v2/runs/{id}/approve",
+            post(runs::approve_run),
+            Operation::new("Approve the gate a run waits at, as the operator", Token)
+                .optional_body(gate_decision.clone())
+                .answers(200, "the run, with its Location", None),
+        )
+        .route(
+            "POST",
+            "/api/v2/runs/{id}/reject",
+            post(runs::reject_run),
+            Operation::new(
+                "Reject the gate a run waits at, as the operator: the run fails",
+                Token,
+            )
+            .optional_body(gate_decision)
+            .answers(200, "the run, with its Location", None),
         )
         .route(
             "GET",
