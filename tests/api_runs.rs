@@ -326,3 +326,43 @@ async fn the_operator_rejects_a_parked_run_with_a_reason(pool: sqlx::PgPool) {
     assert_eq!(decisions[0]["by"], "api:operator");
     assert_eq!(decisions[0]["reason"], "the notes are wrong");
 }
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_board_task_retried_keeps_its_card(pool: sqlx::PgPool) {
+    let harness = retrying(pool).await;
+    harness.install().await;
+    let new = json!({
+        "repository": "acme/widgets", "title": "Add a changelog", "task_type": "docs",
+        "priority": 3, "base_branch": "main", "labels": ["docs"],
+        "acceptance_criteria": ["CHANGELOG.md exists"],
+    });
+    let (status, task) = harness.api_json("POST", "/api/v2/tasks", &new).await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let failed = task["id"].as_i64().unwrap();
+    let (status, _, body) =
+        post(&harness, &format!("/api/v2/tasks/{failed}/run"), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(harness.final_state(failed).await, TaskState::Failed);
+
+    let (status, _, retry) = post(
+        &harness,
+        &format!("/api/v2/tasks/{failed}/retry"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{retry}");
+    let fields = [
+        "source",
+        "task_type",
+        "priority",
+        "labels",
+        "acceptance_criteria",
+    ];
+    for field in fields {
+        assert_eq!(retry[field], task[field], "{field}: {retry}");
+    }
+    assert_eq!(retry["github"], Value::Null, "no issue behind it either");
+    let retry_id = retry["id"].as_i64().unwrap();
+    assert_eq!(harness.final_state(retry_id).await, TaskState::Succeeded);
+}
