@@ -8,7 +8,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use conveyor::engine::{TaskState, events, runs, tasks};
 use serde_json::{Value, json};
-use support::{API_TOKEN, Harness, OWNER, REPO, WORK_SCRIPT, payloads, send_located};
+use support::{
+    API_TOKEN, Harness, OWNER, REPO, WORK_SCRIPT, assert_documented, payloads, send_located,
+};
 
 const REQUESTER: &str = "alice";
 
@@ -17,7 +19,7 @@ const REQUESTER: &str = "alice";
 const RETRYING: &str = "pipelines:
   default:
     steps:
-      - {name: agent, run: 'echo agent >> WORK.md'}
+      - {name: agent, run: 'echo agent | tee -a WORK.md'}
       - {name: test, retryable: true, run: 'grep -qx agent WORK.md && test \"$CONVEYOR_TASK_ID\" -gt 1'}
 ";
 
@@ -140,6 +142,17 @@ async fn the_api_retries_a_failed_task_by_the_rule_of_the_retry_command(pool: sq
         .await;
     assert_eq!(status, StatusCode::OK, "{shown}");
     assert_eq!(shown["retry_of"], failed_run.id, "{shown}");
+    assert_documented("/api/v2/runs/{id}", "get", 200, &shown);
+    let (status, logs) = harness
+        .api(
+            "GET",
+            &format!("/api/v2/runs/{}/logs", failed_run.id),
+            Some(API_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{logs}");
+    assert!(!logs["lines"].as_array().unwrap().is_empty(), "{logs}");
+    assert_documented("/api/v2/runs/{id}/logs", "get", 200, &logs);
     // The earlier run keeps its typed failure.
     let (_, earlier) = harness
         .api(
@@ -158,6 +171,7 @@ async fn the_api_retries_a_failed_task_by_the_rule_of_the_retry_command(pool: sq
         "{earlier}"
     );
     assert_eq!(earlier["error_type"], json!(failed_run.error_type));
+    assert_documented("/api/v2/runs/{id}", "get", 200, &earlier);
     assert!(earlier["error_type"].is_string(), "{earlier}");
 
     // GitHub hears of the retry as of one asked for there: its own status comment.
@@ -245,6 +259,13 @@ async fn the_operator_approves_a_parked_run_as_a_click_on_github_would(pool: sql
     assert_eq!(status, StatusCode::OK, "{shown}");
     assert_eq!(location, Some(format!("/api/v2/runs/{run_id}")));
     assert_eq!(shown["id"], run_id);
+    assert_documented("/api/v2/runs/{id}/approve", "post", 200, &shown);
+    assert!(
+        shown["files"]
+            .as_array()
+            .is_some_and(|files| !files.is_empty()),
+        "{shown}"
+    );
     let (status, again, body) = post(&harness, &path, None, Some("approve-1")).await;
     assert_eq!(
         (status, body["code"].as_str(), again.as_deref()),
@@ -304,6 +325,7 @@ async fn the_operator_rejects_a_parked_run_with_a_reason(pool: sqlx::PgPool) {
     let (status, _, shown) = post(&harness, &path, Some(&reason), None).await;
     assert_eq!(status, StatusCode::OK, "{shown}");
     assert_eq!(shown["state"], "failed", "{shown}");
+    assert_documented("/api/v2/runs/{id}/reject", "post", 200, &shown);
     assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
 
     harness.settled().await;

@@ -167,6 +167,23 @@ async fn every_documented_route_is_served_and_guarded_as_documented(pool: PgPool
             assert_eq!(status, expected, "{method} {concrete} unauthenticated");
         }
     }
+    // A typed answer is what the document says it is.
+    harness.install().await;
+    let (status, deliveries) = harness
+        .api("GET", "/api/v2/deliveries", Some(API_TOKEN))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{deliveries}");
+    assert_eq!(
+        deliveries["deliveries"][0]["event"], "installation",
+        "{deliveries}"
+    );
+    support::assert_documented("/api/v2/deliveries", "get", 200, &deliveries);
+    let mut broken = deliveries.clone();
+    broken["deliveries"][0]["attempts"] = json!("many");
+    assert!(
+        !support::answer_validator("/api/v2/deliveries", "get", 200).is_valid(&broken),
+        "the schema says what a delivery's fields are"
+    );
     let (status, _) = harness
         .api("GET", "/api/v2/nothing-here", Some(API_TOKEN))
         .await;

@@ -127,6 +127,11 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
         api.schema::<import::ImportPrd>(),
         api.schema::<quick_runs::NewQuickRun>(),
     );
+    let (run, deliveries, log_page) = (
+        Some(api.schema::<api::RunView>()),
+        Some(api.schema::<api::DeliveryPage>()),
+        Some(api.schema::<api::LogPage>()),
+    );
     let (retry_task, gate_decision) = (
         api.schema::<runs::RetryTask>(),
         api.schema::<runs::GateDecision>(),
@@ -166,7 +171,7 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
             get(api::list_deliveries),
             Operation::new("Deliveries received, newest first", Token)
                 .query(delivery_query)
-                .answers(200, "a page of deliveries", None),
+                .answers(200, "a page of deliveries", deliveries),
         )
         .route(
             "POST",
@@ -362,8 +367,11 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
             "GET",
             "/api/v2/runs/{id}",
             get(api::get_run),
-            Operation::new("A run: steps, typed failure, changes, links", Token)
-                .answers(200, "the run", None),
+            Operation::new(
+                "A run: steps, typed failure, changes, the run it retries, links",
+                Token,
+            )
+            .answers(200, "the run", run.clone()),
         )
         .route(
             "POST",
@@ -371,7 +379,7 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
             post(runs::approve_run),
             Operation::new("Approve the gate a run waits at, as the operator", Token)
                 .optional_body(gate_decision.clone())
-                .answers(200, "the run, with its Location", None),
+                .answers(200, "the run, with its Location", run.clone()),
         )
         .route(
             "POST",
@@ -382,7 +390,7 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
                 Token,
             )
             .optional_body(gate_decision)
-            .answers(200, "the run, with its Location", None),
+            .answers(200, "the run, with its Location", run),
         )
         .route(
             "GET",
@@ -400,7 +408,7 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
             get(api::get_run_logs),
             Operation::new("A run's step logs, followed with `after`", Token)
                 .query(log_query)
-                .answers(200, "timestamped lines", None),
+                .answers(200, "timestamped lines", log_page),
         )
         .route(
             "GET",
