@@ -388,3 +388,74 @@ async fn a_board_task_retried_keeps_its_card(pool: sqlx::PgPool) {
     let retry_id = retry["id"].as_i64().unwrap();
     assert_eq!(harness.final_state(retry_id).await, TaskState::Succeeded);
 }
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn the_operator_is_refused_as_a_person_would_be(pool: sqlx::PgPool) {
+    let harness = gated(pool).await;
+    let (task_id, run_id, _) = parked(&harness).await;
+    // The branch moved since the run asked: the approval would be of another commit.
+    harness.github.push_files(
+        OWNER,
+        REPO,
+        "conveyor/7-add-release-notes",
+        &[("NOTES.md", "someone else's text\n")],
+        &[],
+    );
+    let (status, _, body) = post(
+        &harness,
+        &format!("/api/v2/runs/{run_id}/approve"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "approval_stale");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("the branch moved"),
+        "{body}"
+    );
+    assert_eq!(harness.state(task_id).await, TaskState::AwaitingApproval);
+    let decisions = approvals(&harness, task_id).await;
+    assert_eq!(
+        (&decisions[0]["by"], &decisions[0]["accepted"]),
+        (&json!("api:operator"), &json!(false)),
+        "the refusal is in the audit trail"
+    );
+
+    // A task the operator started is theirs: approving it is self-approval, which the
+    // repository does not allow.
+    harness.install().await;
+    let new = json!({
+        "repository": "acme/widgets", "title": "Add a changelog", "task_type": "docs",
+        "priority": 1, "base_branch": "main",
+    });
+    let (status, task) = harness.api_json("POST", "/api/v2/tasks", &new).await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let own = task["id"].as_i64().unwrap();
+    let (status, _, body) = post(&harness, &format!("/api/v2/tasks/{own}/run"), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    harness.reach(own, TaskState::AwaitingApproval).await;
+    let own_run = runs::latest(&harness.pool, own).await.unwrap().unwrap();
+    let (status, _, body) = post(
+        &harness,
+        &format!("/api/v2/runs/{}/approve", own_run.id),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["code"], "approval_forbidden");
+    // Rejecting one's own run is stopping it, which the operator may do.
+    let (status, _, body) = post(
+        &harness,
+        &format!("/api/v2/runs/{}/reject", own_run.id),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(harness.final_state(own).await, TaskState::Failed);
+}
