@@ -82,6 +82,7 @@ impl Service {
             deliveries_added,
             github_web_url: config.github.git_url.as_str().into(),
             event_wakeups: event_feed::Wakeups::default(),
+            github: github.clone(),
         };
         Ok(Self {
             state,
