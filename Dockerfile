@@ -1,5 +1,5 @@
-# Image for `conveyor serve` (used by fly.toml). Steps shell out to git and sh at run time,
-# inside bubblewrap with a user-mode network (slirp4netns).
+# Image for `conveyor serve` (used by fly.toml and docker-compose.yml). Steps shell out to git and sh at run time,
+# inside bubblewrap with a user-mode network (slirp4netns); curl answers health checks.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -10,7 +10,7 @@ RUN cargo build --release --locked
 FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        git ca-certificates bubblewrap slirp4netns tini \
+        git ca-certificates curl bubblewrap slirp4netns tini \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --user-group --home-dir /data --shell /usr/sbin/nologin conveyor \
     && mkdir -p /data \

@@ -1,6 +1,7 @@
 //! The deploy files say what the service does: `app-manifest.json` subscribes to exactly the
-//! events Conveyor acts on, and `fly.toml` runs the subcommands that exist, on the port the
-//! service listens on, with a health check on a route that answers.
+//! events Conveyor acts on, `fly.toml` runs the subcommands that exist, on the port the
+//! service listens on, with a health check on a route that answers, and `docker-compose.yml`
+//! starts the image with settings Conveyor reads, its volume where the image keeps its data.
 
 mod support;
 
@@ -112,4 +113,132 @@ async fn fly_toml_runs_the_service_as_it_is_built(pool: sqlx::PgPool) {
             "{path}"
         );
     }
+}
+
+/// The environment variables Conveyor reads, as `src/config.rs` declares them.
+fn config_env_names() -> BTreeSet<String> {
+    let config = repo_file("src/config.rs");
+    config
+        .split("env = \"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_owned())
+        .collect()
+}
+
+fn yaml_str<'a>(value: &'a serde_norway::Value, key: &str) -> &'a str {
+    value[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("`{key}` is a string: {value:?}"))
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn docker_compose_runs_the_image_as_it_is_built(pool: sqlx::PgPool) {
+    let compose: serde_norway::Value =
+        serde_norway::from_str(&repo_file("docker-compose.yml")).unwrap();
+    let dockerfile = repo_file("Dockerfile");
+    let services = &compose["services"];
+    let postgres = &services["postgres"];
+    assert!(
+        yaml_str(postgres, "image").starts_with("postgres:15"),
+        "{postgres:?}"
+    );
+    let conveyor = &services["conveyor"];
+    assert_eq!(conveyor["build"].as_str(), Some("."), "built from the Dockerfile");
+    assert_eq!(
+        conveyor["depends_on"]["postgres"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+
+    // Every setting it passes is one Conveyor reads.
+    let known = config_env_names();
+    let env = conveyor["environment"].as_mapping().unwrap();
+    for name in env.keys().map(|key| key.as_str().unwrap()) {
+        assert!(
+            known.contains(name) || name == "RUST_LOG",
+            "{name} is no setting of src/config.rs"
+        );
+    }
+    let env_str = |name: &str| {
+        env.get(name)
+            .and_then(|value| value.as_str())
+            .unwrap_or_else(|| panic!("{name} is set"))
+            .to_owned()
+    };
+
+    // It reaches the Postgres service with the credentials that service is made with.
+    let pg_env = &postgres["environment"];
+    let database_url = url::Url::parse(&env_str("DATABASE_URL")).unwrap();
+    assert_eq!(database_url.host_str(), Some("postgres"));
+    assert_eq!(database_url.username(), yaml_str(pg_env, "POSTGRES_USER"));
+    assert_eq!(database_url.password(), Some(yaml_str(pg_env, "POSTGRES_PASSWORD")));
+    assert_eq!(database_url.path(), format!("/{}", yaml_str(pg_env, "POSTGRES_DB")));
+
+    // The port it listens on is the one published and the one its health check asks.
+    let listen = env_str("CONVEYOR_LISTEN");
+    let (host, port) = listen.rsplit_once(':').unwrap();
+    assert_eq!(host, "0.0.0.0", "reachable from outside the container");
+    let published: Vec<&str> = conveyor["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|mapping| mapping.as_str().unwrap().rsplit(':').next().unwrap())
+        .collect();
+    assert_eq!(published, [port]);
+    let check: Vec<&str> = conveyor["healthcheck"]["test"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|part| part.as_str().unwrap())
+        .collect();
+    assert_eq!(check[0], "CMD");
+    let health_url = url::Url::parse(check.last().unwrap()).unwrap();
+    assert_eq!(health_url.port().map(|p| p.to_string()).as_deref(), Some(port));
+    let tool = check[1];
+    assert!(
+        dockerfile.contains(&format!(" {tool} ")),
+        "the image installs `{tool}` for the health check"
+    );
+    let harness = Harness::start(pool).await;
+    let request = Request::get(health_url.path()).body(Body::empty()).unwrap();
+    assert_eq!(send(&harness.router, request).await.0, StatusCode::OK);
+
+    // The volume is mounted where the image keeps its data, and the data dir is inside it.
+    assert!(dockerfile.contains("mkdir -p /data"), "the image makes /data");
+    assert!(dockerfile.contains("WORKDIR /data"));
+    let mounts: Vec<&str> = conveyor["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|mount| mount.as_str().unwrap())
+        .collect();
+    let (volume, target) = mounts[0].split_once(':').unwrap();
+    assert_eq!(target, "/data");
+    assert!(compose["volumes"].as_mapping().unwrap().contains_key(volume));
+    assert!(env_str("CONVEYOR_DATA_DIR").starts_with("/data/"));
+}
+
+/// Builds the image only where docker works: CI does not depend on it.
+#[test]
+fn the_image_builds_where_docker_exists() {
+    let docker = Command::new("docker").arg("info").output();
+    match docker {
+        Ok(info) if info.status.success() => {}
+        Ok(info) => {
+            println!(
+                "skipped: `docker info` failed: {}",
+                String::from_utf8_lossy(&info.stderr).trim()
+            );
+            return;
+        }
+        Err(err) => {
+            println!("skipped: no docker: {err}");
+            return;
+        }
+    }
+    let built = Command::new("docker")
+        .args(["compose", "build", "conveyor"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(built.success(), "`docker compose build` failed");
 }

@@ -538,6 +538,8 @@ pub struct Step {
     pub retries: u32,
     /// Whether `/conveyor retry <step>` may start a failed run again from this step.
     pub retryable: bool,
+    /// Whether the step checks the work (named [`VERIFY_STEP`] or marked `verify: true`).
+    pub verify: bool,
 }
 
 /// What a step does: run a command in the sandbox, render a prompt for the steps after it,
@@ -652,6 +654,7 @@ impl Step {
             limits: Limits::default(),
             retries: 0,
             retryable: false,
+            verify: name == VERIFY_STEP,
         }
     }
 
@@ -1078,6 +1081,7 @@ fn step_from(
         limits: limits.overridden_by(limit_settings),
         retries,
         retryable: entry.retryable.unwrap_or(false),
+        verify,
     })
 }
 

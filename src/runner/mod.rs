@@ -343,6 +343,9 @@ impl TaskRunner {
                     lines,
                     |step| {
                         used_ms.fetch_add(step.duration.as_millis() as u64, Ordering::Relaxed);
+                        if let Some(defined) = prepared.pipeline.steps.get(step.position) {
+                            metrics::step_ended(&task.pipeline, defined, &step);
+                        }
                         self.record_step(run.id, task.lease_epoch, step)
                     },
                 )

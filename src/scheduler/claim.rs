@@ -2,16 +2,21 @@
 //! repositories' limits, each bound to a worker session and a new lease epoch. The sessions
 //! of a process that ask at about the same time are served by one statement.
 
+use std::time::Duration;
+
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::blockers::UNFINISHED_BLOCKERS;
 use crate::engine::tasks::{TASK_COLUMNS, Task};
+use crate::metrics;
 
 /// A claimed task and the session it was claimed for.
 #[derive(sqlx::FromRow)]
 struct Claimed {
     claimed_by: String,
+    /// Seconds since the task became claimable.
+    waited: Option<f64>,
     #[sqlx(flatten)]
     task: Task,
 }
@@ -69,7 +74,8 @@ pub async fn claim(
                  claimed_by = ($2::TEXT[])[chosen.seat], process_id = $1, updated_at = now()
              FROM chosen
              WHERE tasks.id = chosen.task_id
-             RETURNING {TASK_COLUMNS}, claimed_by
+             RETURNING {TASK_COLUMNS}, claimed_by,
+                       EXTRACT(EPOCH FROM now() - queued_at)::FLOAT8 AS waited
          ), audit AS (
              INSERT INTO task_events (task_id, kind, detail)
              SELECT id, 'claimed', jsonb_build_object('worker', claimed_by, 'epoch', lease_epoch)
@@ -83,7 +89,12 @@ pub async fn claim(
     .await?;
     Ok(claimed
         .into_iter()
-        .map(|claimed| (claimed.claimed_by, claimed.task))
+        .map(|claimed| {
+            if let Some(waited) = claimed.waited {
+                metrics::queue_wait(Duration::from_secs_f64(waited.max(0.0)));
+            }
+            (claimed.claimed_by, claimed.task)
+        })
         .collect())
 }
 
