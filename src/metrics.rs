@@ -137,6 +137,31 @@ pub fn step_ended(pipeline: &str, step: &Step, result: &StepResult) {
     }
 }
 
+/// A request to GitHub's `endpoint` (a route template) answered `status` (`None`: no answer)
+/// after `took`.
+pub fn github_request(endpoint: &'static str, status: Option<u16>, took: Duration) {
+    handle();
+    let status = status.map_or_else(|| "error".to_owned(), |status| status.to_string());
+    metrics::counter!("conveyor_github_requests_total", "endpoint" => endpoint, "status" => status)
+        .increment(1);
+    metrics::histogram!("conveyor_github_request_seconds", "endpoint" => endpoint)
+        .record(took.as_secs_f64());
+}
+
+/// Rate-limit resources GitHub names in `x-ratelimit-resource`; any other counts as `other`.
+const RATE_LIMIT_RESOURCES: &[&str] = &["core", "search", "graphql", "integration_manifest"];
+
+/// GitHub said `remaining` requests are left of `resource`'s rate limit.
+pub fn github_rate_limit(resource: &str, remaining: f64) {
+    handle();
+    let resource = RATE_LIMIT_RESOURCES
+        .iter()
+        .find(|known| **known == resource)
+        .copied()
+        .unwrap_or("other");
+    metrics::gauge!("conveyor_github_rate_limit_remaining", "resource" => resource).set(remaining);
+}
+
 /// The metrics in Prometheus' text format, with the gauges read from `db` now.
 pub async fn render(db: impl PgExecutor<'_> + Copy) -> sqlx::Result<String> {
     let handle = handle();

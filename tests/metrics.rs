@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use conveyor::engine::TaskState;
 use prometheus_parse::{Sample, Scrape, Value};
-use support::Harness;
+use support::{Harness, wait_until};
 use tower::ServiceExt;
 
 async fn scrape(harness: &Harness) -> Scrape {
@@ -67,9 +67,16 @@ async fn metrics_count_deliveries_tasks_and_runs(pool: sqlx::PgPool) {
         None
     );
 
+    assert_eq!(value(&before, "conveyor_queue_wait_seconds", &[]), None);
+    let healthy = [("health", "healthy")];
+    wait_until("the workers' first heartbeat", || async {
+        (value(&scrape(&harness).await, "conveyor_sessions", &healthy) == Some(2.0)).then_some(())
+    })
+    .await;
+
     harness.add_repo(&[(
         ".github/conveyor.yml",
-        "pipelines:\n  default:\n    steps: [{name: work, run: 'echo done > NOTES.md'}]\n",
+        "pipelines:\n  default:\n    steps:\n      - {name: work, run: 'echo done > NOTES.md'}\n      - {name: check, verify: true, run: 'test -s NOTES.md'}\n",
     )]);
     let (_, state) = harness.label_and_finish("d-1", 5, "Do the work").await;
     assert_eq!(state, TaskState::Succeeded);
@@ -95,4 +102,18 @@ async fn metrics_count_deliveries_tasks_and_runs(pool: sqlx::PgPool) {
         Some(0.0)
     );
     assert_eq!(value(&after, "conveyor_outbox_backlog", &[]), Some(0.0));
+    assert_eq!(value(&after, "conveyor_queue_wait_seconds", &[]), Some(1.0));
+    let steps = [
+        ("pipeline", "default"),
+        ("kind", "run"),
+        ("outcome", "succeeded"),
+    ];
+    assert_eq!(value(&after, "conveyor_step_seconds", &steps), Some(2.0));
+    let verified = [("pipeline", "default"), ("outcome", "succeeded")];
+    assert_eq!(value(&after, "conveyor_verify_seconds", &verified), Some(1.0));
+    assert_eq!(value(&after, "conveyor_sessions", &healthy), Some(2.0));
+    assert_eq!(
+        value(&after, "conveyor_sessions", &[("health", "unhealthy")]),
+        Some(0.0)
+    );
 }

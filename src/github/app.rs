@@ -151,11 +151,7 @@ struct AccessToken {
 
 impl GitHubApp {
     pub fn new(api_url: &str, credentials: AppCredentials) -> anyhow::Result<Self> {
-        let octocrab = Octocrab::builder()
-            .base_uri(api_url)
-            .with_context(|| format!("GITHUB_API_URL: {api_url:?} is not a URL"))?
-            .build()
-            .context("building the GitHub client")?;
+        let octocrab = super::transport::octocrab(api_url)?;
         Ok(Self {
             octocrab,
             credentials,

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod client;
 pub mod error;
+pub mod transport;
 
 pub use app::{AppCredentials, GitHubApp};
 pub use client::InstallationClient;
