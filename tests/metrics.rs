@@ -112,6 +112,47 @@ async fn metrics_count_deliveries_tasks_and_runs(pool: sqlx::PgPool) {
     let verified = [("pipeline", "default"), ("outcome", "succeeded")];
     assert_eq!(value(&after, "conveyor_verify_seconds", &verified), Some(1.0));
     assert_eq!(value(&after, "conveyor_sessions", &healthy), Some(2.0));
+
+    // GitHub calls are named by route template, never by the repository or ids they name.
+    let github: Vec<&Sample> = after
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == "conveyor_github_requests_total")
+        .collect();
+    let answered = |endpoint: &str| {
+        github
+            .iter()
+            .filter(|sample| {
+                sample.labels.get("endpoint") == Some(endpoint)
+                    && sample.labels.get("status").is_some_and(|s| s.starts_with('2'))
+            })
+            .count()
+    };
+    assert_eq!(
+        answered("POST /app/installations/:installation_id/access_tokens"),
+        1
+    );
+    assert_eq!(answered("POST /repos/:owner/:repo/check-runs"), 1);
+    for sample in &github {
+        let endpoint = sample.labels.get("endpoint").unwrap();
+        assert!(!endpoint.contains(support::OWNER), "{endpoint}");
+    }
+    assert!(
+        value(
+            &after,
+            "conveyor_github_request_seconds",
+            &[("endpoint", "POST /repos/:owner/:repo/check-runs")]
+        )
+        .is_some_and(|count| count >= 1.0)
+    );
+    assert!(
+        value(
+            &after,
+            "conveyor_github_rate_limit_remaining",
+            &[("resource", "core")]
+        )
+        .is_some_and(|remaining| remaining > 0.0)
+    );
     assert_eq!(
         value(&after, "conveyor_sessions", &[("health", "unhealthy")]),
         Some(0.0)

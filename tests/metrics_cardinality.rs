@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use conveyor::github::transport::endpoint;
 use conveyor::metrics;
 use conveyor::pipeline::StepResult;
 use conveyor::pipeline::definition::Step;
@@ -36,6 +37,13 @@ async fn label_values_stay_bounded_whatever_names_come_in(pool: sqlx::PgPool) {
             Duration::from_millis(1),
         );
         metrics::queue_wait(Duration::from_millis(i as u64));
+        let route = format!("/repos/owner-{i}/repo-{i}/pulls/{i}");
+        metrics::github_request(
+            endpoint("GET", &route),
+            Some(200 + i as u16 % 7),
+            Duration::from_millis(2),
+        );
+        metrics::github_rate_limit(&format!("resource-{i}"), i as f64);
     }
     let text = metrics::render(&pool).await.unwrap();
     let scrape = Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).unwrap();
@@ -57,8 +65,10 @@ async fn label_values_stay_bounded_whatever_names_come_in(pool: sqlx::PgPool) {
             seen.len()
         );
         assert!(
-            !seen.iter().any(|value| value.starts_with("step-")),
-            "{metric}{{{label}}} names steps: {seen:?}"
+            !seen
+                .iter()
+                .any(|value| value.starts_with("step-") || value.contains("owner-")),
+            "{metric}{{{label}}} names steps or repositories: {seen:?}"
         );
     }
 }

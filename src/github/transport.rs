@@ -114,28 +114,32 @@ where
     }
 }
 
-/// The routes Conveyor calls, as GitHub's documentation names them. A placeholder last in
-/// a route takes the rest of the path (file paths and branch names hold slashes).
+/// The routes Conveyor calls, as GitHub's documentation names them but with `:name` for
+/// `{name}`: braces in a label value trip up common exposition parsers.
 const ROUTES: &[&str] = &[
-    "POST /app/installations/{installation_id}/access_tokens",
+    "POST /app/installations/:installation_id/access_tokens",
     "GET /app/hook/deliveries",
-    "POST /app/hook/deliveries/{delivery_id}/attempts",
-    "POST /app-manifests/{code}/conversions",
-    "GET /repos/{owner}/{repo}/issues/{issue_number}/comments",
-    "POST /repos/{owner}/{repo}/issues/{issue_number}/comments",
-    "PATCH /repos/{owner}/{repo}/issues/comments/{comment_id}",
-    "POST /repos/{owner}/{repo}/issues/comments/{comment_id}/reactions",
-    "POST /repos/{owner}/{repo}/pulls/comments/{comment_id}/reactions",
-    "GET /repos/{owner}/{repo}/pulls",
-    "POST /repos/{owner}/{repo}/pulls",
-    "GET /repos/{owner}/{repo}/pulls/{pull_number}",
-    "POST /repos/{owner}/{repo}/check-runs",
-    "PATCH /repos/{owner}/{repo}/check-runs/{check_run_id}",
-    "GET /repos/{owner}/{repo}/commits/{ref}/check-runs",
-    "GET /repos/{owner}/{repo}/collaborators/{username}/permission",
-    "GET /repos/{owner}/{repo}/git/ref/heads/{branch}",
-    "GET /repos/{owner}/{repo}/contents/{path}",
+    "POST /app/hook/deliveries/:delivery_id/attempts",
+    "POST /app-manifests/:code/conversions",
+    "GET /repos/:owner/:repo/issues/:issue_number/comments",
+    "POST /repos/:owner/:repo/issues/:issue_number/comments",
+    "PATCH /repos/:owner/:repo/issues/comments/:comment_id",
+    "POST /repos/:owner/:repo/issues/comments/:comment_id/reactions",
+    "POST /repos/:owner/:repo/pulls/comments/:comment_id/reactions",
+    "GET /repos/:owner/:repo/pulls",
+    "POST /repos/:owner/:repo/pulls",
+    "GET /repos/:owner/:repo/pulls/:pull_number",
+    "POST /repos/:owner/:repo/check-runs",
+    "PATCH /repos/:owner/:repo/check-runs/:check_run_id",
+    "GET /repos/:owner/:repo/commits/:ref/check-runs",
+    "GET /repos/:owner/:repo/collaborators/:username/permission",
+    "GET /repos/:owner/:repo/git/ref/heads/:branch",
+    "GET /repos/:owner/:repo/contents/:path",
 ];
+
+/// Placeholders that, last in a route, take the rest of the path: file paths and branch
+/// names hold slashes.
+const REST_OF_PATH: &[&str] = &[":path", ":branch"];
 
 /// The route template `path` was asked on with `method`, or `other`: never the path itself,
 /// which holds owners, numbers and ids.
@@ -146,8 +150,8 @@ pub fn endpoint(method: &str, path: &str) -> &'static str {
         .find(|route| {
             let (route_method, template) = route.split_once(' ').expect("method and path");
             let template: Vec<&str> = template.trim_matches('/').split('/').collect();
-            let placeholder = |segment: &str| segment.starts_with('{');
-            let tail = template.last().is_some_and(|last| placeholder(last));
+            let placeholder = |segment: &str| segment.starts_with(':');
+            let tail = template.last().is_some_and(|last| REST_OF_PATH.contains(last));
             route_method == method
                 && (asked.len() == template.len() || (tail && asked.len() > template.len()))
                 && template
@@ -167,26 +171,26 @@ mod tests {
     #[test]
     fn requests_are_named_by_their_route_template() {
         let cases = [
-            ("POST", "/repos/o/r/check-runs", "POST /repos/{owner}/{repo}/check-runs"),
+            ("POST", "/repos/o/r/check-runs", "POST /repos/:owner/:repo/check-runs"),
             (
                 "PATCH",
                 "/repos/o/r/check-runs/99",
-                "PATCH /repos/{owner}/{repo}/check-runs/{check_run_id}",
+                "PATCH /repos/:owner/:repo/check-runs/:check_run_id",
             ),
             (
                 "GET",
                 "/repos/o/r/contents/docs/a b.md",
-                "GET /repos/{owner}/{repo}/contents/{path}",
+                "GET /repos/:owner/:repo/contents/:path",
             ),
             (
                 "GET",
                 "/repos/o/r/git/ref/heads/conveyor/12",
-                "GET /repos/{owner}/{repo}/git/ref/heads/{branch}",
+                "GET /repos/:owner/:repo/git/ref/heads/:branch",
             ),
             (
                 "POST",
                 "/app/installations/7/access_tokens",
-                "POST /app/installations/{installation_id}/access_tokens",
+                "POST /app/installations/:installation_id/access_tokens",
             ),
             ("GET", "/repos/o/r/check-runs", "other"),
             ("DELETE", "/repos/o/r/pulls", "other"),
