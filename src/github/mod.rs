@@ -3,8 +3,11 @@
 
 pub mod app;
 pub mod client;
+pub mod credentials;
+pub mod manifest;
 pub mod error;
 
 pub use app::{AppCredentials, GitHubApp};
 pub use client::InstallationClient;
+pub use credentials::Credentials;
 pub use error::GitHubError;
