@@ -53,10 +53,7 @@ impl Service {
                 "no webhook secret (GITHUB_WEBHOOK_SECRET, or create the App at {public_url}/setup): every webhook is refused until there is one"
             );
         }
-        let github = Arc::new(GitHubApp::new(
-            &config.github.api_url,
-            credentials.clone(),
-        )?);
+        let github = Arc::new(GitHubApp::new(&config.github.api_url, credentials.clone())?);
         let runner = Arc::new(TaskRunner {
             pool: pool.clone(),
             github: github.clone(),

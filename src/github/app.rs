@@ -249,12 +249,10 @@ impl GitHubApp {
             call,
             message: "no GitHub App is configured yet (see /setup)".to_owned(),
         })?;
-        let jwt = app
-            .jwt(Utc::now())
-            .map_err(|err| GitHubError::Transport {
-                call,
-                message: format!("{err:#}"),
-            })?;
+        let jwt = app.jwt(Utc::now()).map_err(|err| GitHubError::Transport {
+            call,
+            message: format!("{err:#}"),
+        })?;
         self.octocrab_with(jwt, call)
     }
 

@@ -56,7 +56,10 @@ impl Current {
     }
 }
 
-fn environment_wins<T>(current: &Option<Sourced<T>>, setup: Option<Sourced<T>>) -> Option<Sourced<T>> {
+fn environment_wins<T>(
+    current: &Option<Sourced<T>>,
+    setup: Option<Sourced<T>>,
+) -> Option<Sourced<T>> {
     match current {
         Some(env) if env.source == Source::Environment => Some(env.clone()),
         _ => setup.or_else(|| current.clone()),
@@ -91,7 +94,8 @@ impl Credentials {
 
     /// Takes what set-up just stored, except where the environment sets the part.
     pub fn adopt_setup(&self, setup: Current) {
-        self.0.send_modify(|current| *current = current.with_setup(setup));
+        self.0
+            .send_modify(|current| *current = current.with_setup(setup));
     }
 
     /// Returns once an App is configured, at once if it already is.

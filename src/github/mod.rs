@@ -4,8 +4,8 @@
 pub mod app;
 pub mod client;
 pub mod credentials;
-pub mod manifest;
 pub mod error;
+pub mod manifest;
 
 pub use app::{AppCredentials, GitHubApp};
 pub use client::InstallationClient;

@@ -65,62 +65,69 @@ impl Standing {
     fn install_url(&self) -> Option<String> {
         let app = self.credentials.app.as_ref()?;
         let registered = self.registered.as_ref()?;
-        (app.source == Source::Setup)
-            .then(|| format!("{}/installations/new", registered.html_url.trim_end_matches('/')))
+        (app.source == Source::Setup).then(|| {
+            format!(
+                "{}/installations/new",
+                registered.html_url.trim_end_matches('/')
+            )
+        })
     }
 }
 
 pub async fn status(State(state): State<AppState>) -> Markup {
     let standing = Standing::read(&state).await;
-    layout("Status", html! {
-        h1 { "Conveyor" }
-        section aria-labelledby="next" {
-            h2 id="next" { "Next step" }
-            (next_step(&standing))
-        }
-        section aria-labelledby="standing" {
-            h2 id="standing" { "Where this installation stands" }
-            table {
-                tbody {
-                    tr {
-                        th scope="row" { "Database" }
-                        td { (check(standing.database, "reachable", "unreachable: check DATABASE_URL")) }
-                    }
-                    tr {
-                        th scope="row" { "GitHub App" }
-                        td { (app_line(&standing)) }
-                    }
-                    tr {
-                        th scope="row" { "Webhook secret" }
-                        td {
-                            @match &standing.credentials.webhook_secret {
-                                Some(secret) => (check(true, &format!("present, {}", source_text(secret.source, "GITHUB_WEBHOOK_SECRET")), "")),
-                                None => (check(false, "", "missing: every webhook is refused")),
+    layout(
+        "Status",
+        html! {
+            h1 { "Conveyor" }
+            section aria-labelledby="next" {
+                h2 id="next" { "Next step" }
+                (next_step(&standing))
+            }
+            section aria-labelledby="standing" {
+                h2 id="standing" { "Where this installation stands" }
+                table {
+                    tbody {
+                        tr {
+                            th scope="row" { "Database" }
+                            td { (check(standing.database, "reachable", "unreachable: check DATABASE_URL")) }
+                        }
+                        tr {
+                            th scope="row" { "GitHub App" }
+                            td { (app_line(&standing)) }
+                        }
+                        tr {
+                            th scope="row" { "Webhook secret" }
+                            td {
+                                @match &standing.credentials.webhook_secret {
+                                    Some(secret) => (check(true, &format!("present, {}", source_text(secret.source, "GITHUB_WEBHOOK_SECRET")), "")),
+                                    None => (check(false, "", "missing: every webhook is refused")),
+                                }
                             }
                         }
-                    }
-                    tr {
-                        th scope="row" { "Public URL" }
-                        td {
-                            code { (standing.public_url) }
-                            @if is_local(&standing.public_url) {
-                                br;
-                                "GitHub cannot reach this address: set " code { "CONVEYOR_PUBLIC_URL" } " to where GitHub can send webhooks."
+                        tr {
+                            th scope="row" { "Public URL" }
+                            td {
+                                code { (standing.public_url) }
+                                @if is_local(&standing.public_url) {
+                                    br;
+                                    "GitHub cannot reach this address: set " code { "CONVEYOR_PUBLIC_URL" } " to where GitHub can send webhooks."
+                                }
                             }
                         }
-                    }
-                    tr {
-                        th scope="row" { "Installations" }
-                        td { (standing.installations) " active" }
+                        tr {
+                            th scope="row" { "Installations" }
+                            td { (standing.installations) " active" }
+                        }
                     }
                 }
             }
-        }
-        section aria-labelledby="workers" {
-            h2 id="workers" { "Workers" }
-            (workers(&standing.workers))
-        }
-    })
+            section aria-labelledby="workers" {
+                h2 id="workers" { "Workers" }
+                (workers(&standing.workers))
+            }
+        },
+    )
 }
 
 fn check(ok: bool, good: &str, bad: &str) -> Markup {
@@ -186,11 +193,19 @@ fn next_step(standing: &Standing) -> Markup {
     }
     if standing.installations == 0 {
         return match standing.install_url() {
-            Some(url) => html! { p { a class="button" href=(url) { "Install the App" } " on the repositories it should work on." } },
-            None => html! { p { "Install the App on the repositories it should work on, from its page on GitHub." } },
+            Some(url) => {
+                html! { p { a class="button" href=(url) { "Install the App" } " on the repositories it should work on." } }
+            }
+            None => {
+                html! { p { "Install the App on the repositories it should work on, from its page on GitHub." } }
+            }
         };
     }
-    if !standing.workers.iter().any(|worker| worker.healthy_sessions > 0) {
+    if !standing
+        .workers
+        .iter()
+        .any(|worker| worker.healthy_sessions > 0)
+    {
         return html! { p { "No healthy worker session: tasks wait until " code { "conveyor serve" } " or " code { "conveyor worker" } " runs where steps can run." } };
     }
     html! { p { "Ready: label an issue with " code { "conveyor" } " (or comment " code { "/conveyor run" } ") in a repository the App is installed on." } }
@@ -280,7 +295,10 @@ pub struct CallbackQuery {
 
 /// GitHub sends the person back here with a code: exchanged for the App, whose keys are
 /// stored sealed and used from now on.
-pub async fn callback(State(state): State<AppState>, Query(query): Query<CallbackQuery>) -> Response {
+pub async fn callback(
+    State(state): State<AppState>,
+    Query(query): Query<CallbackQuery>,
+) -> Response {
     let (Some(code), Some(flow)) = (query.code, query.state) else {
         return problem(
             StatusCode::BAD_REQUEST,
@@ -300,11 +318,19 @@ pub async fn callback(State(state): State<AppState>, Query(query): Query<Callbac
         }
         Err(err) => {
             tracing::warn!(error = %err, "set-up: reading the flow's state failed");
-            return problem(StatusCode::SERVICE_UNAVAILABLE, "Database unreachable", "The database did not answer; nothing was stored.");
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Database unreachable",
+                "The database did not answer; nothing was stored.",
+            );
         }
     }
     if !conversion::is_well_formed_code(&code) {
-        return problem(StatusCode::BAD_REQUEST, "Not a code from GitHub", "The code is not one GitHub hands out. Start again from /setup.");
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Not a code from GitHub",
+            "The code is not one GitHub hands out. Start again from /setup.",
+        );
     }
     let app = match conversion::convert(&state.setup.api_url, &code).await {
         Ok(app) => app,
@@ -321,7 +347,9 @@ pub async fn callback(State(state): State<AppState>, Query(query): Query<Callbac
             return problem(
                 StatusCode::BAD_GATEWAY,
                 "GitHub did not answer",
-                &format!("Exchanging the code failed ({err}); nothing was stored. Start again from /setup."),
+                &format!(
+                    "Exchanging the code failed ({err}); nothing was stored. Start again from /setup."
+                ),
             );
         }
     };
@@ -332,12 +360,19 @@ pub async fn callback(State(state): State<AppState>, Query(query): Query<Callbac
             return problem(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "The App could not be kept",
-                &format!("GitHub made the App {}, but it could not be stored: {err:#}. Delete it on GitHub and start again from /setup.", app.slug),
+                &format!(
+                    "GitHub made the App {}, but it could not be stored: {err:#}. Delete it on GitHub and start again from /setup.",
+                    app.slug
+                ),
             );
         }
     }
     tracing::info!(app_id = app.id, slug = %app.slug, "GitHub App created at set-up");
-    let environment_wins = state.credentials.current().app.is_some_and(|app| app.source == Source::Environment);
+    let environment_wins = state
+        .credentials
+        .current()
+        .app
+        .is_some_and(|app| app.source == Source::Environment);
     let install = format!("{}/installations/new", app.html_url.trim_end_matches('/'));
     layout("App created", html! {
         h1 { "The App " (app.slug) " is created" }
@@ -354,7 +389,11 @@ pub async fn callback(State(state): State<AppState>, Query(query): Query<Callbac
 /// Checks the App's key, stores the App and puts it in use, in that order: a key that does
 /// not parse stores nothing.
 async fn keep(state: &AppState, app: &CreatedApp) -> anyhow::Result<()> {
-    let credentials = AppCredentials::new(app.id.to_string(), app.pem.expose_secret(), "the key GitHub made")?;
+    let credentials = AppCredentials::new(
+        app.id.to_string(),
+        app.pem.expose_secret(),
+        "the key GitHub made",
+    )?;
     let key = state.setup.sealing_key()?;
     store::save(&state.pool, &key, app).await?;
     state.credentials.adopt_setup(Current {
@@ -380,10 +419,13 @@ fn is_account_name(name: &str) -> bool {
 }
 
 fn problem(status: StatusCode, title: &str, message: &str) -> Response {
-    let page = layout(title, html! {
-        h1 { (title) }
-        p { (message) }
-        p { a href="/setup" { "Start the set-up again" } " · " a href="/" { "Status page" } }
-    });
+    let page = layout(
+        title,
+        html! {
+            h1 { (title) }
+            p { (message) }
+            p { a href="/setup" { "Start the set-up again" } " · " a href="/" { "Status page" } }
+        },
+    );
     (status, page).into_response()
 }

@@ -37,7 +37,10 @@ mod tests {
             manifest["hook_attributes"]["url"],
             "https://ci.example.org/webhooks/github"
         );
-        assert_eq!(manifest["redirect_url"], "https://ci.example.org/setup/callback");
+        assert_eq!(
+            manifest["redirect_url"],
+            "https://ci.example.org/setup/callback"
+        );
         assert_eq!(manifest["setup_url"], "https://ci.example.org/");
         assert_eq!(
             manifest["callback_urls"],

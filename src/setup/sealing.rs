@@ -16,7 +16,9 @@ const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
-#[error("a sealed {field} does not open with this key (CONVEYOR_SECRET_KEY or the key file changed?)")]
+#[error(
+    "a sealed {field} does not open with this key (CONVEYOR_SECRET_KEY or the key file changed?)"
+)]
 pub struct Unsealable {
     pub field: &'static str,
 }
@@ -66,7 +68,10 @@ impl SealingKey {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading the key file {}", path.display()))?;
                 Self::from_hex(&text).with_context(|| {
-                    format!("the key file {} does not hold 64 hex digits", path.display())
+                    format!(
+                        "the key file {} does not hold 64 hex digits",
+                        path.display()
+                    )
                 })
             }
             Err(err) => bail!("cannot create the key file {}: {err}", path.display()),
@@ -121,7 +126,10 @@ mod tests {
         let key = key('a');
         let sealed = key.seal("webhook_secret", b"hunter2");
         assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
-        assert_eq!(key.open("webhook_secret", &sealed).unwrap().expose_secret(), "hunter2");
+        assert_eq!(
+            key.open("webhook_secret", &sealed).unwrap().expose_secret(),
+            "hunter2"
+        );
         assert!(key.open("client_secret", &sealed).is_err());
         assert!(self::key('b').open("webhook_secret", &sealed).is_err());
         assert!(key.open("webhook_secret", &sealed[..5]).is_err());

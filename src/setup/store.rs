@@ -33,8 +33,14 @@ pub async fn save(db: impl PgExecutor<'_>, key: &SealingKey, app: &CreatedApp) -
     .bind(&app.slug)
     .bind(&app.html_url)
     .bind(&app.client_id)
-    .bind(key.seal("client_secret", app.client_secret.expose_secret().as_bytes()))
-    .bind(key.seal("webhook_secret", app.webhook_secret.expose_secret().as_bytes()))
+    .bind(key.seal(
+        "client_secret",
+        app.client_secret.expose_secret().as_bytes(),
+    ))
+    .bind(key.seal(
+        "webhook_secret",
+        app.webhook_secret.expose_secret().as_bytes(),
+    ))
     .bind(key.seal("private_key", app.pem.expose_secret().as_bytes()))
     .execute(db)
     .await?;

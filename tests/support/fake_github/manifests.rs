@@ -92,13 +92,18 @@ pub(super) fn new_app_from_form(
         .find(|(name, _)| name == "manifest")
         .and_then(|(_, value)| serde_json::from_str::<Value>(&value).ok());
     let Some(manifest) = manifest.filter(Value::is_object) else {
-        return gh_error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid GitHub App configuration: manifest is not a JSON object");
+        return gh_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid GitHub App configuration: manifest is not a JSON object",
+        );
     };
     let (Some(_), Some(redirect_url)) = (
         manifest["url"].as_str(),
         manifest["redirect_url"].as_str().map(str::to_owned),
     ) else {
-        return validation_failed(json!([{ "resource": "Manifest", "code": "missing_field", "field": "url or redirect_url" }]));
+        return validation_failed(
+            json!([{ "resource": "Manifest", "code": "missing_field", "field": "url or redirect_url" }]),
+        );
     };
     let mut inner = lock(shared);
     let id = FIRST_APP_ID + inner.manifests.apps.len() as u64;
@@ -117,7 +122,8 @@ pub(super) fn new_app_from_form(
     inner.manifests.apps.push(app);
     let index = inner.manifests.apps.len() - 1;
     inner.manifests.codes.push((code.clone(), index));
-    let mut location = url::Url::parse(&redirect_url).expect("the manifest's redirect_url is a URL");
+    let mut location =
+        url::Url::parse(&redirect_url).expect("the manifest's redirect_url is a URL");
     location.query_pairs_mut().append_pair("code", &code);
     if let Some(state) = state {
         location.query_pairs_mut().append_pair("state", &state);
@@ -142,10 +148,16 @@ pub(super) fn convert(shared: &Shared, code: &str) -> Response {
     let app = inner.manifests.apps[index].clone();
     let age = (Utc::now() - app.created_at).to_std().unwrap_or_default();
     if age > CODE_LIFETIME {
-        return validation_failed(json!([{ "resource": "Manifest", "code": "expired", "field": "code" }]));
+        return validation_failed(
+            json!([{ "resource": "Manifest", "code": "expired", "field": "code" }]),
+        );
     }
     let base = inner.base_url.clone();
-    let owner_kind = if app.owner == "octocat" { "User" } else { "Organization" };
+    let owner_kind = if app.owner == "octocat" {
+        "User"
+    } else {
+        "Organization"
+    };
     let manifest = &app.manifest;
     let value = json!({
         "id": app.id,
