@@ -443,22 +443,12 @@ async fn an_organization_gets_the_organization_form(pool: PgPool) {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
 }
 
+/// The events side is `deploy.rs`'s test: the manifest's events are those the code acts on.
 #[test]
-fn the_manifest_asks_for_what_the_code_uses() {
+fn the_manifest_asks_for_the_permissions_tokens_are_minted_with() {
     let manifest: Value = serde_json::from_str(include_str!("../app-manifest.json")).unwrap();
-    let events: BTreeSet<&str> = manifest["default_events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|event| event.as_str().unwrap())
-        .collect();
-    let subscribed: BTreeSet<&str> = conveyor::webhook::event::SUBSCRIBED_EVENTS
-        .iter()
-        .copied()
-        .collect();
-    assert_eq!(events, subscribed);
-
     let mut permissions = manifest["default_permissions"].as_object().unwrap().clone();
+    // Every App has it; tokens get it without asking.
     assert_eq!(permissions.remove("metadata").unwrap(), "read");
     let used = serde_json::to_value(&conveyor::github::app::TOKEN_PERMISSIONS).unwrap();
     assert_eq!(Value::Object(permissions), used);

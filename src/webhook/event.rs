@@ -171,28 +171,9 @@ impl Event {
     }
 }
 
-/// The events the App subscribes to (`default_events` of `app-manifest.json`), each of
-/// which [`kind`] reads.
-pub const SUBSCRIBED_EVENTS: &[&str] = &[
-    "issues",
-    "issue_comment",
-    "pull_request",
-    "pull_request_review_comment",
-    "check_run",
-    "check_suite",
-];
-
-/// The events GitHub sends every App without a subscription.
-pub const APP_EVENTS: &[&str] = &["installation", "installation_repositories"];
-
 /// What the event is, or `None` when Conveyor does not act on it or the payload lacks
 /// something the kind needs.
 fn kind(name: &str, raw: RawPayload) -> Option<EventKind> {
-    // An event the App never asked for is not acted on, so the manifest and this reader
-    // cannot drift apart unnoticed.
-    if !SUBSCRIBED_EVENTS.contains(&name) && !APP_EVENTS.contains(&name) {
-        return None;
-    }
     let account = raw
         .installation
         .and_then(|i| i.account)
