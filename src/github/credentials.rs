@@ -66,8 +66,8 @@ fn environment_wins<T>(
     }
 }
 
-/// Shared by every part of the service; reading is a lock-free-in-practice read lock and an
-/// `Arc` clone, so the webhook path stays in memory.
+/// Shared by every part of the service. A read is a short read lock and an `Arc` clone:
+/// the webhook path never waits on the database for its secret.
 #[derive(Clone)]
 pub struct Credentials(Arc<watch::Sender<Current>>);
 

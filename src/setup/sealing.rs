@@ -93,23 +93,22 @@ impl SealingKey {
     }
 
     pub fn open(&self, field: &'static str, sealed: &[u8]) -> Result<SecretString, Unsealable> {
-        let unsealable = Unsealable { field };
-        if sealed.len() < NONCE_LEN {
-            return Err(unsealable);
-        }
-        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| Unsealable { field })?;
+        let unsealable = || Unsealable { field };
+        let nonce: [u8; NONCE_LEN] = sealed
+            .get(..NONCE_LEN)
+            .and_then(|nonce| nonce.try_into().ok())
+            .ok_or_else(unsealable)?;
         let payload = Payload {
-            msg: ciphertext,
+            msg: &sealed[NONCE_LEN..],
             aad: field.as_bytes(),
         };
         let plaintext = self
             .0
             .decrypt(&Nonce::from(nonce), payload)
-            .map_err(|_| Unsealable { field })?;
+            .map_err(|_| unsealable())?;
         String::from_utf8(plaintext)
             .map(SecretString::from)
-            .map_err(|_| unsealable)
+            .map_err(|_| unsealable())
     }
 }
 
