@@ -158,6 +158,7 @@ async fn the_manifest_flow_creates_the_app_and_puts_it_in_use_without_a_restart(
     assert!(home.contains("Create the GitHub App"), "{home}");
     assert!(home.contains("not configured"), "{home}");
     assert!(home.contains(PUBLIC_URL), "{home}");
+    assert!(home.contains("No worker process is running"), "{home}");
 
     let (action, manifest) = setup_form(&harness, "/setup").await;
     assert!(
@@ -227,6 +228,12 @@ async fn the_manifest_flow_creates_the_app_and_puts_it_in_use_without_a_restart(
     // And tokens are minted as the stored App: the request reads the repository's pipeline.
     assert_eq!(harness.request_outcome("d-setup").await, "task_created");
     assert_eq!(token_issuers(&harness.github), BTreeSet::from([app.id]));
+    // The worker sessions started with the App, and the status page shows their health.
+    support::wait_until("the workers heartbeat", || async {
+        let (_, home) = page(&harness, "/").await;
+        home.contains("2 of 2").then_some(())
+    })
+    .await;
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
