@@ -80,7 +80,10 @@ fn pipeline_label(name: &str) -> String {
     if name.chars().count() > PIPELINE_LABEL_MAX_CHARS || name == "other" {
         return "other".to_owned();
     }
-    let mut seen = SEEN.get_or_init(Mutex::default).lock().expect("label set lock");
+    let mut seen = SEEN
+        .get_or_init(Mutex::default)
+        .lock()
+        .expect("label set lock");
     if seen.contains(name) || seen.len() < PIPELINE_LABELS_MAX {
         seen.insert(name.to_owned());
         name.to_owned()

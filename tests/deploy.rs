@@ -143,7 +143,11 @@ async fn docker_compose_runs_the_image_as_it_is_built(pool: sqlx::PgPool) {
         "{postgres:?}"
     );
     let conveyor = &services["conveyor"];
-    assert_eq!(conveyor["build"].as_str(), Some("."), "built from the Dockerfile");
+    assert_eq!(
+        conveyor["build"].as_str(),
+        Some("."),
+        "built from the Dockerfile"
+    );
     assert_eq!(
         conveyor["depends_on"]["postgres"]["condition"].as_str(),
         Some("service_healthy")
@@ -170,8 +174,14 @@ async fn docker_compose_runs_the_image_as_it_is_built(pool: sqlx::PgPool) {
     let database_url = url::Url::parse(&env_str("DATABASE_URL")).unwrap();
     assert_eq!(database_url.host_str(), Some("postgres"));
     assert_eq!(database_url.username(), yaml_str(pg_env, "POSTGRES_USER"));
-    assert_eq!(database_url.password(), Some(yaml_str(pg_env, "POSTGRES_PASSWORD")));
-    assert_eq!(database_url.path(), format!("/{}", yaml_str(pg_env, "POSTGRES_DB")));
+    assert_eq!(
+        database_url.password(),
+        Some(yaml_str(pg_env, "POSTGRES_PASSWORD"))
+    );
+    assert_eq!(
+        database_url.path(),
+        format!("/{}", yaml_str(pg_env, "POSTGRES_DB"))
+    );
 
     // The port it listens on is the one published and the one its health check asks.
     let listen = env_str("CONVEYOR_LISTEN");
@@ -192,7 +202,10 @@ async fn docker_compose_runs_the_image_as_it_is_built(pool: sqlx::PgPool) {
         .collect();
     assert_eq!(check[0], "CMD");
     let health_url = url::Url::parse(check.last().unwrap()).unwrap();
-    assert_eq!(health_url.port().map(|p| p.to_string()).as_deref(), Some(port));
+    assert_eq!(
+        health_url.port().map(|p| p.to_string()).as_deref(),
+        Some(port)
+    );
     let tool = check[1];
     assert!(
         dockerfile.contains(&format!(" {tool} ")),
@@ -203,7 +216,10 @@ async fn docker_compose_runs_the_image_as_it_is_built(pool: sqlx::PgPool) {
     assert_eq!(send(&harness.router, request).await.0, StatusCode::OK);
 
     // The volume is mounted where the image keeps its data, and the data dir is inside it.
-    assert!(dockerfile.contains("mkdir -p /data"), "the image makes /data");
+    assert!(
+        dockerfile.contains("mkdir -p /data"),
+        "the image makes /data"
+    );
     assert!(dockerfile.contains("WORKDIR /data"));
     let mounts: Vec<&str> = conveyor["volumes"]
         .as_sequence()
@@ -213,7 +229,12 @@ async fn docker_compose_runs_the_image_as_it_is_built(pool: sqlx::PgPool) {
         .collect();
     let (volume, target) = mounts[0].split_once(':').unwrap();
     assert_eq!(target, "/data");
-    assert!(compose["volumes"].as_mapping().unwrap().contains_key(volume));
+    assert!(
+        compose["volumes"]
+            .as_mapping()
+            .unwrap()
+            .contains_key(volume)
+    );
     assert!(env_str("CONVEYOR_DATA_DIR").starts_with("/data/"));
 }
 

@@ -110,7 +110,10 @@ async fn metrics_count_deliveries_tasks_and_runs(pool: sqlx::PgPool) {
     ];
     assert_eq!(value(&after, "conveyor_step_seconds", &steps), Some(2.0));
     let verified = [("pipeline", "default"), ("outcome", "succeeded")];
-    assert_eq!(value(&after, "conveyor_verify_seconds", &verified), Some(1.0));
+    assert_eq!(
+        value(&after, "conveyor_verify_seconds", &verified),
+        Some(1.0)
+    );
     assert_eq!(value(&after, "conveyor_sessions", &healthy), Some(2.0));
 
     // GitHub calls are named by route template, never by the repository or ids they name.
@@ -124,7 +127,10 @@ async fn metrics_count_deliveries_tasks_and_runs(pool: sqlx::PgPool) {
             .iter()
             .filter(|sample| {
                 sample.labels.get("endpoint") == Some(endpoint)
-                    && sample.labels.get("status").is_some_and(|s| s.starts_with('2'))
+                    && sample
+                        .labels
+                        .get("status")
+                        .is_some_and(|s| s.starts_with('2'))
             })
             .count()
     };

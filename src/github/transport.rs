@@ -151,7 +151,9 @@ pub fn endpoint(method: &str, path: &str) -> &'static str {
             let (route_method, template) = route.split_once(' ').expect("method and path");
             let template: Vec<&str> = template.trim_matches('/').split('/').collect();
             let placeholder = |segment: &str| segment.starts_with(':');
-            let tail = template.last().is_some_and(|last| REST_OF_PATH.contains(last));
+            let tail = template
+                .last()
+                .is_some_and(|last| REST_OF_PATH.contains(last));
             route_method == method
                 && (asked.len() == template.len() || (tail && asked.len() > template.len()))
                 && template
@@ -171,7 +173,11 @@ mod tests {
     #[test]
     fn requests_are_named_by_their_route_template() {
         let cases = [
-            ("POST", "/repos/o/r/check-runs", "POST /repos/:owner/:repo/check-runs"),
+            (
+                "POST",
+                "/repos/o/r/check-runs",
+                "POST /repos/:owner/:repo/check-runs",
+            ),
             (
                 "PATCH",
                 "/repos/o/r/check-runs/99",
