@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use conveyor::engine::TaskState;
 use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::json;
@@ -19,15 +20,20 @@ use support::{API_TOKEN, Harness, OWNER, REPO, payloads, wait_until};
 
 const REQUESTER: &str = "alice";
 
+/// One browser at a time: the tests' timings hold on two cores, and CI stays short.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Chromium behind a chromedriver this test started on a free port. Dropping it kills the
 /// driver's process group, the browser with it, even when the test failed half-way.
 struct Browser {
     client: Client,
     driver: tokio::process::Child,
+    _alone: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Browser {
     async fn start() -> Browser {
+        let alone = ONE_BROWSER.lock().await;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -57,13 +63,16 @@ impl Browser {
                          "--disable-dev-shm-usage", "--window-size=1200,900"],
             }),
         );
-        let client = ClientBuilder::rustls()
-            .unwrap()
+        let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .expect("a Chromium session");
-        Browser { client, driver }
+        Browser {
+            client,
+            driver,
+            _alone: alone,
+        }
     }
 
     /// Opens `path`; without a session the page sends the browser to the sign-in form,

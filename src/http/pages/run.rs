@@ -31,7 +31,7 @@ const STREAM_BATCH: i64 = 500;
 /// How often the stream looks for new lines. Lines are stored every 100 ms without a
 /// notification: looking this often puts a line on the page well within a second of the
 /// step printing it, for one small indexed query per follower.
-const LOOK_EVERY: Duration = Duration::from_millis(250);
+const LOOK_EVERY: Duration = Duration::from_millis(200);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 async fn run_or_404(pool: &PgPool, id: i64) -> Result<runs::Run, PageError> {
