@@ -473,3 +473,118 @@ async fn a_repository_is_paused_and_resumed_from_its_page(pool: PgPool) {
     assert_eq!(harness.state(task_id).await, TaskState::Queued);
     browser.close().await;
 }
+
+/// A page as a script reads it, with the operator token.
+async fn page(harness: &Harness, path: &str) -> String {
+    let (status, body) = harness.api("GET", path, Some(API_TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    body.as_str().expect("an HTML page").to_owned()
+}
+
+/// Labels issue 7 as the requester in a repository holding `pipeline`; the task it creates.
+async fn label_with(harness: &Harness, pipeline: &str) -> i64 {
+    harness.add_repo(&[
+        (".github/conveyor.yml", pipeline),
+        ("scripts/do-the-work.sh", support::WORK_SCRIPT),
+        ("README.md", "# widgets\n"),
+    ]);
+    harness
+        .github
+        .set_permission(OWNER, REPO, REQUESTER, "write");
+    let body = payloads::labeled_issue_by(7, "Add release notes", "conveyor", REQUESTER, "User");
+    let (status, _) = harness.post_signed("issues", "label-7", &body).await;
+    assert_eq!(status, 202);
+    assert_eq!(harness.request_outcome("label-7").await, "task_created");
+    harness.task_ids().await[0]
+}
+
+async fn latest_run(harness: &Harness, task_id: i64) -> i64 {
+    sqlx::query_scalar("SELECT max(id) FROM runs WHERE task_id = $1")
+        .bind(task_id)
+        .fetch_one(&harness.pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_parked_run_shows_who_may_approve_its_changes_and_its_steps(pool: PgPool) {
+    let harness = Harness::start(pool).await;
+    let gated = "pipelines:
+  default:
+    steps:
+      - name: implement
+        run: ./scripts/do-the-work.sh
+      - name: review
+        approval:
+          message: Check the notes before the pull request opens
+";
+    let task_id = label_with(&harness, gated).await;
+    harness.reach(task_id, TaskState::AwaitingApproval).await;
+    let run_id = latest_run(&harness, task_id).await;
+
+    let run = page(&harness, &format!("/runs/{run_id}")).await;
+    for expected in [
+        "Waiting for approval",
+        "Check the notes before the pull request opens",
+        "anyone with write permission or more, except @alice who started the run",
+        "/conveyor approve",
+        "<strong>implement</strong> passed",
+        "<code>NOTES.md</code></td><td>added</td><td>+1 −0",
+        "+Add release notes",
+        "implement │ implemented issue 7",
+    ] {
+        assert!(run.contains(expected), "{expected} in {run}");
+    }
+    assert!(!run.contains("EventSource"), "a parked run is not followed");
+    assert!(!run.contains("<button"), "approval stays on GitHub: {run}");
+
+    let task = page(&harness, &format!("/tasks/{task_id}")).await;
+    for expected in [
+        format!("href=\"/runs/{run_id}\""),
+        "run.awaiting_approval".to_owned(),
+        "task.created".to_owned(),
+        format!("{}/acme/widgets/issues/7", harness.github.url),
+    ] {
+        assert!(task.contains(&expected), "{expected} in {task}");
+    }
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_failed_run_shows_its_typed_failure_with_what_to_do(pool: PgPool) {
+    let harness = Harness::start(pool).await;
+    let failing = "pipelines:
+  default:
+    steps:
+      - name: implement
+        run: echo implementing
+      - name: check
+        run: echo checking; exit 3
+";
+    let task_id = label_with(&harness, failing).await;
+    assert_eq!(harness.final_state(task_id).await, TaskState::Failed);
+    let run_id = latest_run(&harness, task_id).await;
+    let remediation: String = sqlx::query_scalar("SELECT remediation FROM runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_one(&harness.pool)
+        .await
+        .unwrap();
+    let run = page(&harness, &format!("/runs/{run_id}")).await;
+    for expected in [
+        "<dt>Type</dt><dd><code>step_failed</code>",
+        "<dt>Failed step</dt><dd>check</dd>",
+        "<dt>Last step that passed</dt><dd>implement</dd>",
+        "exit code 3",
+        "check │ checking",
+        &maud::html! { (remediation) }.into_string(),
+    ] {
+        assert!(run.contains(expected), "{expected} in {run}");
+    }
+
+    let board = page(&harness, "/tasks").await;
+    assert!(
+        board.contains("Blocked: </strong>its run failed"),
+        "{board}"
+    );
+    let missing = harness.api("GET", "/runs/999", Some(API_TOKEN)).await;
+    assert_eq!(missing.0, StatusCode::NOT_FOUND);
+}
