@@ -441,8 +441,7 @@ async fn a_repository_is_paused_and_resumed_from_its_page(pool: PgPool) {
     let base = harness.listen().await;
     let browser = Browser::start().await;
     browser.sign_in_to(&base, "/repositories").await;
-    let row = "tbody tr";
-    let text = browser.text_of(row).await;
+    let text = browser.text_of("article.card").await;
     assert!(
         text.contains("acme/widgets") && text.contains("running"),
         "{text}"
@@ -462,7 +461,7 @@ async fn a_repository_is_paused_and_resumed_from_its_page(pool: PgPool) {
             .unwrap();
         wait_until(&format!("the page shows {state}"), || async {
             browser
-                .text_of("tbody tr td .state")
+                .text_of("article.card h2 .state")
                 .await
                 .eq(state)
                 .then_some(())
@@ -538,6 +537,11 @@ async fn a_parked_run_shows_who_may_approve_its_changes_and_its_steps(pool: PgPo
     assert!(!run.contains("EventSource"), "a parked run is not followed");
     assert!(!run.contains("<button"), "approval stays on GitHub: {run}");
 
+    let board = page(&harness, "/tasks").await;
+    assert!(
+        board.contains("Waiting: </strong>for an approval on GitHub"),
+        "{board}"
+    );
     let task = page(&harness, &format!("/tasks/{task_id}")).await;
     for expected in [
         format!("href=\"/runs/{run_id}\""),

@@ -61,10 +61,11 @@ pub async fn board(
             )
             .await?
             {
-                let waiting = if task.queue_state == TaskState::Queued {
-                    deferral::reason(&state.pool, task.id).await?
-                } else {
-                    None
+                let waiting = match task.queue_state {
+                    TaskState::Queued => deferral::reason(&state.pool, task.id).await?,
+                    TaskState::AwaitingApproval => Some("for an approval on GitHub".to_owned()),
+                    TaskState::AwaitingInput => Some("for answers on GitHub".to_owned()),
+                    _ => None,
                 };
                 cards.push(card(&task, waiting.as_deref()));
             }

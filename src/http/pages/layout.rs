@@ -40,10 +40,11 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid var(--line);
          vertical-align: top; }
 .table { overflow-x: auto; }
-td form { display: inline; }
+td form, .card form { display: inline; }
 pre { overflow-x: auto; padding: .5rem; border: 1px solid var(--line); border-radius: 6px;
       font-size: .85rem; max-height: 70vh; }
 .wrap { white-space: pre-wrap; }
+code, .wrap { overflow-wrap: anywhere; }
 ol.timeline { padding-left: 1.5rem; }
 ol.timeline li { margin-bottom: .4rem; }
 ";

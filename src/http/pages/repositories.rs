@@ -79,31 +79,21 @@ pub async fn list(viewer: Viewer, State(state): State<AppState>) -> Result<Marku
         @if shown.is_empty() {
             p.hint { "No repository has had a task yet." }
         } @else {
-            div.table {
-                table {
-                    caption.hint { "Queued: tasks waiting for a worker. Waiting: runs parked for an approval or an answer." }
-                    thead {
-                        tr {
-                            th scope="col" { "Repository" }
-                            th scope="col" { "State" }
-                            th scope="col" { "Queued" }
-                            th scope="col" { "Running" }
-                            th scope="col" { "Waiting" }
-                            th scope="col" { "Controls" }
-                        }
-                    }
-                    tbody {
-                        @for (owner, name, status) in &shown {
-                            tr {
-                                th scope="row" {
-                                    a href=(format!("/tasks?repo={owner}/{name}")) { (status.repository) }
-                                }
-                                td { (layout::state(status.state.as_str())) }
-                                td { (status.queue_depth) }
-                                td { (status.running) }
-                                td { (status.waiting) }
-                                td { (controls(&viewer, owner, name, status.state)) }
+            p.hint { "Queued: tasks waiting for a worker. Waiting: runs parked for an approval or an answer." }
+            ul.plain {
+                @for (owner, name, status) in &shown {
+                    li {
+                        article.card aria-labelledby=(format!("repository-{owner}-{name}")) {
+                            h2 id=(format!("repository-{owner}-{name}")) {
+                                a href=(format!("/tasks?repo={owner}/{name}")) { (status.repository) }
+                                " " (layout::state(status.state.as_str()))
                             }
+                            dl {
+                                dt { "Queued" } dd { (status.queue_depth) }
+                                dt { "Running" } dd { (status.running) }
+                                dt { "Waiting" } dd { (status.waiting) }
+                            }
+                            (controls(&viewer, owner, name, status.state))
                         }
                     }
                 }

@@ -61,20 +61,19 @@ pub async fn task(
         @if runs.is_empty() {
             p.hint { "No run yet." }
         } @else {
-            div.table {
-                table {
-                    thead { tr { th scope="col" { "Run" } th scope="col" { "State" } th scope="col" { "Started" } th scope="col" { "Finished" } th scope="col" { "Failure" } } }
-                    tbody {
-                        @for run in &runs {
-                            tr {
-                                td { a href=(format!("/runs/{}", run.id)) { "Run " (run.id) } " (attempt " (run.attempt) ")" }
-                                td { (layout::state(run.state.as_str())) }
-                                td { (layout::time(run.started_at)) }
-                                td { @if let Some(at) = run.finished_at { (layout::time(at)) } }
-                                td {
-                                    @if let Some(kind) = &run.error_type { code { (kind) } " " }
-                                    @if let Some(failure) = &run.failure { (failure) }
-                                }
+            ul.plain {
+                @for run in &runs {
+                    li.card {
+                        a href=(format!("/runs/{}", run.id)) { "Run " (run.id) }
+                        " (attempt " (run.attempt) ") " (layout::state(run.state.as_str()))
+                        p.meta {
+                            "started " (layout::time(run.started_at))
+                            @if let Some(at) = run.finished_at { ", finished " (layout::time(at)) }
+                        }
+                        @if run.error_type.is_some() || run.failure.is_some() {
+                            p.reason {
+                                @if let Some(kind) = &run.error_type { code { (kind) } " " }
+                                @if let Some(failure) = &run.failure { (failure) }
                             }
                         }
                     }
