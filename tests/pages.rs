@@ -397,6 +397,26 @@ async fn pages_need_a_session_or_the_token_and_forms_their_sessions_csrf_token(p
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert!(paused(&harness).await);
 
+    // Signing out needs the token too, and ends the session in the browser.
+    let signout = format!("{base}/signout");
+    let response = http
+        .post(&signout)
+        .header(COOKIE, &session)
+        .form(&[("csrf", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = http
+        .post(&signout)
+        .header(COOKIE, &session)
+        .form(&[("csrf", session_csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(cookie(&response).1.contains("Max-Age=0"));
+
     // A cookie changed by hand is no session.
     let (name, value) = session.split_once('=').unwrap();
     let tampered = format!("{name}=x{value}");
