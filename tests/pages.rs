@@ -612,3 +612,17 @@ async fn a_failed_run_shows_its_typed_failure_with_what_to_do(pool: PgPool) {
     let missing = harness.api("GET", "/runs/999", Some(API_TOKEN)).await;
     assert_eq!(missing.0, StatusCode::NOT_FOUND);
 }
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn without_the_operator_token_the_pages_are_off(pool: PgPool) {
+    let harness = Harness::start_without_app_or_token(pool).await;
+    for path in ["/signin", "/tasks", "/repositories"] {
+        let (status, body) = harness.api("GET", path, None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(
+            body.as_str()
+                .is_some_and(|page| page.contains("CONVEYOR_API_TOKEN")),
+            "{path}: {body}"
+        );
+    }
+}
