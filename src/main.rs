@@ -172,7 +172,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "GITHUB_WEBHOOK_SECRET: set it to the secret of the server being measured",
             )?;
             let pool = match server {
-                bench::intake::Server::Conveyor => Some(db::connect(&config.database_url, 2).await?),
+                bench::intake::Server::Conveyor => {
+                    Some(db::connect(&config.database_url, 2).await?)
+                }
                 bench::intake::Server::Other => None,
             };
             let mut reports = Vec::new();

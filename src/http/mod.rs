@@ -1,4 +1,5 @@
-//! The axum router: webhook intake, health, metrics, the API and its event feed; each route is
+//! The axum router: webhook intake, health, metrics, the API and its event feed (and the
+//! operator's pages, `pages`, outside the API document); each API route is
 //! added with its OpenAPI description (`openapi`).
 
 mod api;
@@ -98,6 +99,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, _) = documented();
     routes
         .merge(setup_pages())
+        .merge(pages::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::guard,
