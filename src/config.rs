@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::engine::board::Rules;
 use crate::logging::LogFormat;
 use crate::pipeline::sandbox::{Sandbox, SandboxMode};
 
@@ -154,6 +155,18 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_TASK_RETENTION_DAYS", value_name = "CONVEYOR_TASK_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub task_retention_days: u32,
 
+    /// `true`: a successful run moves its task straight to done instead of in review, and
+    /// the board's table allows `in_progress → done`.
+    #[arg(
+        long,
+        env = "FEATURE_PRD_AUTO_APPROVE_REVIEW",
+        value_name = "FEATURE_PRD_AUTO_APPROVE_REVIEW",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub feature_prd_auto_approve_review: bool,
+
     #[command(flatten)]
     pub github: GitHubConfig,
 }
@@ -245,6 +258,13 @@ impl Config {
     /// `CONVEYOR_API_TOKEN`, unless unset or empty.
     pub fn api_token(&self) -> Option<&SecretString> {
         non_empty(self.api_token.as_ref())
+    }
+
+    /// What the settings change in the board's transition table.
+    pub fn board_rules(&self) -> Rules {
+        Rules {
+            auto_approve_review: self.feature_prd_auto_approve_review,
+        }
     }
 
     pub fn public_url(&self) -> String {

@@ -60,6 +60,7 @@ impl Service {
                 mirrors: Mirrors::open(&config.data_dir, config.mirror_budget_bytes()),
                 sandbox: config.sandbox(),
                 git_url: config.github.git_url.clone(),
+                board_rules: config.board_rules(),
             })
         });
         if config.github.webhook_secret().is_none() {
@@ -82,6 +83,7 @@ impl Service {
             deliveries_added,
             github_web_url: config.github.git_url.as_str().into(),
             event_wakeups: event_feed::Wakeups::default(),
+            board_rules: config.board_rules(),
         };
         Ok(Self {
             state,

@@ -13,6 +13,7 @@ pub mod events;
 pub mod idempotency;
 pub mod imports;
 pub mod logs;
+pub mod parents;
 pub mod prd;
 pub mod quick_runs;
 pub mod repositories;
