@@ -287,3 +287,40 @@ impl GitHubConfig {
 fn non_empty(secret: Option<&SecretString>) -> Option<&SecretString> {
     secret.filter(|secret| !secret.expose_secret().is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::Config;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn auto_approve_is_the_feature_variable_and_changes_the_board_rules() {
+        let command = Cli::command();
+        let arg = command
+            .get_arguments()
+            .find(|arg| arg.get_id() == "feature_prd_auto_approve_review")
+            .expect("the setting");
+        assert_eq!(
+            arg.get_env(),
+            Some(OsStr::new("FEATURE_PRD_AUTO_APPROVE_REVIEW"))
+        );
+        for (value, on) in [("true", true), ("false", false)] {
+            let cli = Cli::try_parse_from(["conveyor", "--feature-prd-auto-approve-review", value])
+                .unwrap();
+            assert_eq!(cli.config.board_rules().auto_approve_review, on, "{value}");
+        }
+        assert!(
+            Cli::try_parse_from(["conveyor", "--feature-prd-auto-approve-review", "maybe"])
+                .is_err()
+        );
+    }
+}

@@ -239,7 +239,10 @@ async fn every_invalid_transition_is_refused_with_the_allowed_ones_and_changes_n
     for from in BoardState::ALL {
         let task = task_at(&harness, from).await;
         let before = shown(&harness, task).await;
-        for to in BoardState::ALL.into_iter().filter(|to| !from.allows(*to, Rules::default())) {
+        for to in BoardState::ALL
+            .into_iter()
+            .filter(|to| !from.allows(*to, Rules::default()))
+        {
             let (status, reply) = move_to(&harness, task, to.as_str()).await;
             assert_eq!(status, StatusCode::CONFLICT, "{from:?} -> {to:?}: {reply}");
             assert_eq!(

@@ -108,9 +108,7 @@ fn workers(n: usize) -> Vec<String> {
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
-async fn a_parent_runs_nothing_and_is_done_when_its_children_are_done_or_cancelled(
-    pool: PgPool,
-) {
+async fn a_parent_runs_nothing_and_is_done_when_its_children_are_done_or_cancelled(pool: PgPool) {
     let harness = Harness::start_idle(pool.clone()).await;
     harness.install().await;
     let (parent, children) = family(&harness, json!({}), 3).await;
@@ -164,7 +162,10 @@ async fn the_claim_runs_at_most_max_parallelism_children_of_a_parent(pool: PgPoo
         running.iter().map(|t| t.id).collect::<Vec<_>>(),
         children[..2]
     );
-    assert!(claim_one(&pool).await.is_none(), "the parent's limit is full");
+    assert!(
+        claim_one(&pool).await.is_none(),
+        "the parent's limit is full"
+    );
 
     end(&pool, running[0], TaskState::Succeeded).await;
     let claimed = claim(&pool, "p", &workers(8)).await.unwrap();
@@ -173,9 +174,7 @@ async fn the_claim_runs_at_most_max_parallelism_children_of_a_parent(pool: PgPoo
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
-async fn an_imported_parent_takes_the_hint_and_policy_and_completes_without_running(
-    pool: PgPool,
-) {
+async fn an_imported_parent_takes_the_hint_and_policy_and_completes_without_running(pool: PgPool) {
     let harness = Harness::start_idle(pool.clone()).await;
     harness.install().await;
     let markdown = "- 1.1 Build it\n  - 1.1.1 Write it\n  - 1.1.2 Test it\n";
@@ -195,7 +194,10 @@ async fn an_imported_parent_takes_the_hint_and_policy_and_completes_without_runn
     let parent = shown(&harness, key("1.1")).await;
     assert_eq!(parent["max_parallelism"], 2, "{parent}");
     assert_eq!(parent["failure_policy"], "continue");
-    assert_eq!(shown(&harness, key("1.1.1")).await["max_parallelism"], Value::Null);
+    assert_eq!(
+        shown(&harness, key("1.1.1")).await["max_parallelism"],
+        Value::Null
+    );
     for child in ["1.1.1", "1.1.2"] {
         let claimed = claim_one(&pool).await.expect("the next sub-task");
         assert_eq!(claimed.id, key(child), "sub-tasks run in order");
@@ -245,7 +247,12 @@ async fn with_the_continue_policy_the_others_go_on_and_the_parent_ends_blocked(p
         json!({ "max_parallelism": 1, "failure_policy": "continue" }),
     )
     .await;
-    let failing = create(&harness, "fails", json!({ "parent_id": parent, "priority": 3 })).await;
+    let failing = create(
+        &harness,
+        "fails",
+        json!({ "parent_id": parent, "priority": 3 }),
+    )
+    .await;
     let independent = create(&harness, "goes on", json!({ "parent_id": parent })).await;
     let dependent = create(
         &harness,
@@ -266,22 +273,28 @@ async fn with_the_continue_policy_the_others_go_on_and_the_parent_ends_blocked(p
         "what waits for a failure is stopped"
     );
     let still = shown(&harness, parent).await;
-    assert_ne!(still["state"], "blocked", "a sibling can still run: {still}");
+    assert_ne!(
+        still["state"], "blocked",
+        "a sibling can still run: {still}"
+    );
 
-    let next = claim_one(&pool).await.expect("the independent sibling goes on");
+    let next = claim_one(&pool)
+        .await
+        .expect("the independent sibling goes on");
     assert_eq!(next.id, independent);
     end(&pool, &next, TaskState::Succeeded).await;
     let ended = shown(&harness, parent).await;
     assert_eq!(ended["state"], "blocked", "{ended}");
     let reason = ended["blocked_reason"].as_str().unwrap();
-    assert!(reason.contains(&format!("task #{failing} failed")), "{reason}");
+    assert!(
+        reason.contains(&format!("task #{failing} failed")),
+        "{reason}"
+    );
     assert!(claim_one(&pool).await.is_none());
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
-async fn with_the_retry_policy_a_failed_child_runs_again_until_its_attempts_are_used(
-    pool: PgPool,
-) {
+async fn with_the_retry_policy_a_failed_child_runs_again_until_its_attempts_are_used(pool: PgPool) {
     let harness = Harness::start_idle(pool.clone()).await;
     harness.install().await;
     let (parent, children) = family(
@@ -320,9 +333,7 @@ async fn in_progress(harness: &Harness) -> i64 {
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
-async fn without_auto_approve_in_progress_to_done_is_refused_with_the_allowed_ones(
-    pool: PgPool,
-) {
+async fn without_auto_approve_in_progress_to_done_is_refused_with_the_allowed_ones(pool: PgPool) {
     let harness = Harness::start_idle(pool).await;
     harness.install().await;
     let task = in_progress(&harness).await;
@@ -437,7 +448,10 @@ async fn a_forced_run_queues_a_blocked_task_and_is_audited(pool: PgPool) {
 
     end(&pool, &claimed, TaskState::Succeeded).await;
     let cancelled = create(&harness, "cancelled", json!({})).await;
-    assert_eq!(move_to(&harness, cancelled, "cancelled").await.0, StatusCode::OK);
+    assert_eq!(
+        move_to(&harness, cancelled, "cancelled").await.0,
+        StatusCode::OK
+    );
     for (finished, state) in [(task, "done"), (cancelled, "cancelled")] {
         let before = shown(&harness, finished).await;
         assert_eq!(before["state"], state);

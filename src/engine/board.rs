@@ -75,9 +75,7 @@ impl BoardState {
         match self {
             Backlog => &[Ready, Cancelled],
             Ready => &[InProgress, Blocked, Backlog, Cancelled],
-            InProgress if rules.auto_approve_review => {
-                &[InReview, Blocked, Ready, Cancelled, Done]
-            }
+            InProgress if rules.auto_approve_review => &[InReview, Blocked, Ready, Cancelled, Done],
             InProgress => &[InReview, Blocked, Ready, Cancelled],
             InReview => &[Done, InProgress, Blocked],
             Blocked => &[Ready, Backlog, Cancelled],
@@ -321,8 +319,7 @@ pub async fn force_run(
     });
     if current.state != TaskState::Queued {
         enter_queue(conn, task_id, &current).await?;
-        tasks::set_state_and_board(conn, task_id, TaskState::Queued, Ready, detail.clone())
-            .await?;
+        tasks::set_state_and_board(conn, task_id, TaskState::Queued, Ready, detail.clone()).await?;
     }
     sqlx::query(
         "UPDATE tasks SET board_state = 'ready', board_reason = $2, forced = true,

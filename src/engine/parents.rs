@@ -78,10 +78,7 @@ struct Child {
 }
 
 /// Brings the parents of `tasks` (those that have one) up to date with their children.
-pub(crate) async fn settle_parents_of(
-    conn: &mut PgConnection,
-    tasks: &[i64],
-) -> Result<()> {
+pub(crate) async fn settle_parents_of(conn: &mut PgConnection, tasks: &[i64]) -> Result<()> {
     let parents: Vec<i64> = sqlx::query_scalar(
         "SELECT DISTINCT parent_id FROM tasks WHERE id = ANY($1) AND parent_id IS NOT NULL
          ORDER BY parent_id",
@@ -218,8 +215,14 @@ async fn stop_waiting(
             "board_to": BoardState::Blocked, "stopped_by": failed, "reason": reason,
         });
         if state == TaskState::Queued
-            && !queue_move(conn, child, TaskState::Held, BoardState::Blocked, detail.clone())
-                .await?
+            && !queue_move(
+                conn,
+                child,
+                TaskState::Held,
+                BoardState::Blocked,
+                detail.clone(),
+            )
+            .await?
         {
             continue;
         }

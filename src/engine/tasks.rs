@@ -4,8 +4,8 @@ use serde_json::json;
 use sqlx::{PgConnection, PgExecutor};
 
 use super::board::{self, BoardState};
-use super::parents::{self, FailurePolicy};
 use super::events;
+use super::parents::{self, FailurePolicy};
 use super::state::{TaskState, TransitionError};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
