@@ -78,6 +78,13 @@ enum Bench {
         /// How many times to repeat the measurement (the median run is reported last).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// The path webhooks are posted to.
+        #[arg(long, default_value = "/webhooks/github")]
+        path: String,
+        /// `other` measures another tool for comparison (such as Probot): any 2xx counts as
+        /// acknowledged and no database is read.
+        #[arg(long, value_enum, default_value_t = bench::intake::Server::Conveyor)]
+        server: bench::intake::Server,
     },
     /// Run no-op tasks through the scheduler on a scratch database created on the server of
     /// DATABASE_URL and dropped afterwards: tasks/s with a backlog, then enqueue-to-start
@@ -158,11 +165,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             requests,
             payloads,
             runs,
+            path,
+            server,
         }) => {
             let secret = config.github.webhook_secret().context(
                 "GITHUB_WEBHOOK_SECRET: set it to the secret of the server being measured",
             )?;
-            let pool = db::connect(&config.database_url, 2).await?;
+            let pool = match server {
+                bench::intake::Server::Conveyor => {
+                    Some(db::connect(&config.database_url, 2).await?)
+                }
+                bench::intake::Server::Other => None,
+            };
             let mut reports = Vec::new();
             for _ in 0..runs.max(1) {
                 let bench = IntakeBench {
@@ -171,8 +185,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     concurrency,
                     requests,
                     payloads: payloads.clone(),
+                    path: path.clone(),
+                    server,
                 };
-                let report = bench::intake::run(bench, Some(pool.clone())).await?;
+                let report = bench::intake::run(bench, pool.clone()).await?;
                 bench::intake::print(&report, concurrency);
                 reports.push(report);
             }

@@ -84,6 +84,7 @@ impl Service {
             github_web_url: config.github.git_url.as_str().into(),
             event_wakeups: event_feed::Wakeups::default(),
             board_rules: config.board_rules(),
+            github: github.clone(),
         };
         Ok(Self {
             state,

@@ -81,6 +81,9 @@ fn the_document_is_openapi_3_1_and_every_reference_resolves() {
         ("get", "/ws"),
         ("get", "/api/v2/projects/{owner}/{name}/status"),
         ("get", "/api/v2/runs/{id}/logs"),
+        ("post", "/api/v2/tasks/{id}/retry"),
+        ("post", "/api/v2/runs/{id}/approve"),
+        ("post", "/api/v2/runs/{id}/reject"),
         ("post", "/webhooks/github"),
         ("get", "/api/v2/openapi.json"),
     ] {
@@ -110,6 +113,13 @@ fn request_schemas_are_the_handlers_types() {
 
     let transition = body_validator(&document, "/api/v2/tasks/{id}/transition", "post");
     assert!(transition.is_valid(&json!({ "to": "ready", "reason": "go" })));
+    let retry = body_validator(&document, "/api/v2/tasks/{id}/retry", "post");
+    assert!(retry.is_valid(&json!({ "step": "test" })));
+    assert!(!retry.is_valid(&json!({ "stepp": "test" })));
+    assert_eq!(
+        document["paths"]["/api/v2/runs/{id}/reject"]["post"]["requestBody"]["required"], false,
+        "a rejection's reason may be left out"
+    );
     let import = body_validator(&document, "/api/v2/import/prd/preview", "post");
     assert!(import.is_valid(&json!({
         "repository": "acme/widgets", "markdown": "- 1.1 A", "granularity": "subtask",
@@ -157,6 +167,23 @@ async fn every_documented_route_is_served_and_guarded_as_documented(pool: PgPool
             assert_eq!(status, expected, "{method} {concrete} unauthenticated");
         }
     }
+    // A typed answer is what the document says it is.
+    harness.install().await;
+    let (status, deliveries) = harness
+        .api("GET", "/api/v2/deliveries", Some(API_TOKEN))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{deliveries}");
+    assert_eq!(
+        deliveries["deliveries"][0]["event"], "installation",
+        "{deliveries}"
+    );
+    support::assert_documented("/api/v2/deliveries", "get", 200, &deliveries);
+    let mut broken = deliveries.clone();
+    broken["deliveries"][0]["attempts"] = json!("many");
+    assert!(
+        !support::answer_validator("/api/v2/deliveries", "get", 200).is_valid(&broken),
+        "the schema says what a delivery's fields are"
+    );
     let (status, _) = harness
         .api("GET", "/api/v2/nothing-here", Some(API_TOKEN))
         .await;

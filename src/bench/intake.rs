@@ -22,6 +22,27 @@ pub struct IntakeBench {
     pub requests: usize,
     /// Directory of GitHub payloads: `<event>/<name>.json`.
     pub payloads: PathBuf,
+    /// The path webhooks are posted to.
+    pub path: String,
+    /// Which answers count as acknowledged.
+    pub server: Server,
+}
+
+/// What is being measured: Conveyor, which answers 202 once a delivery is stored, or
+/// another tool for comparison (Probot answers 200 and stores nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Server {
+    Conveyor,
+    Other,
+}
+
+impl Server {
+    fn acknowledged(self, status: reqwest::StatusCode) -> bool {
+        match self {
+            Self::Conveyor => status == reqwest::StatusCode::ACCEPTED,
+            Self::Other => status.is_success(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -106,7 +127,8 @@ pub async fn run(bench: IntakeBench, pool: Option<PgPool>) -> anyhow::Result<Int
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(bench.concurrency)
         .build()?;
-    let endpoint = format!("{}/webhooks/github", bench.url.trim_end_matches('/'));
+    let endpoint = format!("{}{}", bench.url.trim_end_matches('/'), bench.path);
+    let server = bench.server;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let run_salt = u64::from(fastrand::u32(..)) << 32;
     let next = Arc::new(AtomicUsize::new(0));
@@ -142,9 +164,7 @@ pub async fn run(bench: IntakeBench, pool: Option<PgPool>) -> anyhow::Result<Int
                     .send()
                     .await;
                 match response {
-                    Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => {
-                        latencies.push(sent.elapsed())
-                    }
+                    Ok(r) if server.acknowledged(r.status()) => latencies.push(sent.elapsed()),
                     _ => failed += 1,
                 }
             }

@@ -1,7 +1,7 @@
 //! Approval gates: a run parked at an approval step, and the decisions taken on it. The one
 //! place an approval or a rejection is accepted or refused, whatever it came from (the check
-//! run's buttons, a comment command); every decision, refused ones included, is in the
-//! audit trail.
+//! run's buttons, a comment command, the API); every decision, refused ones included, is in
+//! the audit trail, and an accepted one is reported on GitHub (check run, status comment).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -10,10 +10,12 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 
 use super::events;
+use super::forge::Forge;
 use super::runs::{self, StepRecord};
 use super::state::TaskState;
-use super::tasks::{self, EngineError};
+use super::tasks;
 use crate::authz::{self, Action, Actor, Permission};
+use crate::outbox::{self, Effect};
 use crate::pipeline::changes::ChangedFile;
 use crate::pipeline::definition::Settings;
 use crate::report::{GATE_COMMAND, Outcome};
@@ -52,6 +54,9 @@ pub struct Decision {
 #[derive(Debug, Clone)]
 pub struct Verdict<'a> {
     pub task_id: i64,
+    /// The run the person decides on, when they named one: refused unless it is the one
+    /// that waits.
+    pub run_id: Option<i64>,
     pub approve: bool,
     pub actor: Actor<'a>,
     /// The actor's permission on the repository, as GitHub says.
@@ -59,10 +64,28 @@ pub struct Verdict<'a> {
     pub reason: Option<&'a str>,
     /// The commit the person saw: the check run's, for a button.
     pub seen_sha: Option<&'a str>,
-    /// Where the run's branch is on GitHub now.
-    pub branch_head: Option<&'a str>,
-    /// Where the verdict came from (`check_run`, `comment`), for the audit trail.
+    /// Where the verdict came from (`check_run`, `comment`, `api`), for the audit trail.
     pub source: &'static str,
+}
+
+/// Why a verdict was not taken: nothing changed but the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GateRefusal {
+    #[error("the run is not waiting for an approval")]
+    NotWaiting,
+    #[error(transparent)]
+    NotAllowed(authz::Refusal),
+    #[error(
+        "this check run is for another commit; the run waits for an approval of {}",
+        short(.waits)
+    )]
+    OtherCommit { waits: String },
+    #[error(
+        "the branch moved since the run asked for approval of {} (it is at {}); run it again with `/conveyor retry`",
+        short(.waits),
+        .now.as_deref().map_or("nothing", short)
+    )]
+    BranchMoved { waits: String, now: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +95,7 @@ pub enum Decided {
     /// The run failed with the rejection as its reason.
     Rejected { run_id: i64, head_sha: String },
     /// Nothing changed; the reason is for the person.
-    Refused(String),
+    Refused(GateRefusal),
 }
 
 /// Parks run `run_id` at `gate`; `false` when the run is no longer running. The caller ends
@@ -121,12 +144,15 @@ pub async fn passed_by_itself(
 }
 
 /// Takes `verdict` on the task's gate, in the caller's transaction: accepted, it moves the
-/// task on; refused, it changes nothing. Either way the decision is in the audit trail.
+/// task on and queues the gate's check run and the status comment; refused, it changes
+/// nothing. Either way the decision is in the audit trail. `forge` says where the run's
+/// branch is now: an approval holds only for the commit it was asked for.
 pub async fn decide(
     conn: &mut PgConnection,
     verdict: &Verdict<'_>,
     settings: &Settings,
-) -> Result<Decided, EngineError> {
+    forge: &impl Forge,
+) -> anyhow::Result<Decided> {
     let task_id = verdict.task_id;
     let state: Option<TaskState> =
         sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1 FOR UPDATE")
@@ -137,10 +163,18 @@ pub async fn decide(
         Some(TaskState::AwaitingApproval) => waiting(&mut *conn, task_id).await?,
         _ => None,
     };
+    let parked = parked.filter(|(run_id, _)| verdict.run_id.is_none_or(|named| named == *run_id));
     let Some((run_id, mut gate)) = parked else {
-        let why = "the run is not waiting for an approval".to_owned();
-        audit(conn, task_id, None, verdict, None, Err(&why)).await?;
+        let why = GateRefusal::NotWaiting;
+        audit(conn, task_id, verdict.run_id, verdict, None, Err(&why)).await?;
         return Ok(Decided::Refused(why));
+    };
+    let branch = runs::get(&mut *conn, run_id)
+        .await?
+        .and_then(|run| run.branch);
+    let branch_head = match branch {
+        Some(branch) => forge.branch_head(&branch).await?,
+        None => None,
     };
     // Who may decide is what the run started with, whatever the file says now.
     let pinned = Settings {
@@ -160,18 +194,16 @@ pub async fn decide(
         &pinned,
         gate.requester.as_deref(),
     ) {
-        Some(refusal.to_string())
+        Some(GateRefusal::NotAllowed(refusal))
     } else if verdict.seen_sha.is_some_and(|seen| seen != gate.head_sha) {
-        Some(format!(
-            "this check run is for another commit; the run waits for an approval of {}",
-            short(&gate.head_sha)
-        ))
-    } else if verdict.branch_head != Some(gate.head_sha.as_str()) {
-        Some(format!(
-            "the branch moved since the run asked for approval of {} (it is at {}); run it again with `/conveyor retry`",
-            short(&gate.head_sha),
-            verdict.branch_head.map_or("nothing", short)
-        ))
+        Some(GateRefusal::OtherCommit {
+            waits: gate.head_sha.clone(),
+        })
+    } else if branch_head.as_deref() != Some(gate.head_sha.as_str()) {
+        Some(GateRefusal::BranchMoved {
+            waits: gate.head_sha.clone(),
+            now: branch_head,
+        })
     } else {
         None
     };
@@ -189,7 +221,7 @@ pub async fn decide(
     audit(conn, task_id, Some(run_id), verdict, Some(&gate), Ok(())).await?;
     let by = verdict.actor.login;
     let head_sha = gate.head_sha.clone();
-    if verdict.approve {
+    let decided = if verdict.approve {
         let output = format!("approved by @{by}");
         runs::record_gate_step(
             &mut *conn,
@@ -210,7 +242,10 @@ pub async fn decide(
             json!({ "approved_by": by }),
         )
         .await?;
-        Ok(Decided::Approved { run_id, head_sha })
+        Decided::Approved {
+            run_id,
+            head_sha: head_sha.clone(),
+        }
     } else {
         let output = match verdict.reason {
             Some(reason) => format!("rejected by @{by}: {reason}"),
@@ -243,8 +278,17 @@ pub async fn decide(
             json!({ "rejected_by": by }),
         )
         .await?;
-        Ok(Decided::Rejected { run_id, head_sha })
-    }
+        Decided::Rejected {
+            run_id,
+            head_sha: head_sha.clone(),
+        }
+    };
+    let effects = [
+        Effect::CheckRun { task_id, head_sha },
+        Effect::StatusComment { task_id },
+    ];
+    outbox::sync_task(conn, task_id, &effects).await?;
+    Ok(decided)
 }
 
 /// The task's gate the run waits at now, if it waits.
@@ -267,7 +311,7 @@ async fn audit(
     run_id: Option<i64>,
     verdict: &Verdict<'_>,
     gate: Option<&Gate>,
-    result: Result<(), &str>,
+    result: Result<(), &GateRefusal>,
 ) -> sqlx::Result<()> {
     events::record(
         conn,
@@ -284,7 +328,7 @@ async fn audit(
             "head_sha": gate.map(|gate| &gate.head_sha),
             "seen_sha": verdict.seen_sha,
             "accepted": result.is_ok(),
-            "refused": result.err(),
+            "refused": result.err().map(ToString::to_string),
         }),
     )
     .await

@@ -26,7 +26,7 @@ const BATCH_LINES: usize = 500;
 /// Lines read from the step and not stored yet; past this the step waits on its output.
 const QUEUED_LINES: usize = 10_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct LogLine {
     pub seq: i64,
     pub ts: DateTime<Utc>,

@@ -106,6 +106,21 @@ impl TaskState {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
 
+    /// The state in words, for a sentence about the task (`task 4 is still …`).
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Scheduled => "waiting to be retried",
+            Self::AwaitingApproval => "waiting for an approval",
+            Self::AwaitingInput => "waiting for an answer to its questions",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Held => "held back on the board",
+        }
+    }
+
     /// The name Postgres and the API give the state.
     pub fn as_str(self) -> &'static str {
         match self {

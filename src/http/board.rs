@@ -503,14 +503,10 @@ pub async fn run_task(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
-    body: axum::body::Bytes,
+    body: Result<Option<Json<RunTask>>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     check(&state, &headers)?;
-    let body: RunTask = if body.iter().all(u8::is_ascii_whitespace) {
-        RunTask::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|err| ApiError::invalid(err.to_string()))?
-    };
+    let body = body?.map(|Json(body)| body).unwrap_or_default();
     let mut started = if body.force {
         let reason = body
             .reason

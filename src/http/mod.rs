@@ -11,6 +11,7 @@ mod import;
 mod openapi;
 mod projects;
 mod quick_runs;
+mod runs;
 mod webhook;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 
 use crate::engine::quick_runs as engine_quick_runs;
 use crate::engine::{board_view, event_feed, imports, prd, repositories};
+use crate::github::GitHubApp;
 use crate::webhook::writer::InboxWriter;
 use openapi::{Documented, Guard, Operation};
 use tower_http::trace::TraceLayer;
@@ -53,6 +55,9 @@ pub struct AppState {
     pub event_wakeups: event_feed::Wakeups,
     /// The board's table in force (`FEATURE_PRD_AUTO_APPROVE_REVIEW`).
     pub board_rules: crate::engine::board::Rules,
+    /// What the API asks GitHub when a rule needs it (a retry's pull request, where a gate's
+    /// branch is); `None` without a configured GitHub App.
+    pub github: Option<Arc<GitHubApp>>,
 }
 
 /// A refused request: its status and a sentence saying why, as `{"code", "message"}` with
@@ -125,6 +130,15 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
         api.schema::<import::ImportPrd>(),
         api.schema::<quick_runs::NewQuickRun>(),
     );
+    let (run, deliveries, log_page) = (
+        Some(api.schema::<api::RunView>()),
+        Some(api.schema::<api::DeliveryPage>()),
+        Some(api.schema::<api::LogPage>()),
+    );
+    let (retry_task, gate_decision) = (
+        api.schema::<runs::RetryTask>(),
+        api.schema::<runs::GateDecision>(),
+    );
     let mut api = api
         .route(
             "GET",
@@ -160,7 +174,7 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
             get(api::list_deliveries),
             Operation::new("Deliveries received, newest first", Token)
                 .query(delivery_query)
-                .answers(200, "a page of deliveries", None),
+                .answers(200, "a page of deliveries", deliveries),
         )
         .route(
             "POST",
@@ -224,8 +238,19 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
                 "Make a task ready for the scheduler, or force a blocked one into the queue",
                 Token,
             )
-            .body(run_task)
+            .optional_body(run_task)
             .answers(200, "the task, with its Location", task.clone()),
+        )
+        .route(
+            "POST",
+            "/api/v2/tasks/{id}/retry",
+            post(runs::retry_task),
+            Operation::new(
+                "Run a finished task again as a new task linked to it, from a step of its failed run if given",
+                Token,
+            )
+            .optional_body(retry_task)
+            .answers(201, "the new task, with its Location", task.clone()),
         )
         .route(
             "POST",
@@ -346,8 +371,30 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
             "GET",
             "/api/v2/runs/{id}",
             get(api::get_run),
-            Operation::new("A run: steps, typed failure, changes, links", Token)
-                .answers(200, "the run", None),
+            Operation::new(
+                "A run: steps, typed failure, changes, the run it retries, links",
+                Token,
+            )
+            .answers(200, "the run", run.clone()),
+        )
+        .route(
+            "POST",
+            "/api/v2/runs/{id}/approve",
+            post(runs::approve_run),
+            Operation::new("Approve the gate a run waits at, as the operator", Token)
+                .optional_body(gate_decision.clone())
+                .answers(200, "the run, with its Location", run.clone()),
+        )
+        .route(
+            "POST",
+            "/api/v2/runs/{id}/reject",
+            post(runs::reject_run),
+            Operation::new(
+                "Reject the gate a run waits at, as the operator: the run fails",
+                Token,
+            )
+            .optional_body(gate_decision)
+            .answers(200, "the run, with its Location", run),
         )
         .route(
             "GET",
@@ -365,7 +412,7 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
             get(api::get_run_logs),
             Operation::new("A run's step logs, followed with `after`", Token)
                 .query(log_query)
-                .answers(200, "timestamped lines", None),
+                .answers(200, "timestamped lines", log_page),
         )
         .route(
             "GET",

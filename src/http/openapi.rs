@@ -28,7 +28,8 @@ pub enum Guard {
 pub struct Operation {
     summary: &'static str,
     guard: Guard,
-    body: Option<Schema>,
+    /// The body's schema, and whether it may be left out.
+    body: Option<(Schema, bool)>,
     query: Option<Schema>,
     answers: Vec<(u16, &'static str, Option<Schema>)>,
 }
@@ -144,7 +145,13 @@ impl Operation {
 
     /// A JSON body of `schema`.
     pub fn body(mut self, schema: Schema) -> Self {
-        self.body = Some(schema);
+        self.body = Some((schema, false));
+        self
+    }
+
+    /// A JSON body of `schema` that may be left out.
+    pub fn optional_body(mut self, schema: Schema) -> Self {
+        self.body = Some((schema, true));
         self
     }
 
@@ -213,9 +220,9 @@ impl Operation {
             Guard::Token => operation["security"] = json!([{ "operatorToken": [] }]),
             Guard::Signature => operation["security"] = json!([{ "githubSignature": [] }]),
         }
-        if let Some(body) = self.body {
+        if let Some((body, optional)) = self.body {
             operation["requestBody"] = json!({
-                "required": true,
+                "required": !optional,
                 "content": { "application/json": { "schema": body } },
             });
         }

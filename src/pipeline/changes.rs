@@ -4,7 +4,9 @@
 //! Both outputs come with `-z`: paths are then written as they are (spaces, newlines,
 //! non-ASCII) instead of quoted, and records end in NUL.
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FileStatus {
     Added,
@@ -17,7 +19,9 @@ pub enum FileStatus {
     TypeChanged,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct ChangedFile {
     pub path: String,
     pub status: FileStatus,

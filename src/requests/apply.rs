@@ -1,10 +1,10 @@
 //! Deciding one request: who asked, whether they may, and what it does to the task, with its
 //! answers queued in the outbox in the same transaction.
 
-use anyhow::Context;
 use serde_json::json;
 use sqlx::PgConnection;
 
+use super::forge::OnGitHub;
 use super::lookup::PipelineText;
 use super::queue::Taken;
 use super::{Asked, Request, Requests};
@@ -12,8 +12,10 @@ use crate::authz::{self, Action, Actor, Permission};
 use crate::commands::{self, Command, ParseError, code};
 use crate::engine::approvals::{self, Decided, Verdict};
 use crate::engine::clarification::{self, Answered, Refusal};
-use crate::engine::tasks::{self, BoardFields, NewTask, PullRequestTarget, RetryFrom, Task};
-use crate::engine::{TaskState, board, events, runs};
+use crate::engine::forge::Forge;
+use crate::engine::retries::{self, Retry};
+use crate::engine::tasks::{self, BoardFields, NewTask, Task};
+use crate::engine::{board, events};
 use crate::github::InstallationClient;
 use crate::github::client::Repo;
 use crate::outbox::{self, Comment, Effect, Place, Reaction};
@@ -31,6 +33,14 @@ struct Scope<'a> {
 impl Scope<'_> {
     fn repo(&self) -> Repo<'_> {
         Repo {
+            owner: &self.asked.owner,
+            name: &self.asked.name,
+        }
+    }
+
+    fn forge(&self) -> OnGitHub<'_> {
+        OnGitHub {
+            client: &self.client,
             owner: &self.asked.owner,
             name: &self.asked.name,
         }
@@ -649,7 +659,7 @@ async fn run_command(
                 ..scope.new_task(said.delivery_id, issue, said.issue.title, said.issue.body)
             };
             if said.is_pull_request {
-                match pull_request_target(scope, issue).await? {
+                match scope.forge().pull_request(issue).await? {
                     Ok(target) => task.pull_request = Some(target),
                     Err(why) => return Ok(refused(command, why)),
                 }
@@ -708,22 +718,8 @@ fn busy(live: &Task) -> String {
     format!(
         "task {} is still {}; wait for it or `/conveyor cancel` it first",
         live.id,
-        state_words(live.state)
+        live.state.words()
     )
-}
-
-fn state_words(state: TaskState) -> &'static str {
-    match state {
-        TaskState::Queued => "queued",
-        TaskState::Running => "running",
-        TaskState::Scheduled => "waiting to be retried",
-        TaskState::AwaitingApproval => "waiting for an approval",
-        TaskState::AwaitingInput => "waiting for an answer to its questions",
-        TaskState::Succeeded => "succeeded",
-        TaskState::Failed => "failed",
-        TaskState::Cancelled => "cancelled",
-        TaskState::Held => "held back on the board",
-    }
 }
 
 /// Creates `task`; a pull-request task shows a queued check run on the PR's head at once.
@@ -750,37 +746,8 @@ async fn create(
     Ok(Handled::Accepted(format!("task {task_id} created")))
 }
 
-/// The same-repository pull request `number` as a place to run; why not otherwise.
-async fn pull_request_target(
-    scope: &Scope<'_>,
-    number: i64,
-) -> anyhow::Result<Result<PullRequestTarget, String>> {
-    let pull = scope
-        .client
-        .pull_request(scope.repo(), number)
-        .await
-        .context("reading the pull request")?;
-    let here = format!("{}/{}", scope.asked.owner, scope.asked.name);
-    if pull.state != "open" {
-        return Ok(Err(format!("pull request #{number} is {}", pull.state)));
-    }
-    match pull.head.repo.as_ref().map(|repo| repo.full_name.as_str()) {
-        Some(head) if head.eq_ignore_ascii_case(&here) => Ok(Ok(PullRequestTarget {
-            number,
-            head_branch: pull.head.ref_name,
-            head_sha: pull.head.sha,
-        })),
-        Some(fork) => Ok(Err(format!(
-            "pull request #{number} comes from the fork `{fork}`; Conveyor runs pipelines only on branches of this repository, because a fork's code must not run with this repository's access"
-        ))),
-        None => Ok(Err(format!(
-            "pull request #{number} comes from a deleted fork; Conveyor runs pipelines only on branches of this repository"
-        ))),
-    }
-}
-
-/// Runs the issue's latest task again as a new task, linked to it: the whole pipeline, or,
-/// from `step`, the failed run's pipeline at that step on top of its work.
+/// Runs the issue's latest task again as a new task, linked to it (see
+/// [`retries::retry`]).
 async fn retry(
     scope: &Scope<'_>,
     conn: &mut PgConnection,
@@ -793,105 +760,23 @@ async fn retry(
             "no Conveyor task has run here yet; use `/conveyor run`".to_owned(),
         ));
     };
-    if !last.state.is_final() {
-        return Ok(Err(busy(&last)));
-    }
-    let ended: Option<String> = sqlx::query_scalar(
-        "SELECT kind FROM task_events
-         WHERE task_id = $1 AND kind IN ('pull_request_merged', 'pull_request_closed')
-         ORDER BY id DESC LIMIT 1",
-    )
-    .bind(last.id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(kind) = ended {
-        let how = if kind == "pull_request_merged" {
-            "merged"
-        } else {
-            "closed"
-        };
-        return Ok(Err(format!(
-            "the pull request of task {} was {how}; nothing more runs for it",
-            last.id
-        )));
-    }
-    let retry_from = match step {
-        Some(step) => match retry_point(conn, &last, step).await? {
-            Ok(from) => Some(from),
-            Err(why) => return Ok(Err(why)),
-        },
-        None => None,
-    };
-    let pull_request = match last.pull_request {
-        Some(number) => match pull_request_target(scope, number).await? {
-            Ok(target) => Some(target),
-            Err(why) => return Ok(Err(why)),
-        },
-        None => None,
-    };
-    let task = NewTask {
-        pipeline: last.pipeline.clone(),
-        pull_request,
-        retry_of: Some(last.id),
-        retry_from,
-        ..scope.new_task(None, issue, &last.title, &last.body)
+    let ask = Retry {
+        task_id: last.id,
+        step,
+        by: &scope.asked.actor,
+        default_branch: Some(&scope.asked.default_branch),
+        correlation_id: None,
     };
     let from = step
         .map(|step| format!(" from step {}", code(step)))
         .unwrap_or_default();
-    Ok(match create(scope, conn, &task).await? {
-        Handled::Accepted(done) => Ok(format!("{done}, retrying task {}{from}", last.id)),
-        _ => Err("the issue already has a live task".to_owned()),
+    Ok(match retries::retry(conn, &ask, &scope.forge()).await? {
+        Ok(retried) => Ok(format!(
+            "task {} created, retrying task {}{from}",
+            retried.task_id, retried.retry_of
+        )),
+        Err(why) => Err(why.to_string()),
     })
-}
-
-/// Where `/conveyor retry STEP` takes up the failed task `last`: its last run, at `step`, as
-/// that run's own pipeline definition allows; why not otherwise.
-async fn retry_point(
-    conn: &mut PgConnection,
-    last: &Task,
-    step: &str,
-) -> anyhow::Result<Result<RetryFrom, String>> {
-    let whole = "`/conveyor retry` without a step runs the whole pipeline again";
-    if last.state != TaskState::Failed {
-        return Ok(Err(format!(
-            "task {} {}; only a failed run is retried from a step, and {whole}",
-            last.id,
-            state_words(last.state)
-        )));
-    }
-    let run = runs::latest(&mut *conn, last.id).await?;
-    let Some((run, text)) = run.and_then(|run| Some((run.clone(), run.definition?))) else {
-        return Ok(Err(format!(
-            "task {} failed before it read its pipeline; {whole}",
-            last.id
-        )));
-    };
-    let Some(failed) = &run.failed_step else {
-        return Ok(Err(format!(
-            "run {} failed before its steps ran or after them; {whole}",
-            run.id
-        )));
-    };
-    let pipeline = match definition::parse(&text, &last.pipeline) {
-        Ok(pipeline) => pipeline,
-        Err(err) => return Ok(Err(err.to_string())),
-    };
-    let position = match pipeline.retry_point(&last.pipeline, step, failed) {
-        Ok(position) => position,
-        Err(err) => return Ok(Err(err.to_string())),
-    };
-    if !runs::has_work(&mut *conn, run.id).await? {
-        return Ok(Err(format!(
-            "run {} kept no work to start from (larger than {} MiB, or unreadable); {whole}",
-            run.id,
-            runs::MAX_WORK_BYTES >> 20
-        )));
-    }
-    Ok(Ok(RetryFrom {
-        run_id: run.id,
-        position: position as i32,
-    }))
 }
 
 /// Approves or rejects the task's gate; the refusal's reason otherwise.
@@ -906,60 +791,23 @@ async fn decide(
     source: &'static str,
     settings: &Settings,
 ) -> anyhow::Result<Result<String, String>> {
-    let permission = scope.permission().await?;
-    // Where the branch is now: an approval holds only for the commit it was asked for.
-    let branch_head = match approvals::waiting(&mut *conn, task.id).await? {
-        Some((run_id, _)) => match runs::get(&mut *conn, run_id)
-            .await?
-            .and_then(|run| run.branch)
-        {
-            Some(branch) => scope
-                .client
-                .branch_sha(scope.repo(), &branch)
-                .await
-                .context("reading the branch")?,
-            None => None,
-        },
-        None => None,
-    };
     let verdict = Verdict {
         task_id: task.id,
+        run_id: None,
         approve,
         actor: scope.actor(),
-        permission,
+        permission: scope.permission().await?,
         reason,
         seen_sha,
-        branch_head: branch_head.as_deref(),
         source,
     };
-    Ok(match approvals::decide(conn, &verdict, settings).await? {
-        Decided::Approved { head_sha, .. } => {
-            sync_gate(scope, conn, task.id, head_sha).await?;
-            Ok(format!("approved task {}", task.id))
-        }
-        Decided::Rejected { head_sha, .. } => {
-            sync_gate(scope, conn, task.id, head_sha).await?;
-            Ok(format!("rejected task {}", task.id))
-        }
-        Decided::Refused(why) => Err(why),
-    })
-}
-
-async fn sync_gate(
-    scope: &Scope<'_>,
-    conn: &mut PgConnection,
-    task_id: i64,
-    head_sha: String,
-) -> sqlx::Result<()> {
-    scope
-        .enqueue(
-            conn,
-            &[
-                Effect::CheckRun { task_id, head_sha },
-                Effect::StatusComment { task_id },
-            ],
-        )
-        .await
+    Ok(
+        match approvals::decide(conn, &verdict, settings, &scope.forge()).await? {
+            Decided::Approved { .. } => Ok(format!("approved task {}", task.id)),
+            Decided::Rejected { .. } => Ok(format!("rejected task {}", task.id)),
+            Decided::Refused(why) => Err(why.to_string()),
+        },
+    )
 }
 
 /// The task a check run belongs to: named by its external id, or found by its commit.

@@ -5,6 +5,7 @@
 //! (a reaction, a reply, the reports) in the outbox, in one transaction.
 
 mod apply;
+pub mod forge;
 pub mod lookup;
 pub mod queue;
 

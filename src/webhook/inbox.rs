@@ -126,7 +126,7 @@ pub async fn record_failure(
     Ok(())
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct DeliveryRow {
     /// GitHub's `X-GitHub-Delivery` id.
     pub id: String,

@@ -630,3 +630,28 @@ pub fn sample_path(template: &str) -> String {
         .replace("{job_id}", "1")
         .replace("{id}", "1")
 }
+
+/// A validator for the `status` answer of `method path` as the OpenAPI document describes
+/// it, its refs resolved in the document.
+pub fn answer_validator(path: &str, method: &str, status: u16) -> jsonschema::Validator {
+    let document = conveyor::http::documented().1;
+    let schema = &document["paths"][path][method]["responses"][status.to_string()]["content"]["application/json"]
+        ["schema"];
+    assert!(
+        schema.is_object(),
+        "{method} {path} answers {status} with a schema"
+    );
+    let mut root = schema.clone();
+    root["components"] = document["components"].clone();
+    jsonschema::validator_for(&root).unwrap()
+}
+
+/// Fails unless `answer` is what the document says `method path` answers with `status`.
+pub fn assert_documented(path: &str, method: &str, status: u16, answer: &Value) {
+    let validator = answer_validator(path, method, status);
+    let errors: Vec<String> = validator
+        .iter_errors(answer)
+        .map(|err| err.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{method} {path}: {errors:#?}\n{answer}");
+}
