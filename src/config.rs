@@ -92,6 +92,17 @@ pub struct Config {
     )]
     pub api_token: Option<SecretString>,
 
+    /// Key sealing the App's secrets stored at set-up (64 hex digits); unset, a key file is
+    /// made under CONVEYOR_DATA_DIR. Read it through [`Config::secret_key`].
+    #[arg(
+        long,
+        env = "CONVEYOR_SECRET_KEY",
+        value_name = "CONVEYOR_SECRET_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub secret_key: Option<SecretString>,
+
     /// Megabytes of webhook bodies buffered at once, across all requests; a request that
     /// does not fit is refused with 503 and Retry-After.
     #[arg(long, env = "CONVEYOR_WEBHOOK_BUFFER_MB", value_name = "CONVEYOR_WEBHOOK_BUFFER_MB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536), global = true)]
@@ -265,6 +276,11 @@ impl Config {
         Rules {
             auto_approve_review: self.feature_prd_auto_approve_review,
         }
+    }
+
+    /// `CONVEYOR_SECRET_KEY`, unless unset or empty.
+    pub fn secret_key(&self) -> Option<&SecretString> {
+        non_empty(self.secret_key.as_ref())
     }
 
     pub fn public_url(&self) -> String {

@@ -24,6 +24,15 @@ pub enum Change {
     },
 }
 
+/// How many installations of the App are active (neither suspended nor deleted).
+pub async fn active_count(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM installations WHERE suspended_at IS NULL AND deleted_at IS NULL",
+    )
+    .fetch_one(db)
+    .await
+}
+
 /// The recorded status of an installation; `None` for one never seen in an installation event
 /// (installed before Conveyor recorded installations), which counts as active.
 pub async fn status(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<Status>> {

@@ -21,6 +21,7 @@ pub mod requests;
 pub mod runner;
 pub mod scheduler;
 pub mod service;
+pub mod setup;
 pub mod text_bounds;
 pub mod waiting_report;
 pub mod wakeup;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::event_feed;
-use crate::github::{AppCredentials, GitHubApp};
+use crate::github::GitHubApp;
 use crate::housekeeping::retention::{self, Retention};
 use crate::http::{self, AppState, BodyBudget};
 use crate::outbox::deliver::Deliverer;
@@ -21,9 +21,11 @@ use crate::pipeline::workspace::Workspaces;
 use crate::requests::Requests;
 use crate::runner::TaskRunner;
 use crate::scheduler::{Executor, SchedulerSettings};
+use crate::setup::{self, SetupSettings};
 use crate::webhook::writer::InboxWriter;
 use crate::{outbox, requests, scheduler, waiting_report, wakeup, webhook};
 
+#[derive(Clone)]
 pub struct Service {
     state: AppState,
     tasks_added: Arc<Notify>,
@@ -31,41 +33,36 @@ pub struct Service {
     redelivery_interval: Duration,
     report_waiting_after: Duration,
     retention: Retention,
-    github: Option<Arc<GitHubApp>>,
-    /// `None` without a configured GitHub App: tasks then wait in the queue.
-    runner: Option<Arc<TaskRunner>>,
+    github: Arc<GitHubApp>,
+    runner: Arc<TaskRunner>,
     /// `CONVEYOR_PUBLIC_URL`, for links from GitHub back to Conveyor.
     public_url: String,
 }
 
 impl Service {
-    pub fn new(config: &Config, pool: PgPool) -> anyhow::Result<Self> {
-        let github = match AppCredentials::from_config(&config.github)? {
-            Some(credentials) => Some(Arc::new(GitHubApp::new(
-                &config.github.api_url,
-                credentials,
-            )?)),
-            None => {
-                tracing::warn!(
-                    "GITHUB_APP_ID is not set: tasks are queued but not run until a GitHub App is configured"
-                );
-                None
-            }
-        };
-        let runner = github.as_ref().map(|github| {
-            Arc::new(TaskRunner {
-                pool: pool.clone(),
-                github: github.clone(),
-                workspaces: Workspaces::open(&config.data_dir),
-                mirrors: Mirrors::open(&config.data_dir, config.mirror_budget_bytes()),
-                sandbox: config.sandbox(),
-                git_url: config.github.git_url.clone(),
-                board_rules: config.board_rules(),
-            })
-        });
-        if config.github.webhook_secret().is_none() {
-            tracing::warn!("GITHUB_WEBHOOK_SECRET is not set: every webhook will be refused");
+    pub async fn new(config: &Config, pool: PgPool) -> anyhow::Result<Self> {
+        let credentials = setup::credentials(config, &pool).await?;
+        let public_url = config.public_url();
+        if credentials.app().is_none() {
+            tracing::warn!(
+                "no GitHub App is configured (GITHUB_APP_ID, or create one at {public_url}/setup): tasks are queued but not run until there is one"
+            );
         }
+        if credentials.webhook_secret().is_none() {
+            tracing::warn!(
+                "no webhook secret (GITHUB_WEBHOOK_SECRET, or create the App at {public_url}/setup): every webhook is refused until there is one"
+            );
+        }
+        let github = Arc::new(GitHubApp::new(&config.github.api_url, credentials.clone())?);
+        let runner = Arc::new(TaskRunner {
+            pool: pool.clone(),
+            github: github.clone(),
+            workspaces: Workspaces::open(&config.data_dir),
+            mirrors: Mirrors::open(&config.data_dir, config.mirror_budget_bytes()),
+            sandbox: config.sandbox(),
+            git_url: config.github.git_url.clone(),
+            board_rules: config.board_rules(),
+        });
         if config.api_token().is_none() {
             tracing::warn!("CONVEYOR_API_TOKEN is not set: the operator API /api/v2 is off");
         }
@@ -73,7 +70,8 @@ impl Service {
         let inbox = InboxWriter::spawn(pool.clone(), deliveries_added.clone());
         let state = AppState {
             pool,
-            webhook_secret: config.github.webhook_secret().cloned().map(Arc::new),
+            credentials,
+            setup: Arc::new(SetupSettings::from_config(config)),
             api_token: config.api_token().cloned().map(Arc::new),
             webhook_bodies: BodyBudget::new(
                 config.webhook_buffer_mb,
@@ -102,7 +100,7 @@ impl Service {
             },
             github,
             runner,
-            public_url: config.public_url(),
+            public_url,
         })
     }
 
@@ -110,7 +108,8 @@ impl Service {
         http::router(self.state.clone())
     }
 
-    /// Starts interpretation and the worker sessions; they stop when `shutdown` fires.
+    /// Starts interpretation and, once a GitHub App is configured (at start, or later by
+    /// set-up), everything that acts on GitHub; they stop when `shutdown` fires.
     pub fn spawn_background(&self, shutdown: CancellationToken) -> tokio::task::JoinSet<()> {
         let mut jobs = tokio::task::JoinSet::new();
         jobs.spawn(webhook::interpret::run(
@@ -118,97 +117,104 @@ impl Service {
             self.state.deliveries_added.clone(),
             shutdown.clone(),
         ));
-        if let Some(github) = &self.github {
-            let requests_added = Arc::new(Notify::new());
-            jobs.spawn(wakeup::listen(
-                self.state.pool.clone(),
-                requests::queue::CHANNEL,
-                requests_added.clone(),
-                shutdown.clone(),
-            ));
-            let requests = Arc::new(Requests {
-                pool: self.state.pool.clone(),
-                github: github.clone(),
-                lookups: requests::lookup::Lookups::default(),
-            });
-            jobs.spawn(requests::run(requests, requests_added, shutdown.clone()));
-        }
         jobs.spawn(retention::run(
             self.state.pool.clone(),
             self.retention,
             shutdown.clone(),
         ));
-        if let Some(github) = self
-            .github
-            .clone()
-            .filter(|_| !self.redelivery_interval.is_zero())
-        {
+        let service = self.clone();
+        jobs.spawn(async move {
+            tokio::select! {
+                () = service.state.credentials.app_configured() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let mut app_jobs = tokio::task::JoinSet::new();
+            service.spawn_app_jobs(&mut app_jobs, shutdown);
+            app_jobs.join_all().await;
+        });
+        jobs
+    }
+
+    /// The request workers, redelivery and the worker sessions: all need the App.
+    fn spawn_app_jobs(&self, jobs: &mut tokio::task::JoinSet<()>, shutdown: CancellationToken) {
+        let requests_added = Arc::new(Notify::new());
+        jobs.spawn(wakeup::listen(
+            self.state.pool.clone(),
+            requests::queue::CHANNEL,
+            requests_added.clone(),
+            shutdown.clone(),
+        ));
+        let requests = Arc::new(Requests {
+            pool: self.state.pool.clone(),
+            github: self.github.clone(),
+            lookups: requests::lookup::Lookups::default(),
+        });
+        jobs.spawn(requests::run(requests, requests_added, shutdown.clone()));
+        if !self.redelivery_interval.is_zero() {
             jobs.spawn(webhook::redelivery::run(
                 self.state.pool.clone(),
-                github,
+                self.github.clone(),
                 self.redelivery_interval,
                 shutdown.clone(),
             ));
         }
-        self.spawn_workers(&mut jobs, shutdown);
-        jobs
+        self.spawn_workers(jobs, shutdown);
     }
 
     /// Starts only the worker sessions (`conveyor worker`), and the reports on tasks that
     /// wait for them.
     pub fn spawn_workers(&self, jobs: &mut tokio::task::JoinSet<()>, shutdown: CancellationToken) {
-        if let Some(runner) = &self.runner {
-            // Said once at start, so an operator need not wait for the first task to learn
-            // that steps cannot run on this host.
-            let trial = runner.clone();
-            jobs.spawn(async move {
-                if let Err(fault) = trial.check("start").await {
-                    tracing::error!(error = %fault, "pipeline steps cannot run on this host");
-                }
-            });
-            jobs.spawn(waiting_report::run(
-                self.state.pool.clone(),
-                self.report_waiting_after,
-                shutdown.clone(),
-            ));
-            // Every process that changes tasks delivers the outbox too: reports go out even
-            // when only `conveyor worker` processes are left running.
-            let effects_added = Arc::new(Notify::new());
-            jobs.spawn(wakeup::listen(
-                self.state.pool.clone(),
-                outbox::CHANNEL,
-                effects_added.clone(),
-                shutdown.clone(),
-            ));
-            let deliverer = Arc::new(Deliverer {
-                pool: self.state.pool.clone(),
-                github: runner.github.clone(),
-                public_url: self.public_url.clone(),
-            });
-            let pool = self.state.pool.clone();
-            let stop = shutdown.clone();
-            jobs.spawn(async move {
-                match outbox::restore_parked(&pool).await {
-                    Ok(0) => {}
-                    Ok(restored) => tracing::info!(restored, "check runs of parked runs queued again"),
-                    Err(err) => tracing::warn!(error = %err, "could not look for parked runs without a check run"),
-                }
-                outbox::deliver::run(deliverer, effects_added, stop).await;
-            });
-            jobs.spawn(scheduler::run_workers(
-                self.scheduler,
-                self.state.pool.clone(),
-                runner.clone(),
-                self.tasks_added.clone(),
-                shutdown,
-            ));
-        }
+        let runner = &self.runner;
+        // Said once at start, so an operator need not wait for the first task to learn
+        // that steps cannot run on this host.
+        let trial = runner.clone();
+        jobs.spawn(async move {
+            if let Err(fault) = trial.check("start").await {
+                tracing::error!(error = %fault, "pipeline steps cannot run on this host");
+            }
+        });
+        jobs.spawn(waiting_report::run(
+            self.state.pool.clone(),
+            self.report_waiting_after,
+            shutdown.clone(),
+        ));
+        // Every process that changes tasks delivers the outbox too: reports go out even
+        // when only `conveyor worker` processes are left running.
+        let effects_added = Arc::new(Notify::new());
+        jobs.spawn(wakeup::listen(
+            self.state.pool.clone(),
+            outbox::CHANNEL,
+            effects_added.clone(),
+            shutdown.clone(),
+        ));
+        let deliverer = Arc::new(Deliverer {
+            pool: self.state.pool.clone(),
+            github: runner.github.clone(),
+            public_url: self.public_url.clone(),
+        });
+        let pool = self.state.pool.clone();
+        let stop = shutdown.clone();
+        jobs.spawn(async move {
+            match outbox::restore_parked(&pool).await {
+                Ok(0) => {}
+                Ok(restored) => tracing::info!(restored, "check runs of parked runs queued again"),
+                Err(err) => tracing::warn!(error = %err, "could not look for parked runs without a check run"),
+            }
+            outbox::deliver::run(deliverer, effects_added, stop).await;
+        });
+        jobs.spawn(scheduler::run_workers(
+            self.scheduler,
+            self.state.pool.clone(),
+            runner.clone(),
+            self.tasks_added.clone(),
+            shutdown,
+        ));
     }
 }
 
 /// `conveyor serve`: migrations, then the HTTP server and workers until SIGTERM or Ctrl-C.
 pub async fn serve(config: &Config, pool: PgPool) -> anyhow::Result<()> {
-    let service = Service::new(config, pool)?;
+    let service = Service::new(config, pool).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("CONVEYOR_LISTEN: cannot bind {}", config.listen))?;
@@ -229,10 +235,10 @@ pub async fn serve(config: &Config, pool: PgPool) -> anyhow::Result<()> {
 
 /// `conveyor worker`: worker sessions only, beside a `serve` on the same database.
 pub async fn worker(config: &Config, pool: PgPool) -> anyhow::Result<()> {
-    let service = Service::new(config, pool)?;
+    let service = Service::new(config, pool).await?;
     anyhow::ensure!(
-        service.runner.is_some(),
-        "conveyor worker needs a GitHub App: set GITHUB_APP_ID and GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH"
+        service.state.credentials.app().is_some(),
+        "conveyor worker needs a GitHub App: set GITHUB_APP_ID and GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH, or create one at /setup"
     );
     let shutdown = CancellationToken::new();
     let mut jobs = tokio::task::JoinSet::new();

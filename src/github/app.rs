@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::client::{InstallationClient, call};
+use super::credentials::Credentials;
 use super::error::GitHubError;
 use crate::config::GitHubConfig;
 
@@ -23,7 +24,8 @@ const TOKEN_REFRESH_MARGIN: Duration = Duration::minutes(5);
 
 /// What a run's token may do: push its branch, open the pull request, keep the status comment
 /// and mark the commit. Never `workflows` (a step could then rewrite CI) or `administration`.
-const TOKEN_PERMISSIONS: TokenPermissions = TokenPermissions {
+/// The App asks for these in `app-manifest.json` (and `metadata: read`, which every App has).
+pub const TOKEN_PERMISSIONS: TokenPermissions = TokenPermissions {
     contents: "write",
     pull_requests: "write",
     issues: "write",
@@ -58,10 +60,19 @@ impl AppCredentials {
                  (the PEM text) or GITHUB_PRIVATE_KEY_PATH (a .pem file)"
             ),
         };
+        Self::new(app_id, &pem, source).map(Some)
+    }
+
+    /// The App `app_id` signing with `pem`; `source` names where the key came from.
+    pub fn new(app_id: String, pem: &str, source: &str) -> anyhow::Result<Self> {
         let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| {
             anyhow::anyhow!("{source}: expected the App's RSA private key in PEM form")
         })?;
-        Ok(Some(Self { app_id, key }))
+        Ok(Self { app_id, key })
+    }
+
+    pub fn app_id(&self) -> &str {
+        &self.app_id
     }
 
     /// A JWT that authenticates as the App itself.
@@ -113,7 +124,8 @@ impl TokenKey {
 /// repository.
 pub struct GitHubApp {
     octocrab: Octocrab,
-    credentials: AppCredentials,
+    /// Read at every JWT: set-up may replace them while the service runs.
+    credentials: Credentials,
     tokens: Mutex<HashMap<TokenKey, TokenSlot>>,
 }
 
@@ -128,7 +140,7 @@ pub struct HookDelivery {
 }
 
 #[derive(Serialize)]
-struct TokenPermissions {
+pub struct TokenPermissions {
     contents: &'static str,
     pull_requests: &'static str,
     issues: &'static str,
@@ -150,7 +162,7 @@ struct AccessToken {
 }
 
 impl GitHubApp {
-    pub fn new(api_url: &str, credentials: AppCredentials) -> anyhow::Result<Self> {
+    pub fn new(api_url: &str, credentials: impl Into<Credentials>) -> anyhow::Result<Self> {
         let octocrab = Octocrab::builder()
             .base_uri(api_url)
             .with_context(|| format!("GITHUB_API_URL: {api_url:?} is not a URL"))?
@@ -158,7 +170,7 @@ impl GitHubApp {
             .context("building the GitHub client")?;
         Ok(Self {
             octocrab,
-            credentials,
+            credentials: credentials.into(),
             tokens: Mutex::default(),
         })
     }
@@ -233,13 +245,14 @@ impl GitHubApp {
 
     /// A client authenticated as the App itself (JWT), for `/app/...` endpoints.
     fn as_app(&self, call: &'static str) -> Result<Octocrab, GitHubError> {
-        let jwt = self
-            .credentials
-            .jwt(Utc::now())
-            .map_err(|err| GitHubError::Transport {
-                call,
-                message: format!("{err:#}"),
-            })?;
+        let app = self.credentials.app().ok_or(GitHubError::Transport {
+            call,
+            message: "no GitHub App is configured yet (see /setup)".to_owned(),
+        })?;
+        let jwt = app.jwt(Utc::now()).map_err(|err| GitHubError::Transport {
+            call,
+            message: format!("{err:#}"),
+        })?;
         self.octocrab_with(jwt, call)
     }
 

@@ -3,8 +3,11 @@
 
 pub mod app;
 pub mod client;
+pub mod credentials;
 pub mod error;
+pub mod manifest;
 
 pub use app::{AppCredentials, GitHubApp};
 pub use client::InstallationClient;
+pub use credentials::Credentials;
 pub use error::GitHubError;

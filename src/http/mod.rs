@@ -9,9 +9,11 @@ mod health;
 mod idempotency;
 mod import;
 mod openapi;
+mod pages;
 mod projects;
 mod quick_runs;
 mod runs;
+mod setup;
 mod webhook;
 
 use std::sync::Arc;
@@ -27,7 +29,8 @@ use tokio::sync::Notify;
 
 use crate::engine::quick_runs as engine_quick_runs;
 use crate::engine::{board_view, event_feed, imports, prd, repositories};
-use crate::github::GitHubApp;
+use crate::github::{Credentials, GitHubApp};
+use crate::setup::SetupSettings;
 use crate::webhook::writer::InboxWriter;
 use openapi::{Documented, Guard, Operation};
 use tower_http::trace::TraceLayer;
@@ -40,7 +43,10 @@ pub const MAX_WEBHOOK_BYTES: usize = 25 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
-    pub webhook_secret: Option<Arc<SecretString>>,
+    /// The App and the webhook secret, from the environment or set-up.
+    pub credentials: Credentials,
+    /// What `/` and `/setup` need of the configuration.
+    pub setup: Arc<SetupSettings>,
     /// `CONVEYOR_API_TOKEN`; without it the API is off.
     pub api_token: Option<Arc<SecretString>>,
     /// Bounds the memory and time webhook bodies take while they arrive.
@@ -56,8 +62,8 @@ pub struct AppState {
     /// The board's table in force (`FEATURE_PRD_AUTO_APPROVE_REVIEW`).
     pub board_rules: crate::engine::board::Rules,
     /// What the API asks GitHub when a rule needs it (a retry's pull request, where a gate's
-    /// branch is); `None` without a configured GitHub App.
-    pub github: Option<Arc<GitHubApp>>,
+    /// branch is), as the App in `credentials`, once there is one.
+    pub github: Arc<GitHubApp>,
 }
 
 /// A refused request: its status and a sentence saying why, as `{"code", "message"}` with
@@ -93,12 +99,21 @@ impl IntoResponse for Refusal {
 pub fn router(state: AppState) -> Router {
     let (routes, _) = documented();
     routes
+        .merge(setup_pages())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::guard,
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The operator's HTML pages for set-up: not part of the API, so not in its document.
+fn setup_pages() -> Router<AppState> {
+    Router::new()
+        .route("/", get(setup::status))
+        .route("/setup", get(setup::start))
+        .route("/setup/callback", get(setup::callback))
 }
 
 /// Where the document is served; it describes itself too.

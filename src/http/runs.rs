@@ -50,13 +50,14 @@ const OPERATOR_ACTOR: Actor<'static> = Actor {
 };
 
 fn app(state: &AppState) -> Result<&Arc<GitHubApp>, ApiError> {
-    state.github.as_ref().ok_or_else(|| {
-        ApiError::new(
+    if state.credentials.app().is_none() {
+        return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "github_unavailable",
-            "no GitHub App is configured (GITHUB_APP_ID): Conveyor cannot ask GitHub what this needs",
-        )
-    })
+            "no GitHub App is configured (GITHUB_APP_ID, or set-up at /setup): Conveyor cannot ask GitHub what this needs",
+        ));
+    }
+    Ok(&state.github)
 }
 
 /// A failure of the database or of GitHub while a rule was decided: nothing was kept.

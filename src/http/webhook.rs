@@ -50,11 +50,11 @@ impl FromRequest<AppState> for VerifiedWebhook {
     type Rejection = Rejected;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Rejected> {
-        let Some(secret) = state.webhook_secret.clone() else {
-            tracing::warn!("webhook refused: GITHUB_WEBHOOK_SECRET is not set");
+        let Some(secret) = state.credentials.webhook_secret() else {
+            tracing::warn!("webhook refused: no webhook secret is configured");
             return Err(Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "webhooks are disabled: GITHUB_WEBHOOK_SECRET is not set".into(),
+                "webhooks are disabled: GITHUB_WEBHOOK_SECRET is not set and no App was created at /setup".into(),
             )
             .into());
         };

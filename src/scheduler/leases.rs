@@ -31,6 +31,29 @@ pub async fn heartbeat(pool: &PgPool, process: &str, sessions: &SessionPool) -> 
     Ok(())
 }
 
+/// A process running worker sessions, as its last heartbeat left it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProcessHealth {
+    pub id: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub heartbeat_age_secs: f64,
+    pub sessions: i32,
+    pub healthy_sessions: i32,
+}
+
+/// Every process with worker sessions, oldest first.
+pub async fn processes(db: impl sqlx::PgExecutor<'_>) -> sqlx::Result<Vec<ProcessHealth>> {
+    sqlx::query_as(
+        "SELECT id, started_at,
+                EXTRACT(EPOCH FROM now() - heartbeat_at)::float8 AS heartbeat_age_secs,
+                sessions, healthy_sessions
+         FROM worker_processes
+         ORDER BY started_at, id",
+    )
+    .fetch_all(db)
+    .await
+}
+
 pub async fn deregister(pool: &PgPool, process: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM worker_processes WHERE id = $1")
         .bind(process)

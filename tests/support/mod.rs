@@ -69,6 +69,7 @@ pub fn config(github: &FakeGitHub, data_dir: &Path, webhook_secret: Option<&str>
         sandbox: SandboxMode::On,
         workers: 2,
         api_token: Some(API_TOKEN.to_owned().into()),
+        secret_key: None,
         webhook_buffer_mb: 64,
         webhook_body_timeout_secs: 10,
         redelivery_interval_secs: 0,
@@ -135,7 +136,7 @@ impl Harness {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = config(&github, data_dir.path(), Some(WEBHOOK_SECRET));
         adjust(&mut config);
-        let service = Service::new(&config, pool.clone()).unwrap();
+        let service = Service::new(&config, pool.clone()).await.unwrap();
         let jobs = service.spawn_background(CancellationToken::new());
         Harness {
             github,
@@ -152,7 +153,7 @@ impl Harness {
         self._jobs.abort_all();
         while self._jobs.join_next().await.is_some() {}
         let config = config(&self.github, self.data_dir.path(), Some(WEBHOOK_SECRET));
-        let service = Service::new(&config, self.pool.clone()).unwrap();
+        let service = Service::new(&config, self.pool.clone()).await.unwrap();
         self._jobs = service.spawn_background(CancellationToken::new());
         self.router = service.router();
     }

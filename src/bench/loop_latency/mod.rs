@@ -174,7 +174,7 @@ async fn measure(
     // As `conveyor serve` sizes it, and a few for the bench's own queries.
     let pool = db::connect(&config.database_url, u32::from(config.workers) * 2 + 12).await?;
     db::migrate(&pool).await?;
-    let service = Service::new(&config, pool.clone())?;
+    let service = Service::new(&config, pool.clone()).await?;
     let shutdown = CancellationToken::new();
     let _stop_on_return = shutdown.clone().drop_guard();
     let mut background = service.spawn_background(shutdown.clone());

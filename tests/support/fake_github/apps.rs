@@ -181,7 +181,7 @@ impl FakeGitHub {
 // POST /app/installations/{id}/access_tokens
 // ---------------------------------------------------------------------------
 
-fn verify_jwt(jwt: &str) -> Result<(), &'static str> {
+fn verify_jwt(shared: &Shared, jwt: &str) -> Result<(), &'static str> {
     const UNDECODABLE: &str = "A JSON web token could not be decoded";
     let key = jsonwebtoken::DecodingKey::from_rsa_pem(PUBLIC_KEY_PEM.as_bytes())
         .expect("fake GitHub public key");
@@ -214,10 +214,11 @@ fn verify_jwt(jwt: &str) -> Result<(), &'static str> {
         return Err("'Expiration time' claim ('exp') is too far in the future");
     }
     let iss_ok = match claims.get("iss") {
-        Some(Value::Number(n)) => n.as_u64() == Some(APP_ID),
-        Some(Value::String(s)) => s.trim() == APP_ID.to_string(),
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
         _ => return Err("'Issuer' claim ('iss') must be an Integer"),
-    };
+    }
+    .is_some_and(|id| id == APP_ID || lock(shared).manifests.knows_app(id));
     if !iss_ok {
         return Err(UNDECODABLE);
     }
@@ -225,7 +226,7 @@ fn verify_jwt(jwt: &str) -> Result<(), &'static str> {
 }
 
 /// Checks `Authorization: Bearer <App JWT>`; the error is GitHub's 401.
-pub(super) fn require_app_jwt(auth: Option<&str>) -> Result<(), Response> {
+pub(super) fn require_app_jwt(shared: &Shared, auth: Option<&str>) -> Result<(), Response> {
     let undecodable = || {
         gh_error(
             StatusCode::UNAUTHORIZED,
@@ -236,7 +237,7 @@ pub(super) fn require_app_jwt(auth: Option<&str>) -> Result<(), Response> {
         Some((scheme, jwt)) if scheme == "bearer" => jwt,
         _ => return Err(undecodable()),
     };
-    verify_jwt(jwt).map_err(|msg| gh_error(StatusCode::UNAUTHORIZED, msg))
+    verify_jwt(shared, jwt).map_err(|msg| gh_error(StatusCode::UNAUTHORIZED, msg))
 }
 
 /// What `POST /app/installations/{id}/access_tokens` asked for, validated
@@ -336,7 +337,7 @@ pub(super) fn create_access_token(
     id: &str,
     body: &Bytes,
 ) -> Response {
-    if let Err(resp) = require_app_jwt(auth) {
+    if let Err(resp) = require_app_jwt(shared, auth) {
         return resp;
     }
     let Some(installation_id) = id.parse::<i64>().ok() else {

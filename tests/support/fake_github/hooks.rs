@@ -171,7 +171,7 @@ fn delivery_json(d: &DeliveryRec) -> Value {
 /// The cursor is `v1_<id>` of the last delivery of the previous page, so
 /// deliveries made while paging do not shift later pages.
 pub(super) fn list_deliveries(shared: &Shared, parts: &Parts, auth: Option<&str>) -> Response {
-    if let Err(resp) = require_app_jwt(auth) {
+    if let Err(resp) = require_app_jwt(shared, auth) {
         return resp;
     }
     let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
@@ -230,7 +230,7 @@ pub(super) fn list_deliveries(shared: &Shared, parts: &Parts, auth: Option<&str>
 
 /// `POST /app/hook/deliveries/{delivery_id}/attempts`.
 pub(super) fn redeliver(shared: &Shared, auth: Option<&str>, id: &str) -> Response {
-    if let Err(resp) = require_app_jwt(auth) {
+    if let Err(resp) = require_app_jwt(shared, auth) {
         return resp;
     }
     let Some(id) = parse_num(id).and_then(|n| i64::try_from(n).ok()) else {

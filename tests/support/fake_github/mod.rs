@@ -21,6 +21,7 @@ mod faults;
 mod git;
 mod hooks;
 mod issues;
+mod manifests;
 mod pulls;
 mod repos;
 mod routes;
@@ -48,6 +49,7 @@ pub use self::{
     faults::{Hold, Injected, Outage},
     hooks::HookDelivery,
     issues::Comment,
+    manifests::CreatedApp,
     pulls::PullRequest,
     wire::account_id,
 };
@@ -110,6 +112,7 @@ struct Inner {
     deliveries: Vec<DeliveryRec>,
     next_delivery_id: i64,
     redelivery_requests: Vec<i64>,
+    manifests: manifests::Manifests,
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
@@ -171,6 +174,7 @@ impl FakeGitHub {
             deliveries: Vec::new(),
             next_delivery_id: FIRST_DELIVERY_ID,
             redelivery_requests: Vec::new(),
+            manifests: Default::default(),
         }));
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let server = tokio::spawn(async move {
@@ -346,6 +350,15 @@ async fn api(shared: &Shared, parts: &Parts, segs: &[&str], body: Bytes) -> Resp
         }
         ["app", "hook", "deliveries", id, "attempts"] if parts.method == Method::POST => {
             redeliver(shared, auth, id)
+        }
+        ["settings", "apps", "new"] if parts.method == Method::POST => {
+            manifests::new_app_from_form(shared, parts, None, &body)
+        }
+        ["organizations", org, "settings", "apps", "new"] if parts.method == Method::POST => {
+            manifests::new_app_from_form(shared, parts, Some(org), &body)
+        }
+        ["app-manifests", code, "conversions"] if parts.method == Method::POST => {
+            manifests::convert(shared, code)
         }
         ["repos", owner, repo, rest @ ..] => {
             repos_api(shared, parts, auth, owner, repo, rest, body).await

@@ -1,0 +1,3 @@
+//! What the server-rendered pages share.
+
+pub mod layout;
