@@ -104,6 +104,7 @@ pub fn event_type(kind: &str, detail: &Value) -> &'static str {
         },
         "answer" => "run.answered",
         "cancel_requested" => "task.cancel_requested",
+        "force_run" => "task.force_run",
         "pull_request_merged" => "task.pull_request_merged",
         "pull_request_closed" => "task.pull_request_closed",
         "quick_run.started" => "quick_run.started",

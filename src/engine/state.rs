@@ -160,6 +160,8 @@ impl TaskState {
                 | (Held, Queued)
                 | (Held, Cancelled)
                 | (Queued, Held)
+                // A parent completes when its children are done: it never runs itself.
+                | (Held, Succeeded)
                 // The board's re-entries: reopened, unblocked, restored to the backlog.
                 | (Succeeded, Queued)
                 | (Succeeded, Held)
@@ -230,7 +232,7 @@ mod tests {
     fn a_held_task_waits_outside_the_queue() {
         let after_held: Vec<TaskState> =
             ALL.into_iter().filter(|to| Held.can_become(*to)).collect();
-        assert_eq!(after_held, vec![Queued, Cancelled]);
+        assert_eq!(after_held, vec![Queued, Succeeded, Cancelled]);
         let into_held: Vec<TaskState> = Held.sources();
         assert_eq!(into_held, vec![Queued, Succeeded, Failed, Cancelled]);
         assert!(!Held.is_final());
@@ -240,7 +242,11 @@ mod tests {
     fn only_a_claim_starts_a_task_and_only_a_running_task_finishes() {
         for from in ALL {
             assert_eq!(from.can_become(Running), from == Queued, "{from:?}");
-            assert_eq!(from.can_become(Succeeded), from == Running, "{from:?}");
+            assert_eq!(
+                from.can_become(Succeeded),
+                matches!(from, Running | Held),
+                "{from:?}: a run's worker finishes a task, its children a parent"
+            );
             assert_eq!(
                 from.can_become(Cancelled),
                 !from.is_final(),
