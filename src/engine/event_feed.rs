@@ -93,7 +93,8 @@ pub fn event_type(kind: &str, detail: &Value) -> &'static str {
             Some("running") => "run.resumed",
             Some("awaiting_approval") => "run.awaiting_approval",
             Some("awaiting_input") => "run.awaiting_input",
-            Some("succeeded") => "run.completed",
+            // `succeeded` is what runs recorded before the state was renamed.
+            Some("completed" | "succeeded") => "run.completed",
             Some("failed") => "run.failed",
             Some("cancelled") => "run.cancelled",
             _ => "run.interrupted",

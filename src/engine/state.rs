@@ -30,7 +30,7 @@ pub enum TaskState {
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Running,
-    Succeeded,
+    Completed,
     Failed,
     /// Stopped because its task was cancelled.
     Cancelled,
@@ -49,7 +49,7 @@ impl RunState {
         Self::Running,
         Self::AwaitingApproval,
         Self::AwaitingInput,
-        Self::Succeeded,
+        Self::Completed,
         Self::Failed,
         Self::Cancelled,
         Self::Interrupted,
@@ -59,7 +59,7 @@ impl RunState {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
-            Self::Succeeded => "succeeded",
+            Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
             Self::Interrupted => "interrupted",
@@ -69,12 +69,13 @@ impl RunState {
     }
 
     /// The states a run may go to: a parked run resumes, or ends with its task; an ended
-    /// run never changes (a retry is a new run).
+    /// run never changes (a retry is a new run). Postgres holds the same table
+    /// (`run_transitions`) and refuses any other change to a run, whichever statement makes it.
     pub fn next(self) -> &'static [RunState] {
         use RunState::*;
         match self {
             Running => &[
-                Succeeded,
+                Completed,
                 Failed,
                 Cancelled,
                 Interrupted,
@@ -82,7 +83,7 @@ impl RunState {
                 AwaitingInput,
             ],
             AwaitingApproval | AwaitingInput => &[Running, Failed, Cancelled],
-            Succeeded | Failed | Cancelled | Interrupted => &[],
+            Completed | Failed | Cancelled | Interrupted => &[],
         }
     }
 }

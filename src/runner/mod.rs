@@ -453,7 +453,7 @@ impl TaskRunner {
         let (run_state, task_state) = match outcome {
             Outcome::Failed(_) => (RunState::Failed, TaskState::Failed),
             Outcome::Cancelled { .. } => (RunState::Cancelled, TaskState::Cancelled),
-            _ => (RunState::Succeeded, TaskState::Succeeded),
+            _ => (RunState::Completed, TaskState::Succeeded),
         };
         let mut tx = self.pool.begin().await?;
         if !runs::finish(&mut *tx, run_id, run_state, outcome).await? {
