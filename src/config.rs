@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::engine::board::Rules;
 use crate::logging::LogFormat;
 use crate::pipeline::sandbox::{Sandbox, SandboxMode};
 
@@ -165,6 +166,18 @@ pub struct Config {
     #[arg(long, env = "CONVEYOR_TASK_RETENTION_DAYS", value_name = "CONVEYOR_TASK_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub task_retention_days: u32,
 
+    /// `true`: a successful run moves its task straight to done instead of in review, and
+    /// the board's table allows `in_progress → done`.
+    #[arg(
+        long,
+        env = "FEATURE_PRD_AUTO_APPROVE_REVIEW",
+        value_name = "FEATURE_PRD_AUTO_APPROVE_REVIEW",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        global = true
+    )]
+    pub feature_prd_auto_approve_review: bool,
+
     #[command(flatten)]
     pub github: GitHubConfig,
 }
@@ -258,6 +271,13 @@ impl Config {
         non_empty(self.api_token.as_ref())
     }
 
+    /// What the settings change in the board's transition table.
+    pub fn board_rules(&self) -> Rules {
+        Rules {
+            auto_approve_review: self.feature_prd_auto_approve_review,
+        }
+    }
+
     /// `CONVEYOR_SECRET_KEY`, unless unset or empty.
     pub fn secret_key(&self) -> Option<&SecretString> {
         non_empty(self.secret_key.as_ref())
@@ -282,4 +302,41 @@ impl GitHubConfig {
 /// not turn into a secret that anyone matches by sending nothing.
 fn non_empty(secret: Option<&SecretString>) -> Option<&SecretString> {
     secret.filter(|secret| !secret.expose_secret().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::Config;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn auto_approve_is_the_feature_variable_and_changes_the_board_rules() {
+        let command = Cli::command();
+        let arg = command
+            .get_arguments()
+            .find(|arg| arg.get_id() == "feature_prd_auto_approve_review")
+            .expect("the setting");
+        assert_eq!(
+            arg.get_env(),
+            Some(OsStr::new("FEATURE_PRD_AUTO_APPROVE_REVIEW"))
+        );
+        for (value, on) in [("true", true), ("false", false)] {
+            let cli = Cli::try_parse_from(["conveyor", "--feature-prd-auto-approve-review", value])
+                .unwrap();
+            assert_eq!(cli.config.board_rules().auto_approve_review, on, "{value}");
+        }
+        assert!(
+            Cli::try_parse_from(["conveyor", "--feature-prd-auto-approve-review", "maybe"])
+                .is_err()
+        );
+    }
 }

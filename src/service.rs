@@ -61,6 +61,7 @@ impl Service {
             mirrors: Mirrors::open(&config.data_dir, config.mirror_budget_bytes()),
             sandbox: config.sandbox(),
             git_url: config.github.git_url.clone(),
+            board_rules: config.board_rules(),
         });
         if config.api_token().is_none() {
             tracing::warn!("CONVEYOR_API_TOKEN is not set: the operator API /api/v2 is off");
@@ -80,6 +81,7 @@ impl Service {
             deliveries_added,
             github_web_url: config.github.git_url.as_str().into(),
             event_wakeups: event_feed::Wakeups::default(),
+            board_rules: config.board_rules(),
             github: github.clone(),
         };
         Ok(Self {

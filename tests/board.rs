@@ -5,7 +5,7 @@
 mod support;
 
 use axum::http::StatusCode;
-use conveyor::engine::board::BoardState;
+use conveyor::engine::board::{BoardState, Rules};
 use conveyor::engine::runs;
 use conveyor::engine::tasks;
 use conveyor::engine::{RunState, TaskState};
@@ -239,7 +239,10 @@ async fn every_invalid_transition_is_refused_with_the_allowed_ones_and_changes_n
     for from in BoardState::ALL {
         let task = task_at(&harness, from).await;
         let before = shown(&harness, task).await;
-        for to in BoardState::ALL.into_iter().filter(|to| !from.allows(*to)) {
+        for to in BoardState::ALL
+            .into_iter()
+            .filter(|to| !from.allows(*to, Rules::default()))
+        {
             let (status, reply) = move_to(&harness, task, to.as_str()).await;
             assert_eq!(status, StatusCode::CONFLICT, "{from:?} -> {to:?}: {reply}");
             assert_eq!(
@@ -249,7 +252,7 @@ async fn every_invalid_transition_is_refused_with_the_allowed_ones_and_changes_n
                     "message": reply["message"],
                     "from": from.as_str(),
                     "to": to.as_str(),
-                    "allowed": from.next().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                    "allowed": from.next(Rules::default()).iter().map(|s| s.as_str()).collect::<Vec<_>>(),
                 }),
             );
         }
@@ -280,7 +283,7 @@ async fn moves_the_table_allows_but_the_guards_refuse(pool: PgPool) {
         (StatusCode::CONFLICT, Some("claim_only"))
     );
     let running = task_at(&harness, BoardState::InProgress).await;
-    for to in ["ready", "blocked", "in_review", "done"] {
+    for to in ["ready", "blocked", "in_review"] {
         let (status, reply) = move_to(&harness, running, to).await;
         assert_eq!(
             (status, reply["code"].as_str()),
@@ -477,7 +480,11 @@ async fn the_state_machine_answers_both_tables(pool: PgPool) {
         .await;
     assert_eq!(status, StatusCode::OK);
     for from in BoardState::ALL {
-        let next: Vec<&str> = from.next().iter().map(|s| s.as_str()).collect();
+        let next: Vec<&str> = from
+            .next(Rules::default())
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
         assert_eq!(tables["task"][from.as_str()], json!(next), "{from:?}");
     }
     assert_eq!(tables["task"].as_object().unwrap().len(), 7);

@@ -312,7 +312,7 @@ async fn a_failed_step_is_retried_by_the_pipelines_policy_in_one_comment(pool: s
         states,
         [
             conveyor::engine::RunState::Failed,
-            conveyor::engine::RunState::Succeeded
+            conveyor::engine::RunState::Completed
         ]
     );
     let comment = support::wait_until("the final comment", || async {

@@ -698,3 +698,68 @@ async fn a_failed_run_keeps_what_its_work_tree_held(pool: sqlx::PgPool) {
     assert_eq!(run["diff"]["truncated"], false);
     assert_eq!(failure_of(&run), ("step_failed", Some("half"), None));
 }
+
+/// The run table Postgres enforces is the one `RunState::next` gives, pair for pair.
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn postgres_enforces_the_run_table_the_engine_has(pool: sqlx::PgPool) {
+    use conveyor::engine::RunState;
+    let stored: Vec<(RunState, RunState)> = sqlx::query_as(
+        "SELECT from_state, to_state FROM run_transitions ORDER BY from_state, to_state",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut table: Vec<(RunState, RunState)> = RunState::ALL
+        .into_iter()
+        .flat_map(|from| from.next().iter().map(move |to| (from, *to)))
+        .collect();
+    let order = |state: &RunState| RunState::ALL.iter().position(|s| s == state);
+    let mut stored_sorted = stored.clone();
+    stored_sorted.sort_by_key(|(from, to)| (order(from), order(to)));
+    table.sort_by_key(|(from, to)| (order(from), order(to)));
+    assert_eq!(stored_sorted, table);
+}
+
+/// Whatever statement tries it, a change the table does not allow is refused and the run
+/// keeps its state; an allowed one is recorded with the step it stopped at.
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn an_invalid_run_transition_is_refused_and_changes_nothing(pool: sqlx::PgPool) {
+    let task = support::feed::a_task(&pool).await;
+    let run: i64 = sqlx::query_scalar(
+        "INSERT INTO runs (task_id, attempt, pipeline) VALUES ($1, 1, 'default') RETURNING id",
+    )
+    .bind(task)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE runs SET state = 'completed' WHERE id = $1")
+        .bind(run)
+        .execute(&pool)
+        .await
+        .unwrap();
+    for to in ["running", "failed", "awaiting_approval"] {
+        let err = sqlx::query("UPDATE runs SET state = $2::run_state WHERE id = $1")
+            .bind(run)
+            .bind(to)
+            .execute(&pool)
+            .await
+            .expect_err(to);
+        let err = err.as_database_error().expect("a database error");
+        assert_eq!(err.code().as_deref(), Some("23514"), "{err}");
+        assert!(
+            err.message()
+                .contains(&format!("invalid run transition from completed to {to}")),
+            "{err}"
+        );
+    }
+    let (state, events): (String, i64) = sqlx::query_as(
+        "SELECT r.state::text, (SELECT count(*) FROM task_events e WHERE e.run_id = r.id AND e.kind = 'run')
+         FROM runs r WHERE r.id = $1",
+    )
+    .bind(run)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(state, "completed");
+    assert_eq!(events, 2, "the start and the completion, nothing refused");
+}

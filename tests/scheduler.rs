@@ -1109,7 +1109,7 @@ async fn a_run_taken_from_its_worker_cannot_be_finished_afterwards(pool: PgPool)
 
     let outcome = Outcome::NoChanges;
     assert!(
-        !runs::finish(&pool, lost.id, RunState::Succeeded, &outcome)
+        !runs::finish(&pool, lost.id, RunState::Completed, &outcome)
             .await
             .unwrap(),
         "the late result is refused"
@@ -1120,7 +1120,7 @@ async fn a_run_taken_from_its_worker_cannot_be_finished_afterwards(pool: PgPool)
         .unwrap();
     let current = runs::start(&mut conn, task_id, "default").await.unwrap();
     assert!(
-        runs::finish(&pool, current.id, RunState::Succeeded, &outcome)
+        runs::finish(&pool, current.id, RunState::Completed, &outcome)
             .await
             .unwrap()
     );
@@ -1130,7 +1130,7 @@ async fn a_run_taken_from_its_worker_cannot_be_finished_afterwards(pool: PgPool)
         .into_iter()
         .map(|run| run.state)
         .collect();
-    assert_eq!(states, [RunState::Interrupted, RunState::Succeeded]);
+    assert_eq!(states, [RunState::Interrupted, RunState::Completed]);
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]

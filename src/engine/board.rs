@@ -18,7 +18,7 @@ use sqlx::PgConnection;
 
 use super::state::TaskState;
 use super::tasks::{self, Cancel, EngineError};
-use super::{blockers, events};
+use super::{blockers, events, parents};
 
 #[derive(
     Debug,
@@ -68,13 +68,15 @@ impl BoardState {
         Self::ALL.into_iter().find(|state| state.as_str() == name)
     }
 
-    /// The transition table. `in_progress → done` is the run's own move when it leaves
-    /// nothing to review; a person's move there is refused while a run holds the task.
-    pub fn next(self) -> &'static [BoardState] {
+    /// The transition table in force under `rules`. `in_progress → done` is in it only when
+    /// reviews are approved automatically; even then a person's move there is refused while
+    /// a run holds the task.
+    pub fn next(self, rules: Rules) -> &'static [BoardState] {
         match self {
             Backlog => &[Ready, Cancelled],
             Ready => &[InProgress, Blocked, Backlog, Cancelled],
-            InProgress => &[InReview, Blocked, Ready, Cancelled, Done],
+            InProgress if rules.auto_approve_review => &[InReview, Blocked, Ready, Cancelled, Done],
+            InProgress => &[InReview, Blocked, Ready, Cancelled],
             InReview => &[Done, InProgress, Blocked],
             Blocked => &[Ready, Backlog, Cancelled],
             Done => &[Ready],
@@ -82,8 +84,8 @@ impl BoardState {
         }
     }
 
-    pub fn allows(self, to: BoardState) -> bool {
-        self.next().contains(&to)
+    pub fn allows(self, to: BoardState, rules: Rules) -> bool {
+        self.next(rules).contains(&to)
     }
 
     /// A blocker in this state no longer holds its dependents back.
@@ -92,8 +94,18 @@ impl BoardState {
     }
 }
 
+/// What the deployment's settings change in the table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// `FEATURE_PRD_AUTO_APPROVE_REVIEW`: a successful run's task goes straight to done, its
+    /// pull request (if any) needing no review on the board.
+    pub auto_approve_review: bool,
+}
+
 /// Where the scheduler's change of a task's queue state to `queue` leaves a task that was at
-/// `board`; `reviewable` says whether the task has a pull request open for review.
+/// `board`; `reviewable` says whether the task has a pull request open for review. A
+/// successful run that leaves nothing to review completes its task whatever the rules: the
+/// one move the scheduler makes that a person's table may lack (`in_progress → done`).
 pub fn follows_queue(queue: TaskState, board: BoardState, reviewable: bool) -> BoardState {
     match queue {
         TaskState::Running
@@ -158,6 +170,10 @@ pub enum MoveError {
     BlockedBy { task: i64, blockers: Vec<i64> },
     #[error("the issue already has a live task ({0}): cancel it first")]
     LiveTwin(i64),
+    #[error("task {0} is a parent: its children run, it does not")]
+    Parent(i64),
+    #[error("a {} task is not run again by force: reopen or restore it first", .0.as_str())]
+    NotForceable(BoardState),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -189,33 +205,41 @@ struct Current {
     issue_number: Option<i64>,
     repo_owner: String,
     repo_name: String,
+    is_parent: bool,
+}
+
+/// Locks task `task_id` and reads what a move needs.
+async fn current(conn: &mut PgConnection, task_id: i64) -> Result<Current, MoveError> {
+    let current: Option<Current> = sqlx::query_as(
+        "SELECT state, board_state, issue_number, repo_owner, repo_name,
+                EXISTS (SELECT 1 FROM tasks c WHERE c.parent_id = tasks.id) AS is_parent
+         FROM tasks WHERE id = $1 FOR UPDATE",
+    )
+    .bind(task_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    current.ok_or(MoveError::NotFound(task_id))
 }
 
 /// Moves task `task_id` to `to` at a person's request (`by`), with `reason` kept for a move
-/// to `blocked` or out of it. Call inside a transaction: the task row is locked first.
-/// Returns the state the task now shows.
+/// to `blocked` or out of it, under the table `rules` put in force. Call inside a
+/// transaction: the task row is locked first. Returns the state the task now shows.
 pub async fn move_task(
     conn: &mut PgConnection,
     task_id: i64,
     to: BoardState,
     reason: Option<&str>,
     by: &str,
+    rules: Rules,
 ) -> Result<BoardState, MoveError> {
-    let current: Option<Current> = sqlx::query_as(
-        "SELECT state, board_state, issue_number, repo_owner, repo_name
-         FROM tasks WHERE id = $1 FOR UPDATE",
-    )
-    .bind(task_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let current = current.ok_or(MoveError::NotFound(task_id))?;
+    let current = current(conn, task_id).await?;
     let blockers = blockers::unresolved(conn, task_id).await?;
     let from = shown(current.board_state, !blockers.is_empty());
-    if !from.allows(to) {
+    if !from.allows(to, rules) {
         return Err(MoveError::InvalidTransition {
             from,
             to,
-            allowed: from.next().to_vec(),
+            allowed: from.next(rules).to_vec(),
         });
     }
     if to == InProgress {
@@ -234,9 +258,11 @@ pub async fn move_task(
         "board_from": from, "board_to": to, "by": by, "reason": reason,
     });
     // The queue state the move needs: into the queue for ready, out of it for the backlog
-    // or blocked (a task in review keeps its finished run).
+    // or blocked (a task in review keeps its finished run). A parent is never in the queue:
+    // its children are.
     let queue = current.state;
     let queue_to = match to {
+        Ready if current.is_parent => (queue != TaskState::Held).then_some(TaskState::Held),
         Ready if queue != TaskState::Queued => Some(TaskState::Queued),
         Backlog if queue != TaskState::Held => Some(TaskState::Held),
         Blocked if queue != TaskState::Held && !queue.is_final() => Some(TaskState::Held),
@@ -262,7 +288,51 @@ pub async fn move_task(
     .execute(&mut *conn)
     .await?;
     events::record(&mut *conn, task_id, None, "board", detail).await?;
+    parents::settle_parents_of(conn, &[task_id]).await?;
     Ok(to)
+}
+
+/// Puts task `task_id` into the queue at `by`'s explicit request although it is blocked
+/// (by hand, by a failure, or by unresolved blockers, which the claim then passes over),
+/// with `reason` in the audit trail. Refused for a done or cancelled task, one in progress
+/// or in review, and a parent. Call inside a transaction.
+pub async fn force_run(
+    conn: &mut PgConnection,
+    task_id: i64,
+    reason: &str,
+    by: &str,
+) -> Result<(), MoveError> {
+    let current = current(conn, task_id).await?;
+    let blockers = blockers::unresolved(conn, task_id).await?;
+    let from = shown(current.board_state, !blockers.is_empty());
+    match from {
+        Done | Cancelled | InReview => return Err(MoveError::NotForceable(from)),
+        InProgress => return Err(MoveError::RunInProgress),
+        Backlog | Ready | Blocked => {}
+    }
+    if current.is_parent {
+        return Err(MoveError::Parent(task_id));
+    }
+    let detail = json!({
+        "board_from": from, "board_to": Ready, "by": by, "reason": reason, "forced": true,
+        "unresolved_blockers": blockers,
+    });
+    if current.state != TaskState::Queued {
+        enter_queue(conn, task_id, &current).await?;
+        tasks::set_state_and_board(conn, task_id, TaskState::Queued, Ready, detail.clone()).await?;
+    }
+    sqlx::query(
+        "UPDATE tasks SET board_state = 'ready', board_reason = $2, forced = true,
+                          updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(task_id)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?;
+    events::record(&mut *conn, task_id, None, "force_run", detail).await?;
+    tasks::wake_workers(&mut *conn).await?;
+    Ok(())
 }
 
 /// Readies a task that left the queue (finished, held or cancelled) for a new round of
@@ -288,8 +358,10 @@ async fn enter_queue(
             return Err(MoveError::LiveTwin(twin));
         }
     }
+    // A new round waits for its blockers again unless it is forced anew.
     sqlx::query(
-        "UPDATE tasks SET attempts = 0, cancel_requested = false, cancelled_by = NULL
+        "UPDATE tasks SET attempts = 0, cancel_requested = false, cancelled_by = NULL,
+                          forced = false
          WHERE id = $1",
     )
     .bind(task_id)
@@ -323,6 +395,7 @@ pub async fn pull_request_merged(
     if !moved.is_empty() {
         // Their dependents may be claimed now.
         tasks::wake_workers(&mut *conn).await?;
+        parents::settle_parents_of(conn, &moved).await?;
     }
     Ok(moved)
 }
@@ -331,7 +404,7 @@ pub async fn pull_request_merged(
 mod tests {
     use super::*;
 
-    /// Seed 001 §4, written out as pairs.
+    /// Seed 001 §4, written out as pairs; `in_progress → done` only with auto-approve.
     const SEED: &[(BoardState, BoardState)] = &[
         (Backlog, Ready),
         (Backlog, Cancelled),
@@ -354,14 +427,23 @@ mod tests {
         (Cancelled, Backlog),
     ];
 
+    const AUTO_APPROVE: Rules = Rules {
+        auto_approve_review: true,
+    };
+
     #[test]
     fn the_table_is_seed_001s_and_nothing_more() {
         for from in BoardState::ALL {
             for to in BoardState::ALL {
                 assert_eq!(
-                    from.allows(to),
+                    from.allows(to, AUTO_APPROVE),
                     SEED.contains(&(from, to)),
                     "{from:?} -> {to:?}"
+                );
+                assert_eq!(
+                    from.allows(to, Rules::default()),
+                    SEED.contains(&(from, to)) && (from, to) != (InProgress, Done),
+                    "{from:?} -> {to:?} without auto-approve"
                 );
             }
         }
@@ -394,13 +476,26 @@ mod tests {
     #[test]
     fn the_scheduler_only_makes_moves_the_table_allows() {
         for from in TaskState::ALL {
-            for to in TaskState::ALL.into_iter().filter(|to| from.can_become(*to)) {
+            // A parent's completion follows its children (`engine::parents`), not a run.
+            let parent_done = |to: TaskState| from == TaskState::Held && to == TaskState::Succeeded;
+            for to in TaskState::ALL
+                .into_iter()
+                .filter(|to| from.can_become(*to) && !parent_done(*to))
+            {
                 for &board in beside(from) {
                     for reviewable in [false, true] {
                         let after = follows_queue(to, board, reviewable);
                         assert!(
-                            after == board || board.allows(after),
+                            after == board || board.allows(after, AUTO_APPROVE),
                             "{from:?} -> {to:?} moves {board:?} to {after:?}"
+                        );
+                        let nothing_to_review =
+                            to == TaskState::Succeeded && !reviewable && after == Done;
+                        assert!(
+                            after == board
+                                || board.allows(after, Rules::default())
+                                || nothing_to_review,
+                            "{from:?} -> {to:?} moves {board:?} to {after:?} without auto-approve"
                         );
                     }
                 }

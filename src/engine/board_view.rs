@@ -9,6 +9,7 @@ use sqlx::PgExecutor;
 use super::TaskState;
 use super::blockers::{UNFINISHED_BLOCKERS, UNRESOLVED};
 use super::board::{self, BoardState};
+use super::parents::FailurePolicy;
 use super::quick_runs;
 
 /// A task as the board and the API show it.
@@ -41,6 +42,10 @@ pub struct BoardTask {
     pub pipeline: String,
     pub parent_id: Option<i64>,
     pub children: Vec<i64>,
+    /// For a parent: how many of its children run at once (no limit when null).
+    pub max_parallelism: Option<i32>,
+    /// For a parent: what a failed child does to the rest.
+    pub failure_policy: FailurePolicy,
     pub blocked_by: Vec<i64>,
     pub blocks: Vec<i64>,
     pub runs: Vec<i64>,
@@ -111,7 +116,7 @@ fn select() -> String {
         "SELECT t.id, t.repo_owner, t.repo_name, t.title, t.body, t.board_state,
                 t.state AS queue_state, t.task_type, t.priority, t.source, t.labels, t.assignee,
                 t.acceptance_criteria, t.context_files, t.pipeline, t.parent_id,
-                t.issue_number, t.requested_by, t.board_reason, t.attempts, t.created_at,
+                t.max_parallelism, t.failure_policy, t.issue_number, t.requested_by, t.board_reason, t.attempts, t.created_at,
                 t.updated_at,
                 ARRAY(SELECT c.id FROM tasks c WHERE c.parent_id = t.id ORDER BY c.id)
                     AS children,

@@ -93,7 +93,8 @@ pub fn event_type(kind: &str, detail: &Value) -> &'static str {
             Some("running") => "run.resumed",
             Some("awaiting_approval") => "run.awaiting_approval",
             Some("awaiting_input") => "run.awaiting_input",
-            Some("succeeded") => "run.completed",
+            // `succeeded` is what runs recorded before the state was renamed.
+            Some("completed" | "succeeded") => "run.completed",
             Some("failed") => "run.failed",
             Some("cancelled") => "run.cancelled",
             _ => "run.interrupted",
@@ -104,6 +105,7 @@ pub fn event_type(kind: &str, detail: &Value) -> &'static str {
         },
         "answer" => "run.answered",
         "cancel_requested" => "task.cancel_requested",
+        "force_run" => "task.force_run",
         "pull_request_merged" => "task.pull_request_merged",
         "pull_request_closed" => "task.pull_request_closed",
         "quick_run.started" => "quick_run.started",

@@ -1,5 +1,6 @@
 //! The audit trail of tasks.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgExecutor;
 
@@ -25,11 +26,14 @@ pub struct TaskEvent {
     pub kind: String,
     pub run_id: Option<i64>,
     pub detail: Value,
+    pub at: DateTime<Utc>,
 }
 
 pub async fn for_task(db: impl PgExecutor<'_>, task_id: i64) -> sqlx::Result<Vec<TaskEvent>> {
-    sqlx::query_as("SELECT kind, run_id, detail FROM task_events WHERE task_id = $1 ORDER BY id")
-        .bind(task_id)
-        .fetch_all(db)
-        .await
+    sqlx::query_as(
+        "SELECT kind, run_id, detail, at FROM task_events WHERE task_id = $1 ORDER BY id",
+    )
+    .bind(task_id)
+    .fetch_all(db)
+    .await
 }

@@ -1,7 +1,7 @@
 //! PRD import, the database half: a [`Plan`] becomes tasks, their dependencies and the
 //! [`ImportJob`] that remembers which key became which task.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -10,6 +10,7 @@ use sqlx::{PgConnection, PgExecutor};
 
 use super::blockers::{self, BlockerError};
 use super::board::BoardState;
+use super::parents::FailurePolicy;
 use super::prd::{Granularity, Plan};
 use super::tasks::{self, BoardFields, NewTask};
 
@@ -41,15 +42,18 @@ pub struct Commit<'a> {
     pub auto_ready: bool,
     /// Who imported it, for the job.
     pub by: &'a str,
+    /// How many children of each parent run at once: the plan's `max_parallelism_hint`.
+    pub max_parallelism: Option<i32>,
+    /// What a failed child does to its siblings, for each parent.
+    pub failure_policy: FailurePolicy,
 }
 
 /// Creates every task of `plan`, its dependency edges and the import job. Call inside a
 /// transaction: a refused edge leaves half an import otherwise.
 ///
-/// A parent (granularity `subtask`) waits for its children as well as for its own blockers,
-/// so that what waits for the parent waits for all of them, as the plan's waves say. Once
-/// they are done it is claimed and runs its pipeline like any task: the engine has no task
-/// that is done by its children alone.
+/// A parent (granularity `subtask`) runs nothing itself (see `engine::parents`): it is done
+/// when its children are, so what waits for it waits for all of them, as the plan's waves
+/// say. It also waits for its children as blockers, so the board shows what it waits for.
 pub async fn commit(
     conn: &mut PgConnection,
     plan: &Plan,
@@ -62,9 +66,15 @@ pub async fn commit(
     };
     let mut ids: BTreeMap<String, i64> = BTreeMap::new();
     let mut task_ids = Vec::with_capacity(plan.tasks.len());
+    let parents: BTreeSet<&str> = plan
+        .tasks
+        .iter()
+        .filter_map(|planned| planned.parent.as_deref())
+        .collect();
     // The plan lists a parent before its children.
     for planned in &plan.tasks {
         let parent_id = planned.parent.as_ref().map(|key| ids[key]);
+        let is_parent = parents.contains(planned.key.as_str());
         let task = NewTask {
             title: planned.title.clone(),
             body: planned.description.clone().unwrap_or_default(),
@@ -74,6 +84,8 @@ pub async fn commit(
                 acceptance_criteria: planned.acceptance_criteria.clone(),
                 context_files: planned.context_files.clone(),
                 parent_id,
+                max_parallelism: how.max_parallelism.filter(|_| is_parent),
+                failure_policy: how.failure_policy,
                 ..BoardFields::default()
             },
             ..how.base.clone()

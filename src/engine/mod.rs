@@ -14,6 +14,7 @@ pub mod forge;
 pub mod idempotency;
 pub mod imports;
 pub mod logs;
+pub mod parents;
 pub mod prd;
 pub mod quick_runs;
 pub mod repositories;

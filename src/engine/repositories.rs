@@ -249,6 +249,14 @@ pub async fn status(
     })
 }
 
+/// Every repository the scheduler knows (it has had a task or settings), as `(owner, name)`
+/// in name order.
+pub async fn names(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, String)>> {
+    sqlx::query_as("SELECT owner, name FROM repositories ORDER BY lower(owner), lower(name)")
+        .fetch_all(db)
+        .await
+}
+
 /// A repository the App is installed on, as Conveyor knows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Installed {

@@ -30,7 +30,7 @@ pub enum TaskState {
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Running,
-    Succeeded,
+    Completed,
     Failed,
     /// Stopped because its task was cancelled.
     Cancelled,
@@ -49,7 +49,7 @@ impl RunState {
         Self::Running,
         Self::AwaitingApproval,
         Self::AwaitingInput,
-        Self::Succeeded,
+        Self::Completed,
         Self::Failed,
         Self::Cancelled,
         Self::Interrupted,
@@ -59,7 +59,7 @@ impl RunState {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
-            Self::Succeeded => "succeeded",
+            Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
             Self::Interrupted => "interrupted",
@@ -69,12 +69,13 @@ impl RunState {
     }
 
     /// The states a run may go to: a parked run resumes, or ends with its task; an ended
-    /// run never changes (a retry is a new run).
+    /// run never changes (a retry is a new run). Postgres holds the same table
+    /// (`run_transitions`) and refuses any other change to a run, whichever statement makes it.
     pub fn next(self) -> &'static [RunState] {
         use RunState::*;
         match self {
             Running => &[
-                Succeeded,
+                Completed,
                 Failed,
                 Cancelled,
                 Interrupted,
@@ -82,7 +83,7 @@ impl RunState {
                 AwaitingInput,
             ],
             AwaitingApproval | AwaitingInput => &[Running, Failed, Cancelled],
-            Succeeded | Failed | Cancelled | Interrupted => &[],
+            Completed | Failed | Cancelled | Interrupted => &[],
         }
     }
 }
@@ -160,6 +161,8 @@ impl TaskState {
                 | (Held, Queued)
                 | (Held, Cancelled)
                 | (Queued, Held)
+                // A parent completes when its children are done: it never runs itself.
+                | (Held, Succeeded)
                 // The board's re-entries: reopened, unblocked, restored to the backlog.
                 | (Succeeded, Queued)
                 | (Succeeded, Held)
@@ -230,7 +233,7 @@ mod tests {
     fn a_held_task_waits_outside_the_queue() {
         let after_held: Vec<TaskState> =
             ALL.into_iter().filter(|to| Held.can_become(*to)).collect();
-        assert_eq!(after_held, vec![Queued, Cancelled]);
+        assert_eq!(after_held, vec![Queued, Succeeded, Cancelled]);
         let into_held: Vec<TaskState> = Held.sources();
         assert_eq!(into_held, vec![Queued, Succeeded, Failed, Cancelled]);
         assert!(!Held.is_final());
@@ -240,7 +243,11 @@ mod tests {
     fn only_a_claim_starts_a_task_and_only_a_running_task_finishes() {
         for from in ALL {
             assert_eq!(from.can_become(Running), from == Queued, "{from:?}");
-            assert_eq!(from.can_become(Succeeded), from == Running, "{from:?}");
+            assert_eq!(
+                from.can_become(Succeeded),
+                matches!(from, Running | Held),
+                "{from:?}: a run's worker finishes a task, its children a parent"
+            );
             assert_eq!(
                 from.can_become(Cancelled),
                 !from.is_final(),

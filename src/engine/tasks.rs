@@ -5,6 +5,7 @@ use sqlx::{PgConnection, PgExecutor};
 
 use super::board::{self, BoardState};
 use super::events;
+use super::parents::{self, FailurePolicy};
 use super::state::{TaskState, TransitionError};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,6 +50,10 @@ pub struct BoardFields {
     pub acceptance_criteria: Vec<String>,
     pub context_files: Vec<String>,
     pub parent_id: Option<i64>,
+    /// For a parent: how many of its children may run at once (no limit when `None`).
+    pub max_parallelism: Option<i32>,
+    /// For a parent: what a failed child does to the rest.
+    pub failure_policy: FailurePolicy,
 }
 
 impl Default for BoardFields {
@@ -63,6 +68,8 @@ impl Default for BoardFields {
             acceptance_criteria: Vec::new(),
             context_files: Vec::new(),
             parent_id: None,
+            max_parallelism: None,
+            failure_policy: FailurePolicy::default(),
         }
     }
 }
@@ -159,10 +166,10 @@ pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Opt
                             head_branch, head_sha, retry_of, timeout_minutes, retry_from_run,
                             retry_from_step, state, board_state, source, task_type, priority,
                             labels, assignee, acceptance_criteria, context_files, parent_id,
-                            correlation_id)
+                            correlation_id, max_parallelism, failure_policy)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
                  $18, $19, $20, $21, $22, $23, $24, $25, $26, $27,
-                 COALESCE($28, (SELECT delivery_id FROM deliveries WHERE id = $9)))
+                 COALESCE($28, (SELECT delivery_id FROM deliveries WHERE id = $9)), $29, $30)
          ON CONFLICT DO NOTHING
          RETURNING id",
     )
@@ -198,8 +205,13 @@ pub async fn create(conn: &mut PgConnection, task: &NewTask) -> sqlx::Result<Opt
     .bind(&task.board.context_files)
     .bind(task.board.parent_id)
     .bind(&task.correlation_id)
+    .bind(task.board.max_parallelism)
+    .bind(task.board.failure_policy)
     .fetch_optional(&mut *conn)
     .await?;
+    if let (Some(id), Some(parent)) = (id, task.board.parent_id) {
+        parents::adopt(conn, parent, id).await?;
+    }
     if let Some(id) = id {
         sqlx::query(
             "INSERT INTO repositories (owner, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -252,6 +264,9 @@ pub struct Ending {
     pub to: TaskState,
     /// With `to` scheduled: how long until the retry is due.
     pub retry_in: Option<std::time::Duration>,
+    /// Where the board goes instead of where the queue state leads it (a success whose
+    /// review is approved automatically goes to done).
+    pub board: Option<BoardState>,
 }
 
 impl Ending {
@@ -261,6 +276,7 @@ impl Ending {
             epoch,
             to,
             retry_in: None,
+            board: None,
         }
     }
 }
@@ -300,7 +316,7 @@ impl From<&Ending> for Change {
             epoch: Some(ending.epoch),
             to: ending.to,
             retry_in: ending.retry_in,
-            board: None,
+            board: ending.board,
             detail: json!({}),
         }
     }
@@ -326,6 +342,8 @@ struct Found {
     state: TaskState,
     lease_epoch: i64,
     moved: bool,
+    /// The parent of a moved child, which settles after it.
+    parent_id: Option<i64>,
 }
 
 /// Applies guarded state changes in one statement, keeping the repositories' running counts
@@ -391,7 +409,7 @@ async fn set_states(
                AND (c.epoch IS NULL OR old.lease_epoch = c.epoch)
              RETURNING t.id, old.state AS from_state, t.state AS to_state, c.detail,
                        t.repo_owner, t.repo_name, old.board_state AS board_from,
-                       t.board_state AS board_to
+                       t.board_state AS board_to, t.parent_id
          ), slots AS (
              UPDATE repositories r SET running = r.running - freed.n
              FROM (SELECT repo_owner, repo_name, count(*) AS n FROM moved
@@ -425,7 +443,8 @@ async fn set_states(
                 OR (board_to IN ('done', 'cancelled') AND board_from <> board_to
                     AND EXISTS (SELECT 1 FROM task_blockers WHERE blocker_id = moved.id))
          )
-         SELECT old.id, old.state, old.lease_epoch, moved.id IS NOT NULL AS moved
+         SELECT old.id, old.state, old.lease_epoch, moved.id IS NOT NULL AS moved,
+                moved.parent_id
          FROM old LEFT JOIN moved ON moved.id = old.id, wake",
     )
     .bind(changes.iter().map(|c| c.task_id).collect::<Vec<_>>())
@@ -448,6 +467,13 @@ async fn set_states(
     .bind(follows.iter().map(|f| f.3).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
+    let mut settling: Vec<i64> = found.iter().filter_map(|f| f.parent_id).collect();
+    if !settling.is_empty() {
+        settling.sort_unstable();
+        settling.dedup();
+        // Boxed: settling a parent changes it, and so settles its own parent in turn.
+        Box::pin(parents::settle(conn, &settling)).await?;
+    }
     Ok(changes
         .iter()
         .map(

@@ -24,17 +24,22 @@ const MAX_PAGE: i64 = 500;
 /// Every route needs the token, reads too: they show private repositories' names, issue
 /// titles and failures.
 pub(super) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Refusal> {
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    operator_token(state, presented)
+}
+
+/// Whether `presented` is the operator token, however it came (a header, the sign-in form).
+pub(super) fn operator_token(state: &AppState, presented: &str) -> Result<(), Refusal> {
     let Some(expected) = &state.api_token else {
         return Err(Refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             "the API is off: set CONVEYOR_API_TOKEN to enable it, then send `Authorization: Bearer <token>`".into(),
         ));
     };
-    let presented = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
     if bool::from(
         presented
             .as_bytes()

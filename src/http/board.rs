@@ -15,6 +15,7 @@ use super::{AppState, Refusal};
 use crate::engine::blockers::{self, BlockerError};
 use crate::engine::board::{self, BoardState, MoveError};
 use crate::engine::board_view::{self, BoardTask, Filter};
+use crate::engine::parents::FailurePolicy;
 use crate::engine::repositories::{self, ProjectState};
 use crate::engine::tasks::{self, BoardFields, NewTask};
 use crate::engine::{RunState, TaskState};
@@ -113,6 +114,11 @@ impl From<MoveError> for ApiError {
             MoveError::LiveTwin(twin) => {
                 Self::new(StatusCode::CONFLICT, "live_twin", message).with(json!({ "task": twin }))
             }
+            MoveError::Parent(_) => Self::new(StatusCode::CONFLICT, "parent_task", message),
+            MoveError::NotForceable(from) => {
+                Self::new(StatusCode::CONFLICT, "not_forceable", message)
+                    .with(json!({ "from": from }))
+            }
             MoveError::Engine(tasks::EngineError::Db(err)) => err.into(),
             MoveError::Engine(tasks::EngineError::Transition(err)) => {
                 Self::new(StatusCode::CONFLICT, "invalid_transition", err.to_string())
@@ -164,6 +170,10 @@ pub struct CreateTask {
     context_files: Option<Vec<String>>,
     blocked_by: Option<Vec<i64>>,
     parent_id: Option<i64>,
+    /// For a parent: how many of its children may run at once (no limit when absent).
+    max_parallelism: Option<std::num::NonZeroU16>,
+    /// For a parent: what a failed child does to the rest (`stop` when absent).
+    failure_policy: Option<FailurePolicy>,
     /// The branch its runs start from, when Conveyor has not seen the repository's default
     /// branch in a webhook yet.
     base_branch: Option<String>,
@@ -229,10 +239,27 @@ pub async fn create_task(
     }
     let mut tx = state.pool.begin().await?;
     let base = task_base(&mut tx, &body.repository, body.base_branch.clone()).await?;
-    if let Some(parent) = body.parent_id
-        && tasks::get(&mut *tx, parent).await?.is_none()
-    {
-        return Err(ApiError::invalid(format!("no parent task {parent}")));
+    if let Some(parent) = body.parent_id {
+        let Some(parent) = tasks::get(&mut *tx, parent).await? else {
+            return Err(ApiError::invalid(format!("no parent task {parent}")));
+        };
+        // The claim limits a parent's children under its repository's lock.
+        if (&parent.repo_owner, &parent.repo_name) != (&base.repo_owner, &base.repo_name) {
+            return Err(ApiError::invalid(format!(
+                "parent task {} is in {}/{}: a child lives in its parent's repository",
+                parent.id, parent.repo_owner, parent.repo_name
+            )));
+        }
+        if !matches!(parent.state, TaskState::Queued | TaskState::Held) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "task_started",
+                format!(
+                    "parent task {} has started or ended: only a task in the backlog or ready gains children",
+                    parent.id
+                ),
+            ));
+        }
     }
     let task = NewTask {
         title: title.to_owned(),
@@ -248,6 +275,8 @@ pub async fn create_task(
             acceptance_criteria: body.acceptance_criteria.unwrap_or_default(),
             context_files: body.context_files.unwrap_or_default(),
             parent_id: body.parent_id,
+            max_parallelism: body.max_parallelism.map(|n| i32::from(n.get())),
+            failure_policy: body.failure_policy.unwrap_or_default(),
         },
         correlation_id: Some(correlation_id(&headers)),
         ..base
@@ -445,7 +474,7 @@ async fn move_and_show(
     reason: Option<&str>,
 ) -> Result<Response, ApiError> {
     let mut tx = state.pool.begin().await?;
-    let shown = board::move_task(&mut tx, id, to, reason, OPERATOR).await?;
+    let shown = board::move_task(&mut tx, id, to, reason, OPERATOR, state.board_rules).await?;
     tx.commit().await?;
     let status = if shown == to {
         StatusCode::OK
@@ -456,15 +485,42 @@ async fn move_and_show(
     Ok((status, Json(task_or_404(state, id).await?)).into_response())
 }
 
-/// `POST /api/v2/tasks/{id}/run`: ready the task for the scheduler (from the backlog,
-/// blocked, or done to run again).
+/// The body of `POST /api/v2/tasks/{id}/run`, optional.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunTask {
+    /// Queue the task although it is blocked; the operator and `reason` are recorded.
+    #[serde(default)]
+    force: bool,
+    /// Why: required with `force`.
+    reason: Option<String>,
+}
+
+/// `POST /api/v2/tasks/{id}/run` (`{"force": true, "reason"}` optional): ready the task for
+/// the scheduler (from the backlog, blocked, or done to run again); forced, queue it even
+/// while it is blocked, with the operator and the reason in its audit trail.
 pub async fn run_task(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
+    body: Result<Option<Json<RunTask>>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     check(&state, &headers)?;
-    let mut started = move_and_show(&state, id, BoardState::Ready, None).await?;
+    let body = body?.map(|Json(body)| body).unwrap_or_default();
+    let mut started = if body.force {
+        let reason = body
+            .reason
+            .as_deref()
+            .map(str::trim)
+            .filter(|reason| !reason.is_empty())
+            .ok_or_else(|| ApiError::invalid("a forced run needs a `reason`"))?;
+        let mut tx = state.pool.begin().await?;
+        board::force_run(&mut tx, id, reason, OPERATOR).await?;
+        tx.commit().await?;
+        Json(task_or_404(&state, id).await?).into_response()
+    } else {
+        move_and_show(&state, id, BoardState::Ready, body.reason.as_deref()).await?
+    };
     // What a repeat of this request (same Idempotency-Key) is pointed at.
     if let Ok(location) = format!("/api/v2/tasks/{id}").parse() {
         started.headers_mut().insert(header::LOCATION, location);
@@ -535,7 +591,9 @@ pub async fn state_machine(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check(&state, &headers)?;
-    let task = table(&BoardState::ALL, BoardState::as_str, BoardState::next);
+    let task = table(&BoardState::ALL, BoardState::as_str, |from| {
+        from.next(state.board_rules)
+    });
     let run = table(&RunState::ALL, RunState::as_str, RunState::next);
     let queue = table(&TaskState::ALL, TaskState::as_str, |from| {
         TaskState::ALL

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::AppState;
 use super::board::{ApiError, OPERATOR, check, correlation_id, task_base};
 use crate::engine::imports::{self, Commit};
+use crate::engine::parents::FailurePolicy;
 use crate::engine::prd::{self, Granularity, Plan, PlanOptions, PrdError};
 use crate::engine::tasks::NewTask;
 
@@ -26,6 +27,8 @@ pub struct ImportPrd {
     /// Tasks start ready rather than in the backlog (commit only).
     auto_ready: Option<bool>,
     max_parallelism_hint: Option<NonZeroUsize>,
+    /// What a failed sub-task does to its siblings (commit only; `stop` when absent).
+    failure_policy: Option<FailurePolicy>,
     /// The branch the tasks' runs start from, when Conveyor has not seen the repository's
     /// default branch yet.
     base_branch: Option<String>,
@@ -95,6 +98,10 @@ pub async fn commit(
         granularity: body.options().granularity,
         auto_ready: body.auto_ready.unwrap_or(false),
         by: OPERATOR,
+        max_parallelism: body
+            .max_parallelism_hint
+            .map(|n| i32::try_from(n.get()).unwrap_or(i32::MAX)),
+        failure_policy: body.failure_policy.unwrap_or_default(),
     };
     let mut tx = state.pool.begin().await?;
     let job = imports::commit(&mut tx, &plan, &how).await?;

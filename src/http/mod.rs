@@ -1,4 +1,5 @@
-//! The axum router: webhook intake, health, metrics, the API and its event feed; each route is
+//! The axum router: webhook intake, health, metrics, the API and its event feed (and the
+//! operator's pages, `pages`, outside the API document); each API route is
 //! added with its OpenAPI description (`openapi`).
 
 mod api;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub github_web_url: Arc<str>,
     /// Wakes every follower of the event feed when events are committed.
     pub event_wakeups: event_feed::Wakeups,
+    /// The board's table in force (`FEATURE_PRD_AUTO_APPROVE_REVIEW`).
+    pub board_rules: crate::engine::board::Rules,
     /// What the API asks GitHub when a rule needs it (a retry's pull request, where a gate's
     /// branch is), as the App in `credentials`, once there is one.
     pub github: Arc<GitHubApp>,
@@ -98,6 +101,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, _) = documented();
     routes
         .merge(setup_pages())
+        .merge(pages::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::guard,
@@ -127,10 +131,11 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
     let plan = Some(api.schema::<prd::Plan>());
     let job = Some(api.schema::<imports::ImportJob>());
     let quick_run = Some(api.schema::<engine_quick_runs::QuickRun>());
-    let (create_task, transition, dependency) = (
+    let (create_task, transition, dependency, run_task) = (
         api.schema::<board::CreateTask>(),
         api.schema::<board::Transition>(),
         api.schema::<board::NewDependency>(),
+        api.schema::<board::RunTask>(),
     );
     let (list_query, feed_query, delivery_query, log_query) = (
         api.schema::<board::ListQuery>(),
@@ -246,11 +251,12 @@ pub fn documented() -> (Router<AppState>, serde_json::Value) {
             "POST",
             "/api/v2/tasks/{id}/run",
             post(board::run_task),
-            Operation::new("Make a task ready for the scheduler", Token).answers(
-                200,
-                "the task, with its Location",
-                task.clone(),
-            ),
+            Operation::new(
+                "Make a task ready for the scheduler, or force a blocked one into the queue",
+                Token,
+            )
+            .optional_body(run_task)
+            .answers(200, "the task, with its Location", task.clone()),
         )
         .route(
             "POST",

@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::AppState;
-use super::pages::layout::layout;
+use super::pages::layout::page;
 use crate::github::credentials::{Current, Source, Sourced};
 use crate::github::manifest::{self as conversion, CreatedApp};
 use crate::github::{AppCredentials, GitHubError};
@@ -76,8 +76,9 @@ impl Standing {
 
 pub async fn status(State(state): State<AppState>) -> Markup {
     let standing = Standing::read(&state).await;
-    layout(
+    page(
         "Status",
+        None,
         html! {
             h1 { "Conveyor" }
             section aria-labelledby="next" {
@@ -253,7 +254,7 @@ pub async fn start(State(state): State<AppState>, Query(query): Query<SetupQuery
     };
     let manifest = manifest::for_public_url(&state.setup.public_url);
     let configured = state.credentials.current().app;
-    layout("Create the GitHub App", html! {
+    page("Create the GitHub App", None, html! {
         h1 { "Create the GitHub App" }
         @if let Some(app) = configured {
             p {
@@ -374,7 +375,7 @@ pub async fn callback(
         .app
         .is_some_and(|app| app.source == Source::Environment);
     let install = format!("{}/installations/new", app.html_url.trim_end_matches('/'));
-    layout("App created", html! {
+    page("App created", None, html! {
         h1 { "The App " (app.slug) " is created" }
         @if environment_wins {
             p { "GITHUB_APP_ID is set: the environment's App stays in use until it is unset." }
@@ -419,13 +420,14 @@ fn is_account_name(name: &str) -> bool {
 }
 
 fn problem(status: StatusCode, title: &str, message: &str) -> Response {
-    let page = layout(
+    let body = page(
         title,
+        None,
         html! {
             h1 { (title) }
             p { (message) }
             p { a href="/setup" { "Start the set-up again" } " · " a href="/" { "Status page" } }
         },
     );
-    (status, page).into_response()
+    (status, body).into_response()
 }

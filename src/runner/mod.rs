@@ -15,6 +15,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tracing::Instrument;
 
+use crate::engine::board::{BoardState, Rules};
 use crate::engine::runs::{self, Run, StepRecord};
 use crate::engine::tasks::{self, EngineError, Task};
 use crate::engine::{RunState, TaskState};
@@ -51,6 +52,8 @@ pub struct TaskRunner {
     pub sandbox: Sandbox,
     /// `GITHUB_GIT_URL`: repositories are at `{git_url}/{owner}/{repo}.git`.
     pub git_url: String,
+    /// Where a successful run leaves its task on the board.
+    pub board_rules: Rules,
 }
 
 impl Executor for TaskRunner {
@@ -175,7 +178,7 @@ async fn park(
     let mut effects = outbox::check_runs(&mut tx, task.id, Some(head_sha)).await?;
     effects.push(Effect::StatusComment { task_id: task.id });
     outbox::enqueue(&mut tx, &Place::from(task), &effects).await?;
-    match lease.end_in(tx, to, None).await {
+    match lease.end_in(tx, to, None, None).await {
         Ok(()) => Ok(true),
         Err(EngineError::Transition(err)) => {
             tracing::warn!(error = %err, "the run could not park: the task moved on");
@@ -453,7 +456,7 @@ impl TaskRunner {
         let (run_state, task_state) = match outcome {
             Outcome::Failed(_) => (RunState::Failed, TaskState::Failed),
             Outcome::Cancelled { .. } => (RunState::Cancelled, TaskState::Cancelled),
-            _ => (RunState::Succeeded, TaskState::Succeeded),
+            _ => (RunState::Completed, TaskState::Succeeded),
         };
         let mut tx = self.pool.begin().await?;
         if !runs::finish(&mut *tx, run_id, run_state, outcome).await? {
@@ -479,7 +482,9 @@ impl TaskRunner {
             task_state
         };
         quick_runs::run_ended(&mut *tx, task, run_id, to).await?;
-        match lease.end_in(tx, to, retry_in).await {
+        let board = (to == TaskState::Succeeded && self.board_rules.auto_approve_review)
+            .then_some(BoardState::Done);
+        match lease.end_in(tx, to, retry_in, board).await {
             Ok(()) => {}
             Err(EngineError::Transition(err)) => {
                 tracing::warn!(error = %err, "result dropped");

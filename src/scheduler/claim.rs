@@ -22,7 +22,8 @@ struct Claimed {
 }
 
 /// Claims up to one task for each of `workers`: the highest-priority, oldest queued tasks
-/// whose repositories are below their limits and which no unfinished task blocks. Returns
+/// whose repositories are below their limits, whose parents (if any) run fewer children than
+/// their `max_parallelism`, and which no unfinished task blocks (unless forced). Returns
 /// the claimed tasks with the session each one went to; fewer than asked for when there is
 /// not that much ready work.
 pub async fn claim(
@@ -35,25 +36,46 @@ pub async fn claim(
     // read at its newest version, so `free` is exact. The scan takes a few more tasks than
     // there are sessions, so that a repository whose limit cuts its run of tasks short does
     // not leave sessions empty-handed.
+    //
+    // A parent's children are limited first, by the children it runs now (an index probe
+    // per parent among the picked tasks; their dependency levels are their blockers). Those
+    // counts are read at the statement's start: children of one parent live in its
+    // repository, whose locked row serialises their claims.
     let claimed: Vec<Claimed> = sqlx::query_as(&format!(
         "WITH picked AS (
              SELECT t.id AS task_id, t.repo_owner AS owner, t.repo_name AS name,
                     t.priority AS rank_priority, t.created_at AS rank_created,
-                    r.max_running - r.running AS free
+                    r.max_running - r.running AS free, t.parent_id AS parent
              FROM tasks t
              JOIN repositories r ON r.owner = t.repo_owner AND r.name = t.repo_name
              WHERE t.state = 'queued' AND r.running < r.max_running AND NOT r.paused
-               AND NOT {UNFINISHED_BLOCKERS}
+               AND (t.forced OR NOT {UNFINISHED_BLOCKERS})
              ORDER BY t.priority DESC, t.created_at, t.id
              LIMIT 4 * cardinality($2::TEXT[])
              FOR UPDATE OF t, r SKIP LOCKED
+         ), parents AS (
+             SELECT p.id, p.max_parallelism - (
+                        SELECT count(*) FROM tasks c
+                        WHERE c.parent_id = p.id AND c.state = 'running'
+                    ) AS free_children
+             FROM tasks p
+             WHERE p.id IN (SELECT parent FROM picked) AND p.max_parallelism IS NOT NULL
+         ), within_parents AS (
+             SELECT * FROM (
+                 SELECT picked.*, parents.free_children, row_number() OVER (
+                     PARTITION BY picked.parent
+                     ORDER BY rank_priority DESC, rank_created, task_id
+                 ) AS nth_child
+                 FROM picked LEFT JOIN parents ON parents.id = picked.parent
+             ) ranked
+             WHERE free_children IS NULL OR nth_child <= free_children
          ), within_limits AS (
              SELECT * FROM (
-                 SELECT picked.*, row_number() OVER (
+                 SELECT within_parents.*, row_number() OVER (
                      PARTITION BY owner, name
                      ORDER BY rank_priority DESC, rank_created, task_id
                  ) AS nth
-                 FROM picked
+                 FROM within_parents
              ) ranked
              WHERE nth <= free
          ), chosen AS (

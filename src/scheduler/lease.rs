@@ -9,6 +9,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::engine::board::BoardState;
 use crate::engine::tasks::{self, Ending, EngineError};
 use crate::engine::{TaskState, TransitionError};
 
@@ -92,17 +93,20 @@ impl Lease {
         self.submit(ending).await
     }
 
-    /// Moves the task to `to` (after `retry_in`, when scheduled) in the caller's transaction
-    /// `tx`, which holds what the change must be written with (the run's end, the effects on
-    /// GitHub it causes), and commits it; nothing of `tx` is written when the ending is refused.
+    /// Moves the task to `to` (after `retry_in`, when scheduled; the board to `board` when
+    /// given) in the caller's transaction `tx`, which holds what the change must be written
+    /// with (the run's end, the effects on GitHub it causes), and commits it; nothing of `tx`
+    /// is written when the ending is refused.
     pub async fn end_in(
         &self,
         mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
         to: TaskState,
         retry_in: Option<Duration>,
+        board: Option<BoardState>,
     ) -> Result<(), EngineError> {
         let ending = Ending {
             retry_in,
+            board,
             ..Ending::new(self.task_id, self.epoch, to)
         };
         let result = match tasks::end_lease(&mut tx, &ending).await {

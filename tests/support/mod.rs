@@ -80,6 +80,7 @@ pub fn config(github: &FakeGitHub, data_dir: &Path, webhook_secret: Option<&str>
         lease_timeout_secs: 6,
         log_format: conveyor::logging::LogFormat::Text,
         shutdown_grace_secs: 30,
+        feature_prd_auto_approve_review: false,
         github: GitHubConfig {
             app_id: Some(fake_github::APP_ID.to_string()),
             private_key: Some(fake_github::private_key_pem().to_owned().into()),
