@@ -14,22 +14,6 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::{API_TOKEN, Harness, INSTALLATION_ID, OWNER, REPO};
 
-async fn create(harness: &Harness, title: &str, extra: Value) -> Value {
-    let mut body = json!({
-        "repository": format!("{OWNER}/{REPO}"),
-        "title": title,
-        "task_type": "feature",
-        "priority": 2,
-        "base_branch": "main",
-    });
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    let (status, task) = harness.api_json("POST", "/api/v2/tasks", &body).await;
-    assert_eq!(status, StatusCode::CREATED, "{task}");
-    task
-}
-
 async fn move_to(harness: &Harness, id: i64, to: &str) -> (StatusCode, Value) {
     harness
         .api_json(
@@ -176,7 +160,9 @@ async fn task_at(harness: &Harness, state: BoardState) -> i64 {
         .await
         .unwrap();
     let extra = json!({ "priority": 10 + earlier });
-    let task = id(&create(harness, &format!("at {}", state.as_str()), extra).await);
+    let task = id(&harness
+        .create_task(&format!("at {}", state.as_str()), extra)
+        .await);
     // Room for every task this sets up to be in progress at once.
     sqlx::query("UPDATE repositories SET max_running = 64")
         .execute(pool)
@@ -305,8 +291,10 @@ async fn moves_the_table_allows_but_the_guards_refuse(pool: PgPool) {
 async fn a_task_waits_for_its_blockers_visibly_and_becomes_ready_when_they_resolve(pool: PgPool) {
     let harness = Harness::start_idle(pool.clone()).await;
     harness.install().await;
-    let first = id(&create(&harness, "first", json!({})).await);
-    let second = create(&harness, "second", json!({ "blocked_by": [first] })).await;
+    let first = id(&harness.create_task("first", json!({})).await);
+    let second = harness
+        .create_task("second", json!({ "blocked_by": [first] }))
+        .await;
     let second = id(&second);
     assert_eq!(shown(&harness, second).await["blocked_by"], json!([first]));
     assert_eq!(shown(&harness, first).await["blocks"], json!([second]));
@@ -338,7 +326,7 @@ async fn a_task_waits_for_its_blockers_visibly_and_becomes_ready_when_they_resol
     assert_eq!(move_to(&harness, first, "ready").await.0, StatusCode::OK);
     claim_and_end(&pool, first, TaskState::Failed).await;
     assert_eq!(shown(&harness, first).await["state"], "blocked");
-    let third = id(&create(&harness, "third", json!({})).await);
+    let third = id(&harness.create_task("third", json!({})).await);
     assert_eq!(move_to(&harness, third, "ready").await.0, StatusCode::OK);
     let (status, _) = harness
         .api_json(
@@ -409,12 +397,9 @@ async fn a_finished_task_is_reopened_and_restored_with_a_fresh_round(pool: PgPoo
 async fn the_board_has_seed_001s_columns_with_counts_and_filters(pool: PgPool) {
     let harness = Harness::start_idle(pool.clone()).await;
     harness.install().await;
-    let docs = id(&create(
-        &harness,
-        "docs",
-        json!({ "labels": ["docs"], "task_type": "docs" }),
-    )
-    .await);
+    let docs = id(&harness
+        .create_task("docs", json!({ "labels": ["docs"], "task_type": "docs" }))
+        .await);
     let ready = task_at(&harness, BoardState::Ready).await;
     let (status, board) = harness
         .api("GET", "/api/v2/tasks/board", Some(API_TOKEN))
@@ -532,7 +517,7 @@ async fn an_api_task_runs_its_pipeline_to_a_pull_request_in_review_and_is_done_w
     let harness = Harness::start(pool.clone()).await;
     harness.add_repo_with_pipeline();
     harness.install().await;
-    let task = id(&create(&harness, "Write the notes", json!({})).await);
+    let task = id(&harness.create_task("Write the notes", json!({})).await);
     assert_eq!(move_to(&harness, task, "ready").await.0, StatusCode::OK);
     // The run ends in review; the outbox then opens its pull request.
     let in_review = support::wait_until("the task waits in review on its PR", || async {

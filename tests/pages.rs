@@ -190,27 +190,9 @@ async fn waiting_workspace(harness: &Harness, marker: &str) -> PathBuf {
 async fn a_run_page_shows_a_log_line_within_a_second_of_the_step_printing_it(pool: PgPool) {
     let harness = Harness::start(pool).await;
     let pipeline = "pipelines:\n  default:\n    steps:\n      - name: talk\n        run: echo first line; touch waiting; while [ ! -f go ]; do sleep 0.05; done; echo after release\n";
-    harness.add_repo(&[
-        (".github/conveyor.yml", pipeline),
-        ("README.md", "# widgets\n"),
-    ]);
-    harness
-        .github
-        .set_permission(OWNER, REPO, REQUESTER, "write");
-    let body = payloads::labeled_issue_by(7, "Talk", "conveyor", REQUESTER, "User");
-    let (status, _) = harness.post_signed("issues", "label-7", &body).await;
-    assert_eq!(status, 202);
-    assert_eq!(harness.request_outcome("label-7").await, "task_created");
-    let task_id: i64 = sqlx::query_scalar("SELECT id FROM tasks WHERE issue_number = 7")
-        .fetch_one(&harness.pool)
-        .await
-        .unwrap();
+    let task_id = label_with(&harness, pipeline).await;
     let workspace = waiting_workspace(&harness, "waiting").await;
-    let run_id: i64 = sqlx::query_scalar("SELECT max(id) FROM runs WHERE task_id = $1")
-        .bind(task_id)
-        .fetch_one(&harness.pool)
-        .await
-        .unwrap();
+    let run_id = latest_run(&harness, task_id).await;
     let base = harness.listen().await;
     let browser = Browser::start().await;
     browser.sign_in_to(&base, &format!("/runs/{run_id}")).await;

@@ -15,19 +15,9 @@ use sqlx::PgPool;
 use support::{API_TOKEN, Harness, OWNER, REPO};
 
 async fn create(harness: &Harness, title: &str, extra: Value) -> i64 {
-    let mut body = json!({
-        "repository": format!("{OWNER}/{REPO}"),
-        "title": title,
-        "task_type": "feature",
-        "priority": 1,
-        "base_branch": "main",
-    });
-    body.as_object_mut()
+    harness.create_task(title, extra).await["id"]
+        .as_i64()
         .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    let (status, task) = harness.api_json("POST", "/api/v2/tasks", &body).await;
-    assert_eq!(status, StatusCode::CREATED, "{task}");
-    task["id"].as_i64().unwrap()
 }
 
 async fn move_to(harness: &Harness, id: i64, to: &str) -> (StatusCode, Value) {

@@ -307,6 +307,24 @@ impl Harness {
         (status, body)
     }
 
+    /// Creates a board task of the harness's repository through the API: a feature of
+    /// priority 2 on `main`, with `extra`'s fields on top; the task as the API answers it.
+    pub async fn create_task(&self, title: &str, extra: Value) -> Value {
+        let mut body = json!({
+            "repository": format!("{OWNER}/{REPO}"),
+            "title": title,
+            "task_type": "feature",
+            "priority": 2,
+            "base_branch": "main",
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, task) = self.api_json("POST", "/api/v2/tasks", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        task
+    }
+
     /// [`Harness::api_json`], with the reply's `Location` header.
     pub async fn api_json_located(
         &self,
