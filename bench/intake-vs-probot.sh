@@ -11,6 +11,7 @@
 # databases: Conveyor gets a scratch database, dropped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 RUNS=${RUNS:-5}
 REQUESTS=${REQUESTS:-20000}
@@ -102,8 +103,6 @@ measure() {
     p99=$(sed -E 's/.* p99 ([0-9.]+) ms.*/\1/' <<<"$line")
 }
 
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-
 for set in labeled mix; do
     payloads=$scratch/labeled
     [ "$set" = mix ] && payloads=$FIXTURES
@@ -121,5 +120,5 @@ for set in labeled mix; do
     done
     a=$(median "${ours[@]}") b=$(median "${theirs[@]}")
     echo " median: conveyor $a/s (p99 $(median "${our_p99[@]}") ms), probot $b/s (p99 $(median "${their_p99[@]}") ms)"
-    echo " ratio ($set): $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }')x"
+    echo " ratio ($set): $(ratio "$a" "$b")x"
 done

@@ -12,6 +12,7 @@
 # databases.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 RUNS=${RUNS:-5}
 TASKS=${TASKS:-20000}
@@ -73,8 +74,6 @@ JS
 psql -q "$DATABASE_URL" -c "CREATE DATABASE $database" >/dev/null
 graphile_url="${DATABASE_URL%/*}/$database"
 
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-
 echo "== $TASKS tasks, $RUNS runs each, alternating"
 ours=() theirs=() latency=()
 for run in $(seq 1 "$RUNS"); do
@@ -90,4 +89,4 @@ for run in $(seq 1 "$RUNS"); do
 done
 a=$(median "${ours[@]}") b=$(median "${theirs[@]}")
 echo " median: conveyor $a tasks/s (enqueue-to-start p99 $(median "${latency[@]}") ms at 20 % load), graphile-worker $b jobs/s"
-echo " ratio: $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }')x"
+echo " ratio: $(ratio "$a" "$b")x"
