@@ -63,6 +63,12 @@ impl std::fmt::Display for Permission {
     }
 }
 
+/// What a person signed in to the pages with GitHub needs on a repository to see its tasks
+/// and runs: the same as seeing its issues on GitHub.
+pub const SEE_ON_PAGES: Permission = Permission::Read;
+/// What they need to pause, resume or stop it from the pages.
+pub const CONTROL_ON_PAGES: Permission = Permission::Admin;
+
 /// What someone asks Conveyor to do, whatever the entry point (command, button, API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

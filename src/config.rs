@@ -10,6 +10,7 @@ use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::engine::board::Rules;
+use crate::github::oauth::OAuthClient;
 use crate::logging::LogFormat;
 use crate::pipeline::sandbox::{Sandbox, SandboxMode};
 
@@ -223,6 +224,26 @@ pub struct GitHubConfig {
     )]
     pub webhook_secret: Option<SecretString>,
 
+    /// The App's OAuth client id, for signing in to the pages with GitHub (set-up stores it
+    /// otherwise).
+    #[arg(
+        long = "github-client-id",
+        env = "GITHUB_CLIENT_ID",
+        value_name = "GITHUB_CLIENT_ID",
+        global = true
+    )]
+    pub client_id: Option<String>,
+
+    /// The App's OAuth client secret, with `GITHUB_CLIENT_ID`.
+    #[arg(
+        long = "github-client-secret",
+        env = "GITHUB_CLIENT_SECRET",
+        value_name = "GITHUB_CLIENT_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub client_secret: Option<SecretString>,
+
     /// REST API base URL (GitHub Enterprise, tests).
     #[arg(
         long = "github-api-url",
@@ -295,6 +316,20 @@ impl GitHubConfig {
     /// `GITHUB_WEBHOOK_SECRET`, unless unset or empty.
     pub fn webhook_secret(&self) -> Option<&SecretString> {
         non_empty(self.webhook_secret.as_ref())
+    }
+
+    /// The OAuth client `GITHUB_CLIENT_ID` and `GITHUB_CLIENT_SECRET` name, when both are set.
+    pub fn oauth_client(&self) -> Option<OAuthClient> {
+        let id = self
+            .client_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|id| !id.is_empty())?;
+        let secret = non_empty(self.client_secret.as_ref())?;
+        Some(OAuthClient {
+            client_id: id.to_owned(),
+            client_secret: secret.clone(),
+        })
     }
 }
 

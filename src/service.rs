@@ -83,6 +83,7 @@ impl Service {
             event_wakeups: event_feed::Wakeups::default(),
             board_rules: config.board_rules(),
             github: github.clone(),
+            lookups: Arc::default(),
         };
         Ok(Self {
             state,
@@ -147,7 +148,7 @@ impl Service {
         let requests = Arc::new(Requests {
             pool: self.state.pool.clone(),
             github: self.github.clone(),
-            lookups: requests::lookup::Lookups::default(),
+            lookups: self.state.lookups.clone(),
         });
         jobs.spawn(requests::run(requests, requests_added, shutdown.clone()));
         if !self.redelivery_interval.is_zero() {

@@ -236,6 +236,90 @@ async fn the_manifest_flow_creates_the_app_and_puts_it_in_use_without_a_restart(
     .await;
 }
 
+/// `GET path` on the router with `cookie`: the status, the `Location` and the `Set-Cookie`.
+async fn get_with_cookie(
+    harness: &Harness,
+    path: &str,
+    cookie: Option<&str>,
+) -> (StatusCode, String, Option<String>) {
+    use tower::ServiceExt;
+    let mut request = Request::get(path);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = harness
+        .router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+    let location = header("location").unwrap_or_default();
+    (response.status(), location, header("set-cookie"))
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn the_app_made_at_set_up_signs_people_in_with_github(pool: PgPool) {
+    let harness = start_unconfigured(pool).await;
+    let (_, form) = page(&harness, "/signin").await;
+    assert!(
+        !form.contains("Sign in with GitHub"),
+        "no client yet: {form}"
+    );
+    assert_eq!(create_app(&harness).await.0, StatusCode::OK);
+    let created = harness.github.created_apps();
+    let app = &created[0];
+
+    // Without a restart the sign-in form offers GitHub, as the App made at set-up.
+    let (_, form) = page(&harness, "/signin").await;
+    assert!(form.contains("Sign in with GitHub"), "{form}");
+    let (status, to_github, anonymous) = get_with_cookie(&harness, "/signin/github", None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    // Served at an https:// address, the session cookie never travels in the clear.
+    let anonymous = anonymous.unwrap();
+    assert!(anonymous.ends_with("; Secure"), "{anonymous}");
+    let cookie_of = |set_cookie: &str| set_cookie.split(';').next().unwrap().to_owned();
+    assert!(
+        to_github.starts_with(&format!(
+            "{}/login/oauth/authorize?client_id={}",
+            harness.github.url, app.client_id
+        )),
+        "{to_github}"
+    );
+    // GitHub knows the callback from the manifest, and the stored client secret redeems
+    // the code it sends back.
+    harness.github.sign_in_browser_as("bob");
+    let back = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(&to_github)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status().as_u16(), 302);
+    let callback = back.headers()["location"].to_str().unwrap();
+    let callback = callback
+        .strip_prefix(&format!("{PUBLIC_URL}/auth/callback"))
+        .unwrap_or_else(|| panic!("sent back to {callback}"));
+    let (status, next, signed_in) = get_with_cookie(
+        &harness,
+        &format!("/auth/callback{callback}"),
+        Some(&cookie_of(&anonymous)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(next, "/tasks");
+    let signed_in = cookie_of(&signed_in.unwrap());
+    let (status, _, _) = get_with_cookie(&harness, "/tasks", Some(&signed_in)).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn the_key_file_is_made_0600_and_reused_after_a_restart(pool: PgPool) {
     let harness = start_unconfigured(pool.clone()).await;

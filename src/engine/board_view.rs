@@ -153,6 +153,8 @@ pub struct Filter {
     pub repository: Option<String>,
     pub label: Option<String>,
     pub task_type: Option<String>,
+    /// `owner/name` of the only repositories shown, when not all are.
+    pub only_repositories: Option<Vec<String>>,
 }
 
 /// SQL for the state a task shows, for the task aliased `t`.
@@ -185,6 +187,7 @@ pub async fn list(
            AND ($3::TEXT IS NULL OR $3 = ANY(t.labels))
            AND ($4::TEXT IS NULL OR t.task_type = $4)
            AND ($5::BIGINT IS NULL OR t.id < $5)
+           AND ($7::TEXT[] IS NULL OR t.repo_owner || '/' || t.repo_name = ANY($7))
          ORDER BY t.id DESC
          LIMIT $6",
         select = select(),
@@ -197,6 +200,7 @@ pub async fn list(
     .bind(&filter.task_type)
     .bind(before)
     .bind(limit)
+    .bind(&filter.only_repositories)
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(|t| t.finish(github_web)).collect())
@@ -225,6 +229,7 @@ pub async fn counts(
            AND ($1::TEXT IS NULL OR t.repo_owner || '/' || t.repo_name = $1)
            AND ($2::TEXT IS NULL OR $2 = ANY(t.labels))
            AND ($3::TEXT IS NULL OR t.task_type = $3)
+           AND ($4::TEXT[] IS NULL OR t.repo_owner || '/' || t.repo_name = ANY($4))
          GROUP BY shown",
         on_board = on_board_sql(),
         shown = shown_state_sql(),
@@ -232,6 +237,7 @@ pub async fn counts(
     .bind(&filter.repository)
     .bind(&filter.label)
     .bind(&filter.task_type)
+    .bind(&filter.only_repositories)
     .fetch_all(db)
     .await?;
     Ok(BoardState::ALL

@@ -257,6 +257,24 @@ pub async fn names(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, String)
         .await
 }
 
+/// The installation `owner/name`'s latest task came through: the one to ask GitHub as about
+/// the repository. Spelled as the tasks spell it (as [`names`] gives it).
+pub async fn installation_of(
+    db: impl PgExecutor<'_>,
+    owner: &str,
+    name: &str,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "SELECT installation_id FROM tasks
+         WHERE repo_owner = $1 AND repo_name = $2
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(owner)
+    .bind(name)
+    .fetch_optional(db)
+    .await
+}
+
 /// A repository the App is installed on, as Conveyor knows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Installed {

@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use tokio::sync::watch;
 
 use super::app::AppCredentials;
+use super::oauth::OAuthClient;
 
 /// Where a credential came from; the environment wins over set-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,19 +40,27 @@ impl<T> Sourced<T> {
     }
 }
 
-/// The App's id and key, and the webhook secret, each when known.
+/// The App's id and key, the webhook secret and the App's OAuth client, each when known.
 #[derive(Clone, Default)]
 pub struct Current {
     pub app: Option<Sourced<AppCredentials>>,
     pub webhook_secret: Option<Sourced<SecretString>>,
+    pub oauth: Option<Sourced<OAuthClient>>,
 }
 
 impl Current {
-    /// `self` with what set-up stored in the parts the environment does not set.
+    /// `self` with what set-up stored in the parts the environment does not set. The OAuth
+    /// client belongs to one App: set-up's client is taken only with set-up's App.
     fn with_setup(&self, setup: Current) -> Current {
+        let app = environment_wins(&self.app, setup.app);
+        let oauth = match &app {
+            Some(app) if app.source == Source::Environment => self.oauth.clone(),
+            _ => environment_wins(&self.oauth, setup.oauth),
+        };
         Current {
-            app: environment_wins(&self.app, setup.app),
+            app,
             webhook_secret: environment_wins(&self.webhook_secret, setup.webhook_secret),
+            oauth,
         }
     }
 }
@@ -92,6 +101,14 @@ impl Credentials {
             .map(|secret| secret.value.clone())
     }
 
+    pub fn oauth(&self) -> Option<Arc<OAuthClient>> {
+        self.0
+            .borrow()
+            .oauth
+            .as_ref()
+            .map(|client| client.value.clone())
+    }
+
     /// Takes what set-up just stored, except where the environment sets the part.
     pub fn adopt_setup(&self, setup: Current) {
         self.0
@@ -111,6 +128,7 @@ impl From<AppCredentials> for Credentials {
         Self::new(Current {
             app: Some(Sourced::new(app, Source::Environment)),
             webhook_secret: None,
+            oauth: None,
         })
     }
 }

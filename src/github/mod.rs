@@ -6,6 +6,7 @@ pub mod client;
 pub mod credentials;
 pub mod error;
 pub mod manifest;
+pub mod oauth;
 pub mod transport;
 
 pub use app::{AppCredentials, GitHubApp};

@@ -135,6 +135,7 @@ const ROUTES: &[&str] = &[
     "GET /repos/:owner/:repo/collaborators/:username/permission",
     "GET /repos/:owner/:repo/git/ref/heads/:branch",
     "GET /repos/:owner/:repo/contents/:path",
+    "GET /user",
 ];
 
 /// Placeholders that, last in a route, take the rest of the path: file paths and branch

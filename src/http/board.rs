@@ -340,6 +340,7 @@ impl ListQuery {
             repository: self.repo.clone(),
             label: self.label.clone(),
             task_type: self.task_type.clone(),
+            ..Filter::default()
         })
     }
 }

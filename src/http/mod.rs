@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 use crate::engine::quick_runs as engine_quick_runs;
 use crate::engine::{board_view, event_feed, imports, prd, repositories};
 use crate::github::{Credentials, GitHubApp};
+use crate::requests::lookup::Lookups;
 use crate::setup::SetupSettings;
 use crate::webhook::writer::InboxWriter;
 use openapi::{Documented, Guard, Operation};
@@ -65,6 +66,9 @@ pub struct AppState {
     /// What the API asks GitHub when a rule needs it (a retry's pull request, where a gate's
     /// branch is), as the App in `credentials`, once there is one.
     pub github: Arc<GitHubApp>,
+    /// Permissions GitHub gave lately, for the pages' signed-in people (shared with the
+    /// request workers).
+    pub lookups: Arc<Lookups>,
 }
 
 /// A refused request: its status and a sentence saying why, as `{"code", "message"}` with

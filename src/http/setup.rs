@@ -14,6 +14,7 @@ use super::AppState;
 use super::pages::layout::page;
 use crate::github::credentials::{Current, Source, Sourced};
 use crate::github::manifest::{self as conversion, CreatedApp};
+use crate::github::oauth::OAuthClient;
 use crate::github::{AppCredentials, GitHubError};
 use crate::installations;
 use crate::scheduler::leases::{self, ProcessHealth};
@@ -400,6 +401,13 @@ async fn keep(state: &AppState, app: &CreatedApp) -> anyhow::Result<()> {
     state.credentials.adopt_setup(Current {
         app: Some(Sourced::new(credentials, Source::Setup)),
         webhook_secret: Some(Sourced::new(app.webhook_secret.clone(), Source::Setup)),
+        oauth: Some(Sourced::new(
+            OAuthClient {
+                client_id: app.client_id.clone(),
+                client_secret: app.client_secret.clone(),
+            },
+            Source::Setup,
+        )),
     });
     Ok(())
 }

@@ -98,7 +98,8 @@ pub enum Request {
 pub struct Requests {
     pub pool: PgPool,
     pub github: Arc<GitHubApp>,
-    pub lookups: lookup::Lookups,
+    /// Shared with the pages, which ask the same permissions.
+    pub lookups: Arc<lookup::Lookups>,
 }
 
 /// Decides queued requests until `shutdown`; `added` wakes the workers.

@@ -52,6 +52,10 @@ pub async fn credentials(config: &Config, pool: &PgPool) -> anyhow::Result<Crede
             .webhook_secret()
             .cloned()
             .map(|secret| Sourced::new(secret, Source::Environment)),
+        oauth: config
+            .github
+            .oauth_client()
+            .map(|client| Sourced::new(client, Source::Environment)),
     };
     let complete = environment.app.is_some() && environment.webhook_secret.is_some();
     let credentials = Credentials::new(environment);

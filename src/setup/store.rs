@@ -8,6 +8,7 @@ use super::sealing::SealingKey;
 use crate::github::AppCredentials;
 use crate::github::credentials::{Current, Source, Sourced};
 use crate::github::manifest::CreatedApp;
+use crate::github::oauth::OAuthClient;
 
 /// How long a person may take on GitHub between `/setup` and the callback.
 const FLOW_LIFETIME_SECS: f64 = 3600.0;
@@ -66,26 +67,44 @@ pub async fn exists(db: impl PgExecutor<'_>) -> sqlx::Result<bool> {
         .await
 }
 
-/// The stored App's id, key and webhook secret, opened with `key`; nothing when no App was
-/// made at set-up.
+/// The stored App as its row holds it, the secrets still sealed.
+#[derive(sqlx::FromRow)]
+struct SealedApp {
+    app_id: i64,
+    webhook_secret: Vec<u8>,
+    private_key: Vec<u8>,
+    client_id: String,
+    client_secret: Vec<u8>,
+}
+
+/// The stored App's id, key, webhook secret and OAuth client, opened with `key`; nothing
+/// when no App was made at set-up.
 pub async fn credentials(db: impl PgExecutor<'_>, key: &SealingKey) -> anyhow::Result<Current> {
-    let row: Option<(i64, Vec<u8>, Vec<u8>)> =
-        sqlx::query_as("SELECT app_id, webhook_secret, private_key FROM github_app")
-            .fetch_optional(db)
-            .await?;
-    let Some((app_id, webhook_secret, private_key)) = row else {
+    let row: Option<SealedApp> = sqlx::query_as(
+        "SELECT app_id, webhook_secret, private_key, client_id, client_secret FROM github_app",
+    )
+    .fetch_optional(db)
+    .await?;
+    let Some(sealed) = row else {
         return Ok(Current::default());
     };
-    let pem = key.open("private_key", &private_key)?;
+    let pem = key.open("private_key", &sealed.private_key)?;
     let app = AppCredentials::new(
-        app_id.to_string(),
+        sealed.app_id.to_string(),
         pem.expose_secret(),
         "the App's key stored at set-up",
     )?;
-    let webhook_secret = key.open("webhook_secret", &webhook_secret)?;
+    let webhook_secret = key.open("webhook_secret", &sealed.webhook_secret)?;
     Ok(Current {
         app: Some(Sourced::new(app, Source::Setup)),
         webhook_secret: Some(Sourced::new(webhook_secret, Source::Setup)),
+        oauth: Some(Sourced::new(
+            OAuthClient {
+                client_id: sealed.client_id,
+                client_secret: key.open("client_secret", &sealed.client_secret)?,
+            },
+            Source::Setup,
+        )),
     })
 }
 

@@ -85,6 +85,8 @@ pub fn config(github: &FakeGitHub, data_dir: &Path, webhook_secret: Option<&str>
             app_id: Some(fake_github::APP_ID.to_string()),
             private_key: Some(fake_github::private_key_pem().to_owned().into()),
             private_key_path: None,
+            client_id: None,
+            client_secret: None,
             webhook_secret: webhook_secret.map(|s| s.to_owned().into()),
             api_url: github.url.clone(),
             git_url: github.url.clone(),
@@ -145,6 +147,22 @@ impl Harness {
             data_dir,
             _jobs: jobs,
         }
+    }
+
+    /// [`Harness::start_configured`], served on a real socket whose address is the
+    /// service's `CONVEYOR_PUBLIC_URL`, for flows where GitHub sends a browser back to it.
+    pub async fn start_public(pool: PgPool, adjust: impl FnOnce(&mut Config)) -> (Harness, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let public_url = url.clone();
+        let harness = Self::start_configured(pool, |config| {
+            config.public_url = Some(public_url);
+            adjust(config);
+        })
+        .await;
+        let router = harness.router.clone();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        (harness, url)
     }
 
     /// Stops every job of the service at once, as a killed process would, and starts the

@@ -610,6 +610,8 @@ mod tests {
             app_id: Some("1".into()),
             private_key: Some(app_key().await.unwrap().into()),
             private_key_path: None,
+            client_id: None,
+            client_secret: None,
             webhook_secret: None,
             api_url: stand_in.url.clone(),
             git_url: root.path().to_str().unwrap().to_owned(),

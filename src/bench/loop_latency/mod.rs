@@ -165,6 +165,8 @@ async fn measure(
             app_id: Some(APP_ID.to_owned()),
             private_key: Some(key.to_owned().into()),
             private_key_path: None,
+            client_id: None,
+            client_secret: None,
             webhook_secret: Some(secret.clone().into()),
             api_url: stand_in.url.clone(),
             git_url,

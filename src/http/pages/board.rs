@@ -34,15 +34,18 @@ pub async fn board(
     State(state): State<AppState>,
     Query(query): Query<BoardQuery>,
 ) -> Result<Markup, PageError> {
+    let visible = viewer.visible(&state).await?;
     let filter = Filter {
         repository: given(&query.repo),
         label: given(&query.label),
+        only_repositories: visible.as_filter(),
         ..Filter::default()
     };
     let repositories: Vec<String> = repositories::names(&state.pool)
         .await?
         .into_iter()
         .map(|(owner, name)| format!("{owner}/{name}"))
+        .filter(|repository| visible.includes(repository))
         .collect();
     let mut columns = Vec::new();
     for (column, count) in board_view::counts(&state.pool, &filter).await? {

@@ -2,6 +2,7 @@
 //! and the repositories with their controls. They read and change through the same engine
 //! functions as the API; `auth` decides who may see them.
 
+mod access;
 mod auth;
 mod board;
 pub(super) mod layout;
@@ -20,6 +21,8 @@ use super::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/signin", get(auth::form).post(auth::sign_in))
+        .route("/signin/github", get(auth::with_github))
+        .route("/auth/callback", get(auth::callback))
         .route("/signout", post(auth::sign_out))
         .route("/tasks", get(board::board))
         .route("/tasks/{id}", get(task::task))

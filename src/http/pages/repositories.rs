@@ -68,11 +68,16 @@ impl Control {
 }
 
 pub async fn list(viewer: Viewer, State(state): State<AppState>) -> Result<Markup, PageError> {
+    let visible = viewer.visible(&state).await?;
     let mut conn = state.pool.acquire().await?;
-    let mut shown: Vec<(String, String, ProjectStatus)> = Vec::new();
+    let mut shown: Vec<(String, String, ProjectStatus, bool)> = Vec::new();
     for (owner, name) in repositories::names(&mut *conn).await? {
+        if !visible.includes(&format!("{owner}/{name}")) {
+            continue;
+        }
         let status = repositories::status(&mut conn, &owner, &name).await?;
-        shown.push((owner, name, status));
+        let controls = viewer.may_control(&state, &owner, &name).await?;
+        shown.push((owner, name, status, controls));
     }
     let body = html! {
         h1 { "Repositories" }
@@ -81,7 +86,7 @@ pub async fn list(viewer: Viewer, State(state): State<AppState>) -> Result<Marku
         } @else {
             p.hint { "Queued: tasks waiting for a worker. Waiting: runs parked for an approval or an answer." }
             ul.plain {
-                @for (owner, name, status) in &shown {
+                @for (owner, name, status, controls) in &shown {
                     li {
                         article.card aria-labelledby=(format!("repository-{owner}-{name}")) {
                             h2 id=(format!("repository-{owner}-{name}")) {
@@ -93,7 +98,9 @@ pub async fn list(viewer: Viewer, State(state): State<AppState>) -> Result<Marku
                                 dt { "Running" } dd { (status.running) }
                                 dt { "Waiting" } dd { (status.waiting) }
                             }
-                            (controls(&viewer, owner, name, status.state))
+                            @if *controls {
+                                (self::controls(&viewer, owner, name, status.state))
+                            }
                         }
                     }
                 }
@@ -127,6 +134,20 @@ pub async fn control(
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, PageError> {
     viewer.check(form.csrf.as_deref())?;
+    if !viewer.may_see(&state, &owner, &name).await? {
+        return Err(PageError::not_found(format!(
+            "There is no repository {owner}/{name} here."
+        )));
+    }
+    if !viewer.may_control(&state, &owner, &name).await? {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Pausing, resuming or stopping {owner}/{name} needs {} permission on it.",
+                crate::authz::CONTROL_ON_PAGES
+            ),
+        ));
+    }
     let control = Control::ALL
         .into_iter()
         .find(|control| control.as_str() == action)

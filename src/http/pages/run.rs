@@ -18,8 +18,9 @@ use sqlx::PgPool;
 use super::auth::Viewer;
 use super::{PageError, layout};
 use crate::engine::approvals::Gate;
+use crate::engine::board_view::BoardTask;
 use crate::engine::logs::{self, LogLine};
-use crate::engine::{RunState, artifacts, board_view, runs};
+use crate::engine::{RunState, artifacts, runs};
 use crate::http::AppState;
 use crate::pipeline::changes::{ChangedFile, FileStatus};
 use crate::report::approval::{Approvers, risk_notes, who_may_approve};
@@ -34,10 +35,19 @@ const STREAM_BATCH: i64 = 500;
 const LOOK_EVERY: Duration = Duration::from_millis(200);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-async fn run_or_404(pool: &PgPool, id: i64) -> Result<runs::Run, PageError> {
-    runs::get(pool, id)
+/// Run `id` and its task, unless there is none or the viewer may not see its repository.
+async fn run_or_404(
+    state: &AppState,
+    viewer: &Viewer,
+    id: i64,
+) -> Result<(runs::Run, BoardTask), PageError> {
+    let missing = || PageError::not_found(format!("There is no run {id}."));
+    let run = runs::get(&state.pool, id).await?.ok_or_else(missing)?;
+    let task = viewer
+        .visible_task(state, run.task_id)
         .await?
-        .ok_or_else(|| PageError::not_found(format!("There is no run {id}.")))
+        .ok_or_else(missing)?;
+    Ok((run, task))
 }
 
 pub async fn run(
@@ -47,8 +57,7 @@ pub async fn run(
 ) -> Result<Markup, PageError> {
     // Read before the lines: a run seen running after its lines were read leaves none
     // the stream, starting after them, could miss.
-    let run = run_or_404(&state.pool, id).await?;
-    let task = board_view::get(&state.pool, run.task_id, &state.github_web_url).await?;
+    let (run, task) = run_or_404(&state, &viewer, id).await?;
     let steps = runs::steps(&state.pool, id).await?;
     let lines = logs::page(&state.pool, id, 0, PAGE_LINES).await?;
     let artifacts = artifacts::get(&state.pool, id).await?;
@@ -60,13 +69,12 @@ pub async fn run(
             (layout::state(run.state.as_str())) " "
             "attempt " (run.attempt) " of "
             a href=(format!("/tasks/{}", run.task_id)) {
-                "task #" (run.task_id)
-                @if let Some(task) = &task { " " (task.title) }
+                "task #" (run.task_id) " " (task.title)
             }
         }
         dl {
             dt { "Pipeline" } dd { code { (run.pipeline) } }
-            @if let Some(task) = &task { dt { "Repository" } dd { (task.repository) } }
+            dt { "Repository" } dd { (task.repository) }
             dt { "Started" } dd { (layout::time(run.started_at)) }
             @if let Some(at) = run.finished_at { dt { "Finished" } dd { (layout::time(at)) } }
             dt { "Time used" } dd { (layout::duration(run.time_used_ms)) }
@@ -81,7 +89,7 @@ pub async fn run(
             }
         }
         @if let (RunState::AwaitingApproval, Some(gate)) = (run.state, &run.approval) {
-            (approval(&gate.0, task.as_ref().and_then(|task| task.github.as_deref())))
+            (approval(&gate.0, task.github.as_deref()))
         }
         @if let (RunState::AwaitingInput, Some(questions)) = (run.state, &run.questions) {
             section aria-labelledby="questions" {
@@ -256,13 +264,13 @@ pub struct StreamQuery {
 /// `Last-Event-ID` an EventSource resumes with) as `line` events with the line's `seq` as
 /// id, then an `end` event with the run's state once it stopped running.
 pub async fn log_stream(
-    _viewer: Viewer,
+    viewer: Viewer,
     State(state): State<AppState>,
     Path(id): Path<i64>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    run_or_404(&state.pool, id).await?;
+    run_or_404(&state, &viewer, id).await?;
     let resumed = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())

@@ -5,7 +5,7 @@ use maud::{Markup, html};
 
 use super::auth::Viewer;
 use super::{PageError, layout};
-use crate::engine::board_view::{self, BoardTask};
+use crate::engine::board_view::BoardTask;
 use crate::engine::{deferral, event_feed, events, runs};
 use crate::http::AppState;
 
@@ -14,8 +14,8 @@ pub async fn task(
     State(state): State<AppState>,
     Path(id): Path<i64>,
 ) -> Result<Markup, PageError> {
-    let web = &state.github_web_url;
-    let task = board_view::get(&state.pool, id, web)
+    let task = viewer
+        .visible_task(&state, id)
         .await?
         .ok_or_else(|| PageError::not_found(format!("There is no task {id}.")))?;
     let waiting = deferral::reason(&state.pool, id).await?;
@@ -23,11 +23,11 @@ pub async fn task(
     let trail = events::for_task(&state.pool, id).await?;
     let mut blocked_by = Vec::new();
     for &other in &task.blocked_by {
-        blocked_by.push((other, board_view::get(&state.pool, other, web).await?));
+        blocked_by.push((other, viewer.visible_task(&state, other).await?));
     }
     let mut blocks = Vec::new();
     for &other in &task.blocks {
-        blocks.push((other, board_view::get(&state.pool, other, web).await?));
+        blocks.push((other, viewer.visible_task(&state, other).await?));
     }
     let shown = task.state.unwrap_or(task.board_state);
     let body = html! {

@@ -47,6 +47,19 @@ impl Manifests {
     pub(super) fn knows_app(&self, id: u64) -> bool {
         self.apps.iter().any(|app| app.id == id)
     }
+
+    /// The secret and the callback URLs (the manifest's `callback_urls`) of the OAuth
+    /// client `client_id` of an App made here.
+    pub(super) fn client(&self, client_id: &str) -> Option<(String, Vec<String>)> {
+        let app = self.apps.iter().find(|app| app.client_id == client_id)?;
+        let callbacks = app.manifest["callback_urls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|url| url.as_str().map(str::to_owned))
+            .collect();
+        Some((app.client_secret.clone(), callbacks))
+    }
 }
 
 impl FakeGitHub {

@@ -22,6 +22,7 @@ mod git;
 mod hooks;
 mod issues;
 mod manifests;
+mod oauth;
 mod pulls;
 mod repos;
 mod routes;
@@ -50,6 +51,7 @@ pub use self::{
     hooks::HookDelivery,
     issues::Comment,
     manifests::CreatedApp,
+    oauth::{CLIENT_ID, CLIENT_SECRET},
     pulls::PullRequest,
     wire::account_id,
 };
@@ -113,6 +115,7 @@ struct Inner {
     next_delivery_id: i64,
     redelivery_requests: Vec<i64>,
     manifests: manifests::Manifests,
+    oauth: oauth::OAuth,
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
@@ -175,6 +178,7 @@ impl FakeGitHub {
             next_delivery_id: FIRST_DELIVERY_ID,
             redelivery_requests: Vec::new(),
             manifests: Default::default(),
+            oauth: Default::default(),
         }));
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let server = tokio::spawn(async move {
@@ -360,6 +364,13 @@ async fn api(shared: &Shared, parts: &Parts, segs: &[&str], body: Bytes) -> Resp
         ["app-manifests", code, "conversions"] if parts.method == Method::POST => {
             manifests::convert(shared, code)
         }
+        ["login", "oauth", "authorize"] if parts.method == Method::GET => {
+            oauth::authorize(shared, parts)
+        }
+        ["login", "oauth", "access_token"] if parts.method == Method::POST => {
+            oauth::access_token(shared, parts, &body)
+        }
+        ["user"] if parts.method == Method::GET => oauth::user(shared, auth),
         ["repos", owner, repo, rest @ ..] => {
             repos_api(shared, parts, auth, owner, repo, rest, body).await
         }
