@@ -23,6 +23,8 @@ pub struct VerifiedWebhook {
     pub event: String,
     pub content_type: String,
     pub body: Buffered,
+    /// The body's HMAC-SHA256, as verified.
+    pub body_mac: [u8; 32],
 }
 
 /// Why a webhook was not taken: a refusal, or its body could not be received.
@@ -71,7 +73,7 @@ impl FromRequest<AppState> for VerifiedWebhook {
             tracing::warn!(error = %err, "webhook body refused");
             Rejected::Body(err)
         })?;
-        signature
+        let body_mac = signature
             .verify(secret.expose_secret().as_bytes(), &body.bytes)
             .map_err(refused)?;
         let required = |name: &str| {
@@ -87,6 +89,7 @@ impl FromRequest<AppState> for VerifiedWebhook {
                 .unwrap_or("application/json")
                 .to_owned(),
             body,
+            body_mac,
         })
     }
 }
@@ -129,7 +132,12 @@ async fn store(state: AppState, webhook: VerifiedWebhook) -> (&'static str, Resp
     };
     match state
         .inbox
-        .store(webhook.delivery_id, webhook.event, payload)
+        .store(
+            webhook.delivery_id,
+            webhook.event,
+            payload,
+            webhook.body_mac,
+        )
         .await
     {
         Ok(Stored::New) => (

@@ -29,11 +29,14 @@ impl Signature {
         Ok(Self(digest))
     }
 
-    pub fn verify(&self, secret: &[u8], body: &[u8]) -> Result<(), SignatureError> {
+    /// Checks the signature against `body`; once it matches, its digest is the body's
+    /// HMAC-SHA256, a key for the exact bytes GitHub signed.
+    pub fn verify(self, secret: &[u8], body: &[u8]) -> Result<[u8; 32], SignatureError> {
         let mut mac = mac(secret);
         mac.update(body);
         mac.verify_slice(&self.0)
-            .map_err(|_| SignatureError::Mismatch)
+            .map_err(|_| SignatureError::Mismatch)?;
+        Ok(self.0)
     }
 }
 
@@ -58,7 +61,7 @@ mod tests {
         "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
 
     fn verify(secret: &[u8], body: &[u8], header: Option<&str>) -> Result<(), SignatureError> {
-        Signature::parse(header)?.verify(secret, body)
+        Signature::parse(header)?.verify(secret, body).map(drop)
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
@@ -29,7 +28,7 @@ struct Pending {
     delivery_id: String,
     event: String,
     payload: Bytes,
-    payload_sha256: [u8; 32],
+    replay_key: [u8; 32],
     reply: oneshot::Sender<Result<Stored, StoreError>>,
 }
 
@@ -54,23 +53,24 @@ impl InboxWriter {
     }
 
     /// Stores a delivery durably; returns once it is committed. A delivery is a duplicate
-    /// when its id is stored, or the same event with the same payload bytes under another id:
+    /// when its id is stored, or the same event with the same signed body under another id:
     /// the signature does not cover `X-GitHub-Delivery`, so a captured request replayed
-    /// under a fresh id is otherwise a new delivery.
+    /// under a fresh id is otherwise a new delivery. `body_mac` is the body's verified
+    /// HMAC-SHA256: equal bodies have equal ones, and it is already computed, where a
+    /// digest of its own would cost a second pass over every payload.
     pub async fn store(
         &self,
         delivery_id: String,
         event: String,
         payload: Bytes,
+        body_mac: [u8; 32],
     ) -> Result<Stored, StoreError> {
         let (reply, answer) = oneshot::channel();
-        // Hashed here, on the request's task, so the writers and Postgres spend nothing on it.
-        let payload_sha256 = Sha256::digest(&payload).into();
         let pending = Pending {
             delivery_id,
             event,
             payload,
-            payload_sha256,
+            replay_key: body_mac,
             reply,
         };
         self.queue
@@ -130,11 +130,11 @@ async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> sqlx::Result<Vec<Stri
     let ids: Vec<&str> = batch.iter().map(|p| p.delivery_id.as_str()).collect();
     let events: Vec<&str> = batch.iter().map(|p| p.event.as_str()).collect();
     let payloads: Vec<&[u8]> = batch.iter().map(|p| p.payload.as_ref()).collect();
-    let hashes: Vec<&[u8]> = batch.iter().map(|p| p.payload_sha256.as_slice()).collect();
-    // No conflict target: a row conflicting on the delivery id or on (event, payload hash)
+    let keys: Vec<&[u8]> = batch.iter().map(|p| p.replay_key.as_slice()).collect();
+    // No conflict target: a row conflicting on the delivery id or on (event, replay key)
     // is skipped alike, in this one statement, so no interleaving can store both.
     sqlx::query_scalar(
-        "INSERT INTO deliveries (delivery_id, event, payload, payload_sha256)
+        "INSERT INTO deliveries (delivery_id, event, payload, replay_key)
          SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::BYTEA[])
          ON CONFLICT DO NOTHING
          RETURNING delivery_id",
@@ -142,7 +142,7 @@ async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> sqlx::Result<Vec<Stri
     .bind(&ids)
     .bind(&events)
     .bind(&payloads)
-    .bind(&hashes)
+    .bind(&keys)
     .fetch_all(pool)
     .await
 }
