@@ -16,7 +16,7 @@ use fantoccini::Locator;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use sqlx::PgPool;
-use support::{API_TOKEN, Harness, OWNER, REPO, payloads, wait_until};
+use support::{API_TOKEN, Harness, OWNER, REPO, csrf_field, payloads, wait_until};
 
 const REQUESTER: &str = "alice";
 
@@ -147,20 +147,6 @@ fn cookie(response: &reqwest::Response) -> (String, String) {
 }
 
 /// The value of the first hidden `csrf` field of a page.
-fn csrf(page: &str) -> String {
-    let start = page.find(r#"name="csrf" value=""#).expect("a CSRF field") + 19;
-    page[start..][..page[start..].find('"').unwrap()].to_owned()
-}
-
-async fn paused(harness: &Harness) -> bool {
-    sqlx::query_scalar("SELECT paused FROM repositories WHERE owner = $1 AND name = $2")
-        .bind(OWNER)
-        .bind(REPO)
-        .fetch_one(&harness.pool)
-        .await
-        .unwrap()
-}
-
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn pages_need_a_session_or_the_token_and_forms_their_sessions_csrf_token(pool: PgPool) {
     let harness = Harness::start_idle(pool).await;
@@ -191,7 +177,7 @@ async fn pages_need_a_session_or_the_token_and_forms_their_sessions_csrf_token(p
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert!(!paused(&harness).await);
+    assert!(!harness.repo_paused().await);
 
     // The sign-in form opens an anonymous session whose token it carries.
     let form = http.get(format!("{base}/signin")).send().await.unwrap();
@@ -201,7 +187,7 @@ async fn pages_need_a_session_or_the_token_and_forms_their_sessions_csrf_token(p
         header.contains("HttpOnly") && header.contains("SameSite=Lax"),
         "{header}"
     );
-    let anonymous_csrf = csrf(&form.text().await.unwrap());
+    let anonymous_csrf = csrf_field(&form.text().await.unwrap());
     let sign_in = |fields: Vec<(&'static str, String)>, cookie: Option<String>| {
         let mut request = http.post(format!("{base}/signin")).form(&fields);
         if let Some(cookie) = cookie {
@@ -251,7 +237,7 @@ async fn pages_need_a_session_or_the_token_and_forms_their_sessions_csrf_token(p
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    let session_csrf = csrf(&page.text().await.unwrap());
+    let session_csrf = csrf_field(&page.text().await.unwrap());
     assert_ne!(session_csrf, anonymous_csrf, "signing in gives a new token");
 
     // A form without the session's token, or with another session's, changes nothing.
@@ -264,7 +250,7 @@ async fn pages_need_a_session_or_the_token_and_forms_their_sessions_csrf_token(p
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{fields:?}");
-        assert!(!paused(&harness).await);
+        assert!(!harness.repo_paused().await);
     }
     let response = http
         .post(&pause)
@@ -274,7 +260,7 @@ async fn pages_need_a_session_or_the_token_and_forms_their_sessions_csrf_token(p
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert!(paused(&harness).await);
+    assert!(harness.repo_paused().await);
 
     // Signing out needs the token too, and ends the session in the browser.
     let signout = format!("{base}/signout");
@@ -330,7 +316,7 @@ async fn pages_need_a_session_or_the_token_and_forms_their_sessions_csrf_token(p
     .await
     .unwrap();
     assert_eq!(resumed.status(), StatusCode::SEE_OTHER);
-    assert!(!paused(&harness).await);
+    assert!(!harness.repo_paused().await);
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
@@ -366,7 +352,7 @@ async fn a_repository_is_paused_and_resumed_from_its_page(pool: PgPool) {
                 .then_some(())
         })
         .await;
-        assert_eq!(paused(&harness).await, paused_after, "{button}");
+        assert_eq!(harness.repo_paused().await, paused_after, "{button}");
     }
     assert_eq!(harness.state(task_id).await, TaskState::Queued);
     browser.close().await;

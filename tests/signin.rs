@@ -14,7 +14,7 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::json;
 use sqlx::PgPool;
 use support::fake_github::{CLIENT_ID, CLIENT_SECRET};
-use support::{Harness, INSTALLATION_ID, OWNER, REPO};
+use support::{Harness, INSTALLATION_ID, OWNER, REPO, csrf_field};
 
 /// Reads `acme/widgets` on GitHub.
 const READER: &str = "bob";
@@ -90,11 +90,6 @@ fn cookie(response: &reqwest::Response) -> String {
     header.split(';').next().unwrap().to_owned()
 }
 
-fn csrf(page: &str) -> String {
-    let start = page.find(r#"name="csrf" value=""#).expect("a CSRF field") + 19;
-    page[start..][..page[start..].find('"').unwrap()].to_owned()
-}
-
 /// Starts signing in with GitHub: the anonymous session's cookie and where GitHub sends the
 /// browser back, with `login` signed in to GitHub.
 async fn to_github_and_back(harness: &Harness, base: &str, login: &str) -> (String, String) {
@@ -158,15 +153,6 @@ async fn post(base: &str, path: &str, session: &str, csrf: &str) -> StatusCode {
         .status()
 }
 
-async fn paused(harness: &Harness) -> bool {
-    sqlx::query_scalar("SELECT paused FROM repositories WHERE owner = $1 AND name = $2")
-        .bind(OWNER)
-        .bind(REPO)
-        .fetch_one(&harness.pool)
-        .await
-        .unwrap()
-}
-
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn a_person_sees_the_repositories_they_can_read_and_controls_those_they_administer(
     pool: PgPool,
@@ -198,7 +184,7 @@ async fn a_person_sees_the_repositories_they_can_read_and_controls_those_they_ad
         !repositories.contains("Pause acme/widgets"),
         "{repositories}"
     );
-    let token = csrf(&repositories);
+    let token = csrf_field(&repositories);
     assert_eq!(
         post(&base, &pause, &reader, &token).await,
         StatusCode::FORBIDDEN
@@ -213,7 +199,7 @@ async fn a_person_sees_the_repositories_they_can_read_and_controls_those_they_ad
         .await,
         StatusCode::NOT_FOUND
     );
-    assert!(!paused(&harness).await, "a reader paused nothing");
+    assert!(!harness.repo_paused().await, "a reader paused nothing");
 
     let admin = sign_in_as(&harness, &base, ADMIN).await;
     let (_, repositories) = get(&base, "/repositories", &admin).await;
@@ -222,12 +208,12 @@ async fn a_person_sees_the_repositories_they_can_read_and_controls_those_they_ad
         "{repositories}"
     );
     assert!(!repositories.contains("acme/secret"), "{repositories}");
-    let token = csrf(&repositories);
+    let token = csrf_field(&repositories);
     assert_eq!(
         post(&base, &pause, &admin, &token).await,
         StatusCode::SEE_OTHER
     );
-    assert!(paused(&harness).await);
+    assert!(harness.repo_paused().await);
 
     // An account GitHub gives nothing on either repository sees an empty board.
     harness.github.sign_in_browser_as("mallory");
@@ -239,6 +225,11 @@ async fn a_person_sees_the_repositories_they_can_read_and_controls_those_they_ad
         get(&base, &format!("/tasks/{shown}"), &outsider).await.0,
         StatusCode::NOT_FOUND
     );
+}
+
+/// Follows GitHub's redirect back with the browser's cookie.
+async fn follow(http: &reqwest::Client, url: &str, cookie: &str) -> reqwest::Response {
+    http.get(url).header(COOKIE, cookie).send().await.unwrap()
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
@@ -261,27 +252,12 @@ async fn a_sign_in_that_did_not_start_in_this_browser_or_that_github_refused_sig
     assert!(!signed_in(&response));
     // With the session, but a state it was not sent with.
     let forged = callback.replace("state=", "state=x");
-    let response = http
-        .get(&forged)
-        .header(COOKIE, &anonymous)
-        .send()
-        .await
-        .unwrap();
+    let response = follow(&http, &forged, &anonymous).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     // The real answer signs in; the same code a second time is refused by GitHub.
-    let response = http
-        .get(&callback)
-        .header(COOKIE, &anonymous)
-        .send()
-        .await
-        .unwrap();
+    let response = follow(&http, &callback, &anonymous).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let replayed = http
-        .get(&callback)
-        .header(COOKIE, &anonymous)
-        .send()
-        .await
-        .unwrap();
+    let replayed = follow(&http, &callback, &anonymous).await;
     assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED);
     assert!(!signed_in(&replayed));
     assert!(
@@ -295,12 +271,7 @@ async fn a_sign_in_that_did_not_start_in_this_browser_or_that_github_refused_sig
     // A code left unused past GitHub's ten minutes.
     let (anonymous, callback) = to_github_and_back(&harness, &base, READER).await;
     harness.github.expire_oauth_codes();
-    let response = http
-        .get(&callback)
-        .header(COOKIE, &anonymous)
-        .send()
-        .await
-        .unwrap();
+    let response = follow(&http, &callback, &anonymous).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
     // The person cancels on GitHub.
@@ -314,12 +285,7 @@ async fn a_sign_in_that_did_not_start_in_this_browser_or_that_github_refused_sig
     let back = http.get(location(&http_start)).send().await.unwrap();
     let callback = location(&back);
     assert!(callback.contains("error=access_denied"), "{callback}");
-    let response = http
-        .get(&callback)
-        .header(COOKIE, &anonymous)
-        .send()
-        .await
-        .unwrap();
+    let response = follow(&http, &callback, &anonymous).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert!(!signed_in(&response));
     assert!(

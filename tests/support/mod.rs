@@ -391,6 +391,16 @@ impl Harness {
         .await
     }
 
+    /// Whether the operator's pause is on for the harness's repository.
+    pub async fn repo_paused(&self) -> bool {
+        sqlx::query_scalar("SELECT paused FROM repositories WHERE owner = $1 AND name = $2")
+            .bind(OWNER)
+            .bind(REPO)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
     pub async fn state(&self, task_id: i64) -> TaskState {
         sqlx::query_scalar("SELECT state FROM tasks WHERE id = $1")
             .bind(task_id)
@@ -458,6 +468,12 @@ impl Harness {
             .map(|run| run.unwrap().path())
             .collect()
     }
+}
+
+/// The CSRF token a page's forms carry.
+pub fn csrf_field(page: &str) -> String {
+    let start = page.find(r#"name="csrf" value=""#).expect("a CSRF field") + 19;
+    page[start..][..page[start..].find('"').unwrap()].to_owned()
 }
 
 pub async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
