@@ -464,3 +464,36 @@ async fn a_forced_run_queues_a_blocked_task_and_is_audited(pool: PgPool) {
         );
     }
 }
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn cancelling_a_parent_cancels_the_children_that_have_not_ended(pool: PgPool) {
+    let harness = Harness::start_idle(pool.clone()).await;
+    harness.install().await;
+    let (parent, children) = family(&harness, json!({ "max_parallelism": 1 }), 3).await;
+    let running = claim_one(&pool).await.expect("the first child");
+    assert_eq!(running.id, children[0]);
+    let grandchild = create(&harness, "grandchild", json!({ "parent_id": children[2] })).await;
+    ready(&harness, grandchild).await;
+
+    let (status, reply) = harness
+        .api(
+            "POST",
+            &format!("/api/v2/tasks/{parent}/cancel"),
+            Some(API_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    for id in [parent, children[1], children[2], grandchild] {
+        let task = shown(&harness, id).await;
+        assert_eq!(task["state"], "cancelled", "{task}");
+        assert_eq!(task["queue_state"], "cancelled", "{task}");
+    }
+    assert!(
+        tasks::cancel_requested(&pool, children[0]).await.unwrap(),
+        "the running child is asked to stop"
+    );
+    assert!(
+        claim_one(&pool).await.is_none(),
+        "nothing of the parent's runs"
+    );
+}

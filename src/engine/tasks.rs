@@ -713,9 +713,35 @@ pub enum Cancel {
     Requested,
 }
 
-/// Cancels a waiting task at once, or asks the worker of a running one to stop it. `by` is
-/// the person who asked, when one did.
+/// Cancels a waiting task at once, or asks the worker of a running one to stop it; a
+/// parent's children, and theirs, that have not ended go with it, since they do its work.
+/// `by` is the person who asked, when one did.
 pub async fn cancel(
+    conn: &mut PgConnection,
+    task_id: i64,
+    by: Option<&str>,
+) -> Result<Cancel, EngineError> {
+    let cancelled = cancel_one(conn, task_id, by).await?;
+    let descendants: Vec<(i64, TaskState)> = sqlx::query_as(
+        "WITH RECURSIVE below (id) AS (
+             SELECT id FROM tasks WHERE parent_id = $1
+             UNION
+             SELECT t.id FROM tasks t JOIN below b ON t.parent_id = b.id
+         )
+         SELECT t.id, t.state FROM tasks t JOIN below USING (id) ORDER BY t.id",
+    )
+    .bind(task_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (child, state) in descendants {
+        if !state.is_final() {
+            cancel_one(conn, child, by).await?;
+        }
+    }
+    Ok(cancelled)
+}
+
+async fn cancel_one(
     conn: &mut PgConnection,
     task_id: i64,
     by: Option<&str>,
