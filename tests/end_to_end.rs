@@ -145,6 +145,7 @@ async fn labeled_issue_becomes_a_pull_request(pool: sqlx::PgPool) {
             "created",
             "claimed",
             "run",
+            "run",
             "step_started",
             "step_completed",
             "step_started",

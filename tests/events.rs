@@ -55,6 +55,7 @@ async fn a_labelled_issue_leaves_the_seed_events_with_its_workflow_and_delivery(
         [
             "task.created",
             "task.claimed",
+            "run.created",
             "run.started",
             "task.step_started",
             "task.step_completed",
@@ -78,8 +79,8 @@ async fn a_labelled_issue_leaves_the_seed_events_with_its_workflow_and_delivery(
             assert_eq!(event["workflow_version"], hash, "{event}");
         }
     }
-    assert_eq!(events[3]["payload"]["step"], "implement");
-    assert_eq!(events[4]["payload"]["exit_code"], 0);
+    assert_eq!(events[4]["payload"]["step"], "implement");
+    assert_eq!(events[5]["payload"]["exit_code"], 0);
 
     let first = events[0]["id"].as_i64().unwrap();
     let page = feed(&harness, &format!("?after={first}&limit=2")).await;

@@ -59,7 +59,10 @@ async fn ended_run(harness: &Harness, run_id: i64) -> Value {
         Duration::from_secs(60),
         || async {
             let run = api(harness, &format!("/api/v2/runs/{run_id}")).await;
-            let over = !matches!(run["state"].as_str(), Some("running" | "awaiting_approval"));
+            let over = !matches!(
+                run["state"].as_str(),
+                Some("pending" | "running" | "awaiting_approval")
+            );
             over.then_some(run)
         },
     )
@@ -485,6 +488,14 @@ async fn a_repository_gone_from_the_remote_is_clone_failed(pool: sqlx::PgPool) {
     let task_id = label(&harness, 8).await;
     let run = ended_run(&harness, run_of(&harness, task_id).await).await;
     assert_eq!(failure_of(&run), ("clone_failed", None, None));
+    let states: Vec<String> = sqlx::query_scalar(
+        "SELECT detail->>'to' FROM task_events WHERE run_id = $1 AND kind = 'run' ORDER BY id",
+    )
+    .bind(run["id"].as_i64().unwrap())
+    .fetch_all(&harness.pool)
+    .await
+    .unwrap();
+    assert_eq!(states, ["pending", "failed"], "no step ever ran");
     harness.reach(task_id, TaskState::Scheduled).await;
 }
 
@@ -732,12 +743,26 @@ async fn an_invalid_run_transition_is_refused_and_changes_nothing(pool: sqlx::Pg
     .fetch_one(&pool)
     .await
     .unwrap();
-    sqlx::query("UPDATE runs SET state = 'completed' WHERE id = $1")
+    let skipped = sqlx::query("UPDATE runs SET state = 'completed' WHERE id = $1")
         .bind(run)
         .execute(&pool)
         .await
-        .unwrap();
-    for to in ["running", "failed", "awaiting_approval"] {
+        .expect_err("a pending run has not run: it cannot have completed");
+    assert!(
+        skipped
+            .to_string()
+            .contains("invalid run transition from pending to completed"),
+        "{skipped}"
+    );
+    for to in ["running", "completed"] {
+        sqlx::query("UPDATE runs SET state = $2::run_state WHERE id = $1")
+            .bind(run)
+            .bind(to)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    for to in ["pending", "running", "failed", "awaiting_approval"] {
         let err = sqlx::query("UPDATE runs SET state = $2::run_state WHERE id = $1")
             .bind(run)
             .bind(to)
@@ -761,5 +786,8 @@ async fn an_invalid_run_transition_is_refused_and_changes_nothing(pool: sqlx::Pg
     .await
     .unwrap();
     assert_eq!(state, "completed");
-    assert_eq!(events, 2, "the start and the completion, nothing refused");
+    assert_eq!(
+        events, 3,
+        "made pending, started, completed; nothing refused"
+    );
 }

@@ -1119,6 +1119,7 @@ async fn a_run_taken_from_its_worker_cannot_be_finished_afterwards(pool: PgPool)
         .unwrap()
         .unwrap();
     let current = runs::start(&mut conn, task_id, "default").await.unwrap();
+    runs::begin(&pool, current.id).await.unwrap();
     assert!(
         runs::finish(&pool, current.id, RunState::Completed, &outcome)
             .await

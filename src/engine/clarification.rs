@@ -182,7 +182,7 @@ pub async fn expire(conn: &mut PgConnection) -> Result<Vec<i64>, EngineError> {
         runs::end_from(
             &mut *conn,
             run_id,
-            RunState::AwaitingInput,
+            &[RunState::AwaitingInput],
             RunState::Failed,
             &outcome,
         )

@@ -89,7 +89,16 @@ pub fn event_type(kind: &str, detail: &Value) -> &'static str {
             _ => "task.updated",
         },
         "run" => match to {
-            Some("running") if detail.get("from").is_none() => "run.started",
+            Some("pending") => "run.created",
+            // Runs recorded before `pending` existed started running.
+            Some("running")
+                if matches!(
+                    detail.get("from").and_then(Value::as_str),
+                    None | Some("pending")
+                ) =>
+            {
+                "run.started"
+            }
             Some("running") => "run.resumed",
             Some("awaiting_approval") => "run.awaiting_approval",
             Some("awaiting_input") => "run.awaiting_input",

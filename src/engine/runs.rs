@@ -203,6 +203,16 @@ impl Definition<'_> {
     }
 }
 
+/// Moves a pending run to running: its workspace and pipeline are ready and its steps start.
+/// A run taken up again after a gate or questions is running already.
+pub async fn begin(db: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE runs SET state = 'running' WHERE id = $1 AND state = 'pending'")
+        .bind(run_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Pins the commit a run's work starts from, and the pipeline file it goes by unless an
 /// earlier attempt of its task pinned one already.
 pub async fn pin(
@@ -405,14 +415,22 @@ pub async fn finish(
     state: RunState,
     outcome: &Outcome,
 ) -> sqlx::Result<bool> {
-    end_from(db, run_id, RunState::Running, state, outcome).await
+    end_from(
+        db,
+        run_id,
+        &[RunState::Pending, RunState::Running],
+        state,
+        outcome,
+    )
+    .await
 }
 
-/// Ends the run as `state` with `outcome` if it is in state `from`; `false` when it was not.
+/// Ends the run as `state` with `outcome` if it is in one of the states `from`; `false` when
+/// it was not.
 pub async fn end_from(
     db: impl PgExecutor<'_>,
     run_id: i64,
-    from: RunState,
+    from: &[RunState],
     state: RunState,
     outcome: &Outcome,
 ) -> sqlx::Result<bool> {
@@ -420,7 +438,7 @@ pub async fn end_from(
     let done = sqlx::query(&format!(
         "UPDATE runs SET state = $7, finished_at = now(), outcome = $2, failure = $3,
              {ENDING_COLUMNS}
-         WHERE id = $1 AND state = $8"
+         WHERE id = $1 AND state = ANY($8)"
     ))
     .bind(run_id)
     .bind(Json(outcome))

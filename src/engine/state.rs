@@ -29,6 +29,8 @@ pub enum TaskState {
 #[sqlx(type_name = "run_state", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
+    /// Claimed: its workspace and pipeline file are being made ready; no step has run.
+    Pending,
     Running,
     Completed,
     Failed,
@@ -45,7 +47,8 @@ pub enum RunState {
 }
 
 impl RunState {
-    pub const ALL: [RunState; 7] = [
+    pub const ALL: [RunState; 8] = [
+        Self::Pending,
         Self::Running,
         Self::AwaitingApproval,
         Self::AwaitingInput,
@@ -58,6 +61,7 @@ impl RunState {
     /// The name Postgres and the API give the state.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Pending => "pending",
             Self::Running => "running",
             Self::Completed => "completed",
             Self::Failed => "failed",
@@ -68,12 +72,21 @@ impl RunState {
         }
     }
 
+    /// Whether the run's worker holds it (its steps run, or are about to): its log may
+    /// still grow.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Pending | Self::Running)
+    }
+
     /// The states a run may go to: a parked run resumes, or ends with its task; an ended
     /// run never changes (a retry is a new run). Postgres holds the same table
     /// (`run_transitions`) and refuses any other change to a run, whichever statement makes it.
     pub fn next(self) -> &'static [RunState] {
         use RunState::*;
         match self {
+            // Its workspace could not be made, its pipeline file is broken, or its task was
+            // taken from it before a step ran.
+            Pending => &[Running, Failed, Cancelled, Interrupted],
             Running => &[
                 Completed,
                 Failed,

@@ -423,7 +423,7 @@ async fn set_states(
                               ELSE 'interrupted' END
              FROM moved
              WHERE runs.task_id = moved.id
-               AND ((moved.from_state = 'running' AND runs.state = 'running')
+               AND ((moved.from_state = 'running' AND runs.state IN ('pending', 'running'))
                     -- A parked run, or an approved (answered) one waiting to resume, ends
                     -- with its task.
                     OR (moved.to_state IN ('failed', 'cancelled')

@@ -256,7 +256,7 @@ pub(super) async fn run_view(state: &AppState, id: i64) -> Result<RunView, Refus
         previous_run: run.previous_run_id,
         retry_of,
         state: run.state,
-        running: run.state == RunState::Running,
+        running: run.state.is_live(),
         pipeline: run.pipeline,
         started_at: run.started_at,
         finished_at: run.finished_at,
@@ -371,7 +371,7 @@ pub async fn get_run_logs(
     let page = LogPage {
         run: id,
         state: run.state,
-        running: run.state == RunState::Running,
+        running: run.state.is_live(),
         lines,
         next,
     };

@@ -420,7 +420,7 @@ pub async fn get_task(
                 "id": run.id,
                 "attempt": run.attempt,
                 "state": run.state,
-                "running": run.state == RunState::Running,
+                "running": run.state.is_live(),
                 "pipeline": run.pipeline,
                 "failure": run.failure,
                 "error_type": run.error_type,

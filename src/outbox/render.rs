@@ -99,7 +99,9 @@ async fn run_comment(
 ) -> sqlx::Result<String> {
     let gate = run.approval.as_ref().map(|gate| &gate.0);
     Ok(match (run.state, task.state) {
-        (RunState::Running, _) => comment::started(task.id, &task.pipeline, run.attempt, steps),
+        (RunState::Pending | RunState::Running, _) => {
+            comment::started(task.id, &task.pipeline, run.attempt, steps)
+        }
         (RunState::AwaitingApproval, TaskState::AwaitingApproval) => match gate {
             Some(gate) => comment::awaiting_approval(
                 task.id,
@@ -243,7 +245,10 @@ pub(super) async fn check_run(
 fn footer(task: &Task, run: &Run, public_url: &str) -> String {
     let over = !matches!(
         run.state,
-        RunState::Running | RunState::AwaitingApproval | RunState::AwaitingInput
+        RunState::Pending
+            | RunState::Running
+            | RunState::AwaitingApproval
+            | RunState::AwaitingInput
     );
     let outcome = over.then(|| ended(task, run));
     report::footer(
@@ -265,7 +270,7 @@ fn queued_or_cancelled(task: &Task) -> CheckState<'_> {
 fn current_check(task: &Task, run: &Run, steps: &[StepResult]) -> CheckRunReport {
     let gate = run.approval.as_ref().map(|gate| &gate.0);
     match (run.state, gate) {
-        (RunState::Running, _) => {
+        (RunState::Pending | RunState::Running, _) => {
             let step = steps.last().map(|step| step.name.as_str());
             check_run::render(&task.pipeline, CheckState::InProgress { step }, steps)
         }

@@ -282,6 +282,9 @@ impl TaskRunner {
             }
             Err(err @ PrepareError::Db(_)) => return Ended::failed(Failure::Lost(err.to_string())),
         };
+        if let Err(err) = runs::begin(&self.pool, run.id).await {
+            return Ended::failed(Failure::Lost(err.to_string()));
+        }
         let context = TaskContext {
             task_id: Some(task.id),
             issue_number: task.issue_number,

@@ -61,7 +61,7 @@ pub async fn run(
     let steps = runs::steps(&state.pool, id).await?;
     let lines = logs::page(&state.pool, id, 0, PAGE_LINES).await?;
     let artifacts = artifacts::get(&state.pool, id).await?;
-    let running = run.state == RunState::Running;
+    let running = run.state.is_live();
     let last_seq = lines.last().map_or(0, |line| line.seq);
     let body = html! {
         h1 { "Run " (run.id) }
@@ -323,7 +323,7 @@ async fn next_event(mut follow: Follow) -> Option<(Result<Event, Infallible>, Fo
                 follow.after = lines.last().map_or(follow.after, |line| line.seq);
                 follow.read.extend(lines);
             }
-            Ok((Some(RunState::Running), _)) => tokio::time::sleep(LOOK_EVERY).await,
+            Ok((Some(state), _)) if state.is_live() => tokio::time::sleep(LOOK_EVERY).await,
             Ok((state, _)) => {
                 follow.ended = true;
                 let state = state.map_or("deleted", RunState::as_str);
