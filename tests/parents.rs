@@ -497,3 +497,44 @@ async fn cancelling_a_parent_cancels_the_children_that_have_not_ended(pool: PgPo
         "nothing of the parent's runs"
     );
 }
+
+/// Claims from several processes at the same moment: whichever locks the repository last
+/// still counts the children the others started, and the parent stays within its limit.
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn claims_from_several_processes_at_once_keep_a_parent_within_max_parallelism(pool: PgPool) {
+    let harness = Harness::start_idle(pool.clone()).await;
+    harness.install().await;
+    for round in 0..60 {
+        let (parent, _) = family(&harness, json!({ "max_parallelism": 1 }), 3).await;
+        let claimers: Vec<_> = (0..4)
+            .map(|n| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    claim(&pool, &format!("p{n}"), &[format!("p{n}/0")])
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut claimed = Vec::new();
+        for claimer in claimers {
+            claimed.extend(claimer.await.unwrap());
+        }
+        assert!(
+            claimed.len() <= 1,
+            "round {round}: {} children of parent {parent} (limit 1) started",
+            claimed.len()
+        );
+        for (_, task) in &claimed {
+            end(&pool, task, TaskState::Cancelled).await;
+        }
+        let (status, reply) = harness
+            .api(
+                "POST",
+                &format!("/api/v2/tasks/{parent}/cancel"),
+                Some(API_TOKEN),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    }
+}

@@ -38,9 +38,10 @@ pub async fn claim(
     // not leave sessions empty-handed.
     //
     // A parent's children are limited first, by the children it runs now (an index probe
-    // per parent among the picked tasks; their dependency levels are their blockers). Those
-    // counts are read at the statement's start: children of one parent live in its
-    // repository, whose locked row serialises their claims.
+    // per parent among the picked tasks; their dependency levels are their blockers).
+    // Children of one parent live in its repository, whose locked row serialises their
+    // claims; `running_children` counts them with a snapshot taken after that lock, which
+    // sees what another process's claim committed since this statement began.
     let claimed: Vec<Claimed> = sqlx::query_as(&format!(
         "WITH picked AS (
              SELECT t.id AS task_id, t.repo_owner AS owner, t.repo_name AS name,
@@ -54,10 +55,7 @@ pub async fn claim(
              LIMIT 4 * cardinality($2::TEXT[])
              FOR UPDATE OF t, r SKIP LOCKED
          ), parents AS (
-             SELECT p.id, p.max_parallelism - (
-                        SELECT count(*) FROM tasks c
-                        WHERE c.parent_id = p.id AND c.state = 'running'
-                    ) AS free_children
+             SELECT p.id, p.max_parallelism - running_children(p.id) AS free_children
              FROM tasks p
              WHERE p.id IN (SELECT parent FROM picked) AND p.max_parallelism IS NOT NULL
          ), within_parents AS (
