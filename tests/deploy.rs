@@ -23,7 +23,7 @@ const ALWAYS_DELIVERED: [&str; 2] = ["installation", "installation_repositories"
 
 #[test]
 fn the_manifest_subscribes_to_exactly_the_events_conveyor_acts_on() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/github-webhooks");
+    let fixtures = support::fixtures_dir();
     let mut acted_on = BTreeSet::new();
     let mut seen = BTreeSet::new();
     for dir in std::fs::read_dir(&fixtures).unwrap() {

@@ -497,14 +497,20 @@ mod tests {
         assert!(Event::parse("issues", b"not json").is_err());
     }
 
-    const FIXTURES: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/github-webhooks"
-    );
+    /// GitHub's example payloads: in `shared/` beside the checkout, or under
+    /// `CONVEYOR_SHARED_DIR` for a checkout elsewhere (as the integration tests find them).
+    fn fixtures() -> std::path::PathBuf {
+        std::env::var_os("CONVEYOR_SHARED_DIR")
+            .map_or_else(
+                || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+                std::path::PathBuf::from,
+            )
+            .join("fixtures/github-webhooks")
+    }
 
     /// One of GitHub's example payloads, as JSON to patch.
     fn fixture(relative: &str) -> serde_json::Value {
-        let path = std::path::Path::new(FIXTURES).join(relative);
+        let path = fixtures().join(relative);
         let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_slice(&text).unwrap()
     }
@@ -793,7 +799,7 @@ mod tests {
             ("installation_repositories", "added"),
         ];
         let mut parsed = 0;
-        for folder in std::fs::read_dir(FIXTURES).unwrap() {
+        for folder in std::fs::read_dir(fixtures()).unwrap() {
             let folder = folder.unwrap().path();
             if !folder.is_dir() {
                 continue;

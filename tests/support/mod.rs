@@ -527,7 +527,7 @@ where
 
 /// `shared/fixtures/github-webhooks`: beside the checkout, or under `CONVEYOR_SHARED_DIR`
 /// for a checkout elsewhere (a git worktree).
-fn fixtures_dir() -> PathBuf {
+pub fn fixtures_dir() -> PathBuf {
     std::env::var_os("CONVEYOR_SHARED_DIR")
         .map_or_else(
             || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
