@@ -11,7 +11,7 @@ use axum::http::{Request, StatusCode, header};
 use conveyor::github::{AppCredentials, GitHubApp};
 use conveyor::webhook::{redelivery, signature};
 use serde_json::json;
-use support::{Harness, WEBHOOK_SECRET, fixture, labeled_issue, send};
+use support::{Harness, WEBHOOK_SECRET, fixture, labeled_issue, send, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -170,6 +170,89 @@ async fn deliveries_that_are_not_tasks_get_a_recorded_reason(pool: sqlx::PgPool)
         )
     );
     assert!(harness.task_ids().await.is_empty());
+}
+
+/// The stored row of `delivery`: its outcome, what was learnt of it, and whether the
+/// statement that stored it also decided it (one statement, one `now()`).
+async fn stored_row(
+    harness: &Harness,
+    delivery: &str,
+) -> (Option<String>, Option<String>, Option<String>, bool) {
+    sqlx::query_as(
+        "SELECT outcome, action, repository, processed_at IS NOT DISTINCT FROM received_at
+         FROM deliveries WHERE delivery_id = $1",
+    )
+    .bind(delivery)
+    .fetch_one(&harness.pool)
+    .await
+    .unwrap()
+}
+
+/// What the payload alone decides is stored decided, with what the job would have learnt of
+/// it; what needs the database is left to the job, and a replay decides it the same way.
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_delivery_its_payload_decides_is_stored_decided(pool: sqlx::PgPool) {
+    let harness = Harness::start(pool).await;
+    harness.add_repo_with_pipeline();
+    let mut opened = fixture("issues/opened.payload.json");
+    opened["installation"] = json!({ "id": support::INSTALLATION_ID });
+    let (status, _) = harness
+        .post_signed("issues", "d-opened", &serde_json::to_vec(&opened).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        stored_row(&harness, "d-opened").await,
+        (
+            Some("ignored: event not handled".into()),
+            Some("opened".into()),
+            Some("Codertocat/Hello-World".into()),
+            true
+        )
+    );
+    let (status, _) = harness.post_signed("issues", "d-array", b"[1, 2]").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "JSON, though not an event");
+    let (outcome, _, _, decided_on_receipt) = stored_row(&harness, "d-array").await;
+    assert!(
+        outcome
+            .as_deref()
+            .unwrap()
+            .starts_with("ignored: malformed payload"),
+        "{outcome:?}"
+    );
+    assert!(decided_on_receipt);
+
+    harness
+        .post_signed("issues", "d-label", &labeled_issue(4, "x", "bug"))
+        .await;
+    assert_eq!(
+        harness.outcome("d-label").await,
+        "request_queued",
+        "the job looked the installation up"
+    );
+    assert!(!stored_row(&harness, "d-label").await.3);
+
+    let (status, _) = harness
+        .api(
+            "POST",
+            "/api/v2/deliveries/d-opened/replay",
+            Some(support::API_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let replayed = wait_until("the replay decided", || async {
+        let row = stored_row(&harness, "d-opened").await;
+        row.0.is_some().then_some(row)
+    })
+    .await;
+    assert_eq!(
+        replayed,
+        (
+            Some("ignored: event not handled".into()),
+            Some("opened".into()),
+            Some("Codertocat/Hello-World".into()),
+            false
+        )
+    );
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]

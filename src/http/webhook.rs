@@ -1,4 +1,6 @@
-//! `POST /webhooks/github`: verify, store, answer. Nothing else happens in the request.
+//! `POST /webhooks/github`: verify, store, answer. Nothing else happens in the request, but
+//! for a delivery whose payload alone decides it (most of what GitHub sends an App: actions
+//! Conveyor does not act on), which is stored decided.
 
 use std::time::Instant;
 
@@ -13,9 +15,10 @@ use serde_json::json;
 use super::body_budget::{BodyError, Buffered};
 use super::{AppState, Refusal};
 use crate::metrics;
-use crate::webhook::inbox;
+use crate::webhook::interpret::Reading;
 use crate::webhook::signature::{Signature, SignatureError};
 use crate::webhook::writer::Stored;
+use crate::webhook::{inbox, interpret};
 
 /// A webhook whose signature matched the raw body it arrived with.
 pub struct VerifiedWebhook {
@@ -108,8 +111,16 @@ pub async fn receive(State(state): State<AppState>, webhook: VerifiedWebhook) ->
 
 /// Stores a verified delivery: how it went, for the metrics, and the answer to GitHub.
 async fn store(state: AppState, webhook: VerifiedWebhook) -> (&'static str, Response) {
-    let payload = match json_payload(&webhook.content_type, &webhook.body.bytes) {
-        Ok(payload) => payload,
+    let parsed = json_payload(&webhook.content_type, &webhook.body.bytes).and_then(|payload| {
+        let decided = match interpret::read(&webhook.event, &payload) {
+            Ok(Reading::Decided(decided)) => Some(decided),
+            Ok(Reading::Event(_)) => None,
+            Err(err) => return Err(format!("body is not valid JSON: {err}")),
+        };
+        Ok((payload, decided))
+    });
+    let (payload, decided) = match parsed {
+        Ok(parsed) => parsed,
         Err(reason) => {
             // Kept so an operator can see what GitHub sent; nothing will interpret it.
             let outcome = format!("rejected: {reason}");
@@ -137,6 +148,7 @@ async fn store(state: AppState, webhook: VerifiedWebhook) -> (&'static str, Resp
             webhook.event,
             payload,
             webhook.body_mac,
+            decided,
         )
         .await
     {
@@ -155,17 +167,15 @@ async fn store(state: AppState, webhook: VerifiedWebhook) -> (&'static str, Resp
     }
 }
 
-/// The JSON document GitHub sent: the body itself, or the `payload` field of a form.
+/// The document GitHub sent: the body itself, or the `payload` field of a form. Parsing it
+/// as its event tells whether it is JSON.
 fn json_payload(content_type: &str, body: &Bytes) -> Result<Bytes, String> {
-    let payload = if content_type.starts_with("application/x-www-form-urlencoded") {
+    if content_type.starts_with("application/x-www-form-urlencoded") {
         let field = url::form_urlencoded::parse(body)
             .find(|(name, _)| name == "payload")
             .ok_or("form body has no `payload` field")?;
-        Bytes::from(field.1.into_owned())
+        Ok(Bytes::from(field.1.into_owned()))
     } else {
-        body.clone()
-    };
-    serde_json::from_slice::<serde::de::IgnoredAny>(&payload)
-        .map_err(|err| format!("body is not valid JSON: {err}"))?;
-    Ok(payload)
+        Ok(body.clone())
+    }
 }

@@ -63,6 +63,13 @@ pub struct Summary {
     pub repository: Option<String>,
 }
 
+/// A delivery's outcome and what was learnt of it, decided from its payload alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    pub summary: Summary,
+    pub outcome: String,
+}
+
 /// Records the outcomes of a batch of deliveries in one statement.
 pub async fn record_outcomes(
     db: impl PgExecutor<'_>,

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::event::{CommentRef, Event, EventKind};
-use super::inbox::{self, PendingDelivery, Summary};
+use super::inbox::{self, Decided, PendingDelivery, Summary};
 use crate::engine::clarification;
 use crate::installations::{self, Change, Status};
 use crate::report::check_run;
@@ -42,6 +42,42 @@ pub enum Intent {
 /// Whether interpreting `event` reads or writes the database; most deliveries need neither.
 pub fn touches_database(event: &Event) -> bool {
     event.installation_id.is_some() && event.kind != EventKind::Unhandled
+}
+
+/// What a delivery's payload alone tells of it.
+pub enum Reading {
+    /// Its outcome: an action Conveyor does not act on, no installation, or JSON that is
+    /// not the event its header names. Intake stores such a delivery already decided, and
+    /// the job decides a replayed one the same way.
+    Decided(Decided),
+    /// The event, whose meaning depends on what the database holds.
+    Event(Box<Event>),
+}
+
+fn malformed(err: &serde_json::Error) -> Decided {
+    Decided {
+        summary: Summary::default(),
+        outcome: format!("ignored: malformed payload: {err}"),
+    }
+}
+
+/// Reads the payload of an `event` delivery; an error when it is not JSON.
+pub fn read(event: &str, payload: &[u8]) -> Result<Reading, serde_json::Error> {
+    let event = match Event::parse(event, payload) {
+        Ok(event) => event,
+        Err(err) if err.is_data() => return Ok(Reading::Decided(malformed(&err))),
+        Err(err) => return Err(err),
+    };
+    if touches_database(&event) {
+        return Ok(Reading::Event(Box::new(event)));
+    }
+    Ok(match interpret(&event, None) {
+        Intent::Ignore(reason) => Reading::Decided(Decided {
+            summary: event.summary(),
+            outcome: format!("ignored: {reason}"),
+        }),
+        _ => Reading::Event(Box::new(event)),
+    })
 }
 
 /// What a delivery means, decided from the event and what is known of its installation.
@@ -234,20 +270,21 @@ async fn process(
             "ignored: payload deleted by retention".to_owned(),
         )));
     };
-    let event = match Event::parse(&delivery.event, payload) {
-        Ok(event) => event,
-        Err(err) => {
-            return Ok(Some((
-                Summary::default(),
-                format!("ignored: malformed payload: {err}"),
-            )));
-        }
+    let decided = match read(&delivery.event, payload) {
+        Ok(Reading::Decided(decided)) => decided,
+        Ok(Reading::Event(event)) => return interpret_with_database(conn, delivery, *event).await,
+        // A rejected delivery replayed: its body is not JSON.
+        Err(err) => malformed(&err),
     };
-    if !touches_database(&event)
-        && let Intent::Ignore(reason) = interpret(&event, None)
-    {
-        return Ok(Some((event.summary(), format!("ignored: {reason}"))));
-    }
+    Ok(Some((decided.summary, decided.outcome)))
+}
+
+/// Interprets a delivery whose meaning depends on what the database holds, in a savepoint.
+async fn interpret_with_database(
+    conn: &mut PgConnection,
+    delivery: &PendingDelivery,
+    event: Event,
+) -> sqlx::Result<Option<(Summary, String)>> {
     // A savepoint, so a failure undoes the delivery's effects but not the rest of the batch.
     let mut effects = sqlx::Connection::begin(&mut *conn).await?;
     match apply(&mut effects, delivery.id, &event).await {

@@ -9,6 +9,8 @@ use bytes::Bytes;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
+use super::inbox::Decided;
+
 /// Largest batch one INSERT stores.
 const MAX_BATCH: usize = 256;
 /// Batches being written at once: while one commits, the next one gathers.
@@ -29,6 +31,7 @@ struct Pending {
     event: String,
     payload: Bytes,
     replay_key: [u8; 32],
+    decided: Option<Decided>,
     reply: oneshot::Sender<Result<Stored, StoreError>>,
 }
 
@@ -57,13 +60,16 @@ impl InboxWriter {
     /// the signature does not cover `X-GitHub-Delivery`, so a captured request replayed
     /// under a fresh id is otherwise a new delivery. `body_mac` is the body's verified
     /// HMAC-SHA256: equal bodies have equal ones, and it is already computed, where a
-    /// digest of its own would cost a second pass over every payload.
+    /// digest of its own would cost a second pass over every payload. A delivery its
+    /// payload already `decided` is stored processed, and the interpretation job never
+    /// reads it back.
     pub async fn store(
         &self,
         delivery_id: String,
         event: String,
         payload: Bytes,
         body_mac: [u8; 32],
+        decided: Option<Decided>,
     ) -> Result<Stored, StoreError> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
@@ -71,6 +77,7 @@ impl InboxWriter {
             event,
             payload,
             replay_key: body_mac,
+            decided,
             reply,
         };
         self.queue
@@ -98,7 +105,7 @@ async fn write_batches(
         }
         let inserted = insert_batch(&pool, &batch).await;
         match &inserted {
-            Ok(ids) if !ids.is_empty() => deliveries_added.notify_one(),
+            Ok(rows) if rows.iter().any(|row| row.pending) => deliveries_added.notify_one(),
             Ok(_) => {}
             Err(err) => {
                 tracing::error!(error = %err, deliveries = batch.len(), "storing deliveries failed")
@@ -110,9 +117,9 @@ async fn write_batches(
 
 /// Answers every request of the batch: those whose row was not inserted are duplicates. A
 /// delivery id sent twice in one batch is new for its first request only.
-fn reply_all(batch: &mut Vec<Pending>, inserted: sqlx::Result<Vec<String>>) {
+fn reply_all(batch: &mut Vec<Pending>, inserted: sqlx::Result<Vec<Inserted>>) {
     let (mut fresh, failure): (HashSet<String>, _) = match inserted {
-        Ok(ids) => (ids.into_iter().collect(), None),
+        Ok(rows) => (rows.into_iter().map(|row| row.delivery_id).collect(), None),
         Err(err) => (HashSet::new(), Some(err.to_string())),
     };
     for pending in batch.drain(..) {
@@ -126,23 +133,61 @@ fn reply_all(batch: &mut Vec<Pending>, inserted: sqlx::Result<Vec<String>>) {
     }
 }
 
-async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> sqlx::Result<Vec<String>> {
+/// A row the batch stored.
+#[derive(sqlx::FromRow)]
+struct Inserted {
+    delivery_id: String,
+    /// Left for the interpretation job.
+    pending: bool,
+}
+
+async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> sqlx::Result<Vec<Inserted>> {
     let ids: Vec<&str> = batch.iter().map(|p| p.delivery_id.as_str()).collect();
     let events: Vec<&str> = batch.iter().map(|p| p.event.as_str()).collect();
     let payloads: Vec<&[u8]> = batch.iter().map(|p| p.payload.as_ref()).collect();
     let keys: Vec<&[u8]> = batch.iter().map(|p| p.replay_key.as_slice()).collect();
+    let actions: Vec<Option<&str>> = batch
+        .iter()
+        .map(|p| p.decided.as_ref().and_then(|d| d.summary.action.as_deref()))
+        .collect();
+    let installations: Vec<Option<i64>> = batch
+        .iter()
+        .map(|p| p.decided.as_ref().and_then(|d| d.summary.installation_id))
+        .collect();
+    let repositories: Vec<Option<&str>> = batch
+        .iter()
+        .map(|p| {
+            p.decided
+                .as_ref()
+                .and_then(|d| d.summary.repository.as_deref())
+        })
+        .collect();
+    let outcomes: Vec<Option<&str>> = batch
+        .iter()
+        .map(|p| p.decided.as_ref().map(|d| d.outcome.as_str()))
+        .collect();
     // No conflict target: a row conflicting on the delivery id or on (event, replay key)
     // is skipped alike, in this one statement, so no interleaving can store both.
-    sqlx::query_scalar(
-        "INSERT INTO deliveries (delivery_id, event, payload, replay_key)
-         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::BYTEA[])
+    sqlx::query_as(
+        "INSERT INTO deliveries (delivery_id, event, payload, replay_key, action,
+                                 installation_id, repository, outcome, processed_at)
+         SELECT id, event, payload, replay_key, action, installation_id, repository, outcome,
+                CASE WHEN outcome IS NOT NULL THEN now() END
+         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::BYTEA[], $5::TEXT[],
+                     $6::BIGINT[], $7::TEXT[], $8::TEXT[])
+              AS u (id, event, payload, replay_key, action, installation_id, repository,
+                    outcome)
          ON CONFLICT DO NOTHING
-         RETURNING delivery_id",
+         RETURNING delivery_id, processed_at IS NULL AS pending",
     )
     .bind(&ids)
     .bind(&events)
     .bind(&payloads)
     .bind(&keys)
+    .bind(&actions)
+    .bind(&installations)
+    .bind(&repositories)
+    .bind(&outcomes)
     .fetch_all(pool)
     .await
 }
