@@ -48,6 +48,18 @@ async fn depend(harness: &Harness, task: i64, blocker: i64) {
     assert_eq!(status, StatusCode::CREATED, "{reply}");
 }
 
+/// Cancels task `id` through the API, as an operator would.
+async fn cancel(harness: &Harness, id: i64) {
+    let (status, reply) = harness
+        .api(
+            "POST",
+            &format!("/api/v2/tasks/{id}/cancel"),
+            Some(API_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+}
+
 async fn shown(harness: &Harness, id: i64) -> Value {
     let (status, task) = harness
         .api("GET", &format!("/api/v2/tasks/{id}"), Some(API_TOKEN))
@@ -475,14 +487,7 @@ async fn cancelling_a_parent_cancels_the_children_that_have_not_ended(pool: PgPo
     let grandchild = create(&harness, "grandchild", json!({ "parent_id": children[2] })).await;
     ready(&harness, grandchild).await;
 
-    let (status, reply) = harness
-        .api(
-            "POST",
-            &format!("/api/v2/tasks/{parent}/cancel"),
-            Some(API_TOKEN),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{reply}");
+    cancel(&harness, parent).await;
     for id in [parent, children[1], children[2], grandchild] {
         let task = shown(&harness, id).await;
         assert_eq!(task["state"], "cancelled", "{task}");
@@ -528,13 +533,6 @@ async fn claims_from_several_processes_at_once_keep_a_parent_within_max_parallel
         for (_, task) in &claimed {
             end(&pool, task, TaskState::Cancelled).await;
         }
-        let (status, reply) = harness
-            .api(
-                "POST",
-                &format!("/api/v2/tasks/{parent}/cancel"),
-                Some(API_TOKEN),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{reply}");
+        cancel(&harness, parent).await;
     }
 }

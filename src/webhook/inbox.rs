@@ -63,7 +63,7 @@ pub struct Summary {
     pub repository: Option<String>,
 }
 
-/// A delivery's outcome and what was learnt of it, decided from its payload alone.
+/// A delivery's outcome and what was learnt of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decided {
     pub summary: Summary,
@@ -73,17 +73,25 @@ pub struct Decided {
 /// Records the outcomes of a batch of deliveries in one statement.
 pub async fn record_outcomes(
     db: impl PgExecutor<'_>,
-    outcomes: &[(i64, Summary, String)],
+    outcomes: &[(i64, Decided)],
 ) -> sqlx::Result<()> {
     if outcomes.is_empty() {
         return Ok(());
     }
     let ids: Vec<i64> = outcomes.iter().map(|o| o.0).collect();
-    let actions: Vec<Option<&str>> = outcomes.iter().map(|o| o.1.action.as_deref()).collect();
-    let installations: Vec<Option<i64>> = outcomes.iter().map(|o| o.1.installation_id).collect();
-    let repositories: Vec<Option<&str>> =
-        outcomes.iter().map(|o| o.1.repository.as_deref()).collect();
-    let texts: Vec<&str> = outcomes.iter().map(|o| o.2.as_str()).collect();
+    let actions: Vec<Option<&str>> = outcomes
+        .iter()
+        .map(|o| o.1.summary.action.as_deref())
+        .collect();
+    let installations: Vec<Option<i64>> = outcomes
+        .iter()
+        .map(|o| o.1.summary.installation_id)
+        .collect();
+    let repositories: Vec<Option<&str>> = outcomes
+        .iter()
+        .map(|o| o.1.summary.repository.as_deref())
+        .collect();
+    let texts: Vec<&str> = outcomes.iter().map(|o| o.1.outcome.as_str()).collect();
     sqlx::query(
         "UPDATE deliveries AS d
          SET action = u.action, installation_id = u.installation_id, repository = u.repository,

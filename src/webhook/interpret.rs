@@ -250,8 +250,8 @@ pub async fn process_batch(pool: &PgPool) -> anyhow::Result<usize> {
     let mut outcomes = Vec::with_capacity(deliveries.len());
     for delivery in &deliveries {
         let span = tracing::info_span!("delivery", delivery_id = %delivery.delivery_id, event = %delivery.event);
-        if let Some((summary, outcome)) = process(&mut tx, delivery).instrument(span).await? {
-            outcomes.push((delivery.id, summary, outcome));
+        if let Some(decided) = process(&mut tx, delivery).instrument(span).await? {
+            outcomes.push((delivery.id, decided));
         }
     }
     inbox::record_outcomes(&mut *tx, &outcomes).await?;
@@ -263,20 +263,19 @@ pub async fn process_batch(pool: &PgPool) -> anyhow::Result<usize> {
 async fn process(
     conn: &mut PgConnection,
     delivery: &PendingDelivery,
-) -> sqlx::Result<Option<(Summary, String)>> {
+) -> sqlx::Result<Option<Decided>> {
     let Some(payload) = &delivery.payload else {
-        return Ok(Some((
-            Summary::default(),
-            "ignored: payload deleted by retention".to_owned(),
-        )));
+        return Ok(Some(Decided {
+            summary: Summary::default(),
+            outcome: "ignored: payload deleted by retention".to_owned(),
+        }));
     };
-    let decided = match read(&delivery.event, payload) {
+    Ok(Some(match read(&delivery.event, payload) {
         Ok(Reading::Decided(decided)) => decided,
         Ok(Reading::Event(event)) => return interpret_with_database(conn, delivery, *event).await,
         // A rejected delivery replayed: its body is not JSON.
         Err(err) => malformed(&err),
-    };
-    Ok(Some((decided.summary, decided.outcome)))
+    }))
 }
 
 /// Interprets a delivery whose meaning depends on what the database holds, in a savepoint.
@@ -284,14 +283,17 @@ async fn interpret_with_database(
     conn: &mut PgConnection,
     delivery: &PendingDelivery,
     event: Event,
-) -> sqlx::Result<Option<(Summary, String)>> {
+) -> sqlx::Result<Option<Decided>> {
     // A savepoint, so a failure undoes the delivery's effects but not the rest of the batch.
     let mut effects = sqlx::Connection::begin(&mut *conn).await?;
     match apply(&mut effects, delivery.id, &event).await {
         Ok(outcome) => {
             effects.commit().await?;
             tracing::debug!(%outcome, "delivery interpreted");
-            Ok(Some((event.summary(), outcome)))
+            Ok(Some(Decided {
+                summary: event.summary(),
+                outcome,
+            }))
         }
         Err(err) => {
             effects.rollback().await?;
