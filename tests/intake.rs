@@ -31,6 +31,27 @@ fn signed_request(delivery: &str, content_type: &str, body: Vec<u8>) -> Request<
 }
 
 #[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
+async fn a_queued_request_wakes_the_request_workers(pool: sqlx::PgPool) {
+    let harness = Harness::start_without_app(pool).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&harness.pool)
+        .await
+        .unwrap();
+    listener
+        .listen(conveyor::requests::queue::CHANNEL)
+        .await
+        .unwrap();
+    let body = labeled_issue(6, "Wake the workers", "conveyor");
+    let request = signed_request("d-wake", "application/json", body);
+    assert_eq!(send(&harness.router, request).await.0, StatusCode::ACCEPTED);
+    assert_eq!(harness.outcome("d-wake").await, "request_queued");
+    let woken = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv()).await;
+    assert!(
+        matches!(woken, Ok(Ok(_))),
+        "no notification on the requests' channel: {woken:?}"
+    );
+}
+
+#[sqlx::test(migrator = "conveyor::db::MIGRATOR")]
 async fn form_encoded_bodies_are_accepted(pool: sqlx::PgPool) {
     let harness = Harness::start_without_app(pool).await;
     let json = labeled_issue(5, "From a form", "conveyor");

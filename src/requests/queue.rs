@@ -11,17 +11,22 @@ use super::{Asked, Request};
 /// The `LISTEN`/`NOTIFY` channel that wakes the request workers.
 pub const CHANNEL: &str = "conveyor_requests";
 
-/// Queues `asked` for a delivery; a redelivery of the same delivery queues nothing.
+/// Queues `asked` for a delivery and wakes the request workers, in one round trip; a
+/// redelivery of the same delivery queues nothing and wakes no one.
 pub async fn insert(
-    conn: &mut PgConnection,
+    db: impl PgExecutor<'_>,
     delivery_id: i64,
     asked: &Asked,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "INSERT INTO requests (delivery_id, installation_id, repo_owner, repo_name, default_branch,
-                               issue_number, actor, actor_is_bot, request)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (delivery_id, position) DO NOTHING",
+    let queued: i64 = sqlx::query_scalar(
+        "WITH queued AS (
+             INSERT INTO requests (delivery_id, installation_id, repo_owner, repo_name,
+                                   default_branch, issue_number, actor, actor_is_bot, request)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (delivery_id, position) DO NOTHING
+             RETURNING 1
+         )
+         SELECT count(pg_notify($10, '')) FROM queued",
     )
     .bind(delivery_id)
     .bind(asked.installation_id)
@@ -32,13 +37,10 @@ pub async fn insert(
     .bind(&asked.actor)
     .bind(asked.actor_is_bot)
     .bind(Json(&asked.request))
-    .execute(&mut *conn)
+    .bind(CHANNEL)
+    .fetch_one(db)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(&mut *conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(queued == 1)
 }
 
 #[derive(sqlx::FromRow)]
